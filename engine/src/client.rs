@@ -1,0 +1,111 @@
+//! Client side of the coordinator's Flight endpoint: shoal's actions, and Flight SQL
+//! statements for `shoal sql`.
+
+use crate::error::{Error, Result};
+use crate::protocol::{ACTION_QUERY_REPORT, QueryReportRequest, StatementHandle};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{Any, TicketStatementQuery};
+use arrow_flight::Action;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::TryStreamExt;
+use prost::Message;
+use shoal_planner::QueryReport;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Bound on connecting to the coordinator: a dead address fails fast with its name.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one shoal action (register, heartbeat, model fetch).
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn connect(url: &str) -> Result<Channel> {
+    let unreachable = |message: String| Error::CoordinatorUnreachable {
+        url: url.to_string(),
+        message,
+    };
+    Endpoint::from_shared(url.to_string())
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))
+}
+
+/// Runs one shoal action; returns the concatenated reply bodies.
+pub async fn action(channel: Channel, kind: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let call = async {
+        let mut stream = client
+            .do_action(Action {
+                r#type: kind.to_string(),
+                body: body.into(),
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await? {
+            out.extend_from_slice(&item.body);
+        }
+        Ok::<_, tonic::Status>(out)
+    };
+    match tokio::time::timeout(ACTION_TIMEOUT, call).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(status)) => Err(Error::Refused {
+            action: kind.to_string(),
+            message: status.message().to_string(),
+        }),
+        Err(_) => Err(Error::Refused {
+            action: kind.to_string(),
+            message: format!("no answer in {ACTION_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// A statement's result as `shoal sql` receives it.
+pub struct StatementResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub query_id: Option<String>,
+}
+
+/// Runs `sql` through Flight SQL, exactly as pyarrow or ADBC would.
+pub async fn execute_sql(url: &str, sql: &str) -> Result<StatementResult> {
+    let channel = connect(url).await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    let info = client.execute(sql.to_string(), None).await?;
+    let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);
+    let mut batches = Vec::new();
+    let mut query_id = None;
+    for endpoint in info.endpoint {
+        let Some(ticket) = endpoint.ticket else { continue };
+        query_id = query_id.or_else(|| statement_query_id(&ticket.ticket));
+        let stream = client.do_get(ticket).await?;
+        batches.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok(StatementResult {
+        schema,
+        batches,
+        query_id,
+    })
+}
+
+fn statement_query_id(ticket: &[u8]) -> Option<String> {
+    let any = Any::decode(ticket).ok()?;
+    let statement: TicketStatementQuery = any.unpack().ok()??;
+    let handle: StatementHandle = serde_json::from_slice(&statement.statement_handle).ok()?;
+    Some(handle.query_id)
+}
+
+pub async fn query_report(url: &str, query_id: &str) -> Result<QueryReport> {
+    let body = serde_json::to_vec(&QueryReportRequest {
+        query_id: query_id.to_string(),
+    })
+    .map_err(|e| Error::DataGen(e.to_string()))?;
+    let reply = action(connect(url).await?, ACTION_QUERY_REPORT, body).await?;
+    serde_json::from_slice(&reply).map_err(|e| Error::Refused {
+        action: ACTION_QUERY_REPORT.into(),
+        message: e.to_string(),
+    })
+}

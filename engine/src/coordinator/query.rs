@@ -1,0 +1,215 @@
+//! Planning and running one statement on the cluster.
+
+use super::Coordinator;
+use crate::error::Result;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+use futures::TryStreamExt;
+use shoal_operators::codec::ShoalCodec;
+use shoal_operators::{ModelProvider, ml_udfs};
+use shoal_planner::explain::explain_stages;
+use shoal_planner::locality::CatalogWorkerResolver;
+use shoal_planner::{QueryReport, SiteLocality, SiteSchemaProvider};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a finished query waits for its workers' metrics before reporting without them.
+const METRICS_WAIT: Duration = Duration::from_secs(5);
+
+/// A statement ready to run.
+pub enum PlannedQuery {
+    /// A plan to execute (distributed when it reads site data).
+    Plan {
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<TaskContext>,
+    },
+    /// An answer computed while planning (EXPLAIN).
+    Batches { schema: SchemaRef, batches: Vec<RecordBatch> },
+}
+
+impl PlannedQuery {
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            PlannedQuery::Plan { plan, .. } => plan.schema(),
+            PlannedQuery::Batches { schema, .. } => schema.clone(),
+        }
+    }
+}
+
+/// A whole result with what it moved.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub report: QueryReport,
+}
+
+impl Coordinator {
+    /// A fresh session per statement: the catalog is read live, and nothing one client sets
+    /// leaks into another's queries.
+    pub fn session(&self) -> SessionContext {
+        let provider: Arc<dyn ModelProvider> = self.models.clone();
+        let locality = SiteLocality::new(self.catalog.clone());
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("shoal_cluster", "public");
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_scalar_functions(ml_udfs(provider.clone()))
+            .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
+            .with_distributed_planner()
+            .with_distributed_user_codec(ShoalCodec::new(provider.clone()))
+            .with_distributed_desired_task_count_handler(locality.clone())
+            .with_distributed_scale_up_leaf_node_handler(locality.clone())
+            .with_distributed_route_tasks_handler(locality)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
+        let _ = datafusion::catalog::CatalogProvider::register_schema(
+            catalog.as_ref(),
+            "public",
+            Arc::new(SiteSchemaProvider::new(self.catalog.clone())),
+        );
+        ctx.register_catalog("shoal_cluster", catalog);
+        // The system schema lives in the same catalog as the site tables.
+        let _ = shoal_sql::session::register_system_tables(&ctx, provider);
+        ctx
+    }
+
+    /// Plans `sql`. Remote clients may only read: DDL, DML and `SET` are refused.
+    pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
+        let ctx = self.session();
+        let sql = shoal_sql::statements::rewrite(sql);
+        if let Some(inner) = explain_target(&sql) {
+            let df = ctx.sql_with_options(inner, read_only()).await?;
+            let plan = df.create_physical_plan().await?;
+            let text = explain_stages(&plan, &self.catalog)?;
+            let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+            let lines = StringArray::from(text.lines().collect::<Vec<_>>());
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])?;
+            return Ok(PlannedQuery::Batches {
+                schema,
+                batches: vec![batch],
+            });
+        }
+        let df = ctx.sql_with_options(&sql, read_only()).await?;
+        let task_ctx = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await?;
+        Ok(PlannedQuery::Plan { plan, task_ctx })
+    }
+
+    /// Starts a planned query: the stream of its batches.
+    pub fn execute(&self, planned: &PlannedQuery) -> Result<SendableRecordBatchStream> {
+        match planned {
+            PlannedQuery::Plan { plan, task_ctx } => {
+                Ok(execute_stream(plan.clone(), task_ctx.clone())?)
+            }
+            PlannedQuery::Batches { schema, batches } => {
+                let stream = futures::stream::iter(batches.clone().into_iter().map(Ok));
+                Ok(Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        schema.clone(),
+                        stream,
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The report of a query that has finished streaming; keeps it under `query_id`.
+    pub async fn finish(
+        &self,
+        query_id: &str,
+        planned: &PlannedQuery,
+        rows: u64,
+        started: Instant,
+    ) -> QueryReport {
+        let elapsed = started.elapsed();
+        let report = match planned {
+            PlannedQuery::Plan { plan, .. } => {
+                let reading = QueryReport::from_executed_plan(plan.clone(), rows, elapsed);
+                match tokio::time::timeout(METRICS_WAIT, reading).await {
+                    Ok(Ok(report)) => report,
+                    Ok(Err(e)) => {
+                        tracing::warn!(query_id, "reading query metrics failed: {e}");
+                        QueryReport::default()
+                    }
+                    Err(_) => {
+                        tracing::warn!(query_id, "worker metrics did not arrive in {METRICS_WAIT:?}");
+                        QueryReport::default()
+                    }
+                }
+            }
+            PlannedQuery::Batches { .. } => QueryReport {
+                rows_returned: rows,
+                elapsed_ms: elapsed.as_millis() as u64,
+                ..Default::default()
+            },
+        };
+        self.keep_report(query_id.to_string(), report.clone());
+        report
+    }
+
+    /// Plans, runs and collects `sql` in process (the embedded cluster, tests, the demo).
+    pub async fn run(&self, sql: &str) -> Result<QueryOutput> {
+        let started = Instant::now();
+        let planned = self.plan(sql).await?;
+        let batches: Vec<RecordBatch> = self.execute(&planned)?.try_collect().await?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let report = self
+            .finish(&uuid_like(), &planned, rows, started)
+            .await;
+        Ok(QueryOutput {
+            schema: planned.schema(),
+            batches,
+            report,
+        })
+    }
+}
+
+/// `EXPLAIN <query>` (not ANALYZE / VERBOSE) is answered with shoal's stage placement.
+fn explain_target(sql: &str) -> Option<&str> {
+    let trimmed = sql.trim_start();
+    let (head, rest) = trimmed.split_at(trimmed.find(char::is_whitespace)?);
+    if !head.eq_ignore_ascii_case("EXPLAIN") {
+        return None;
+    }
+    let next = rest.split_whitespace().next()?.to_ascii_uppercase();
+    (!matches!(next.as_str(), "ANALYZE" | "VERBOSE" | "FORMAT")).then_some(rest)
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A unique id for a query (time + counter; no uuid dependency needed).
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("q{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_target;
+
+    #[test]
+    fn explain_is_recognised_but_not_explain_analyze() {
+        assert_eq!(explain_target("explain SELECT 1"), Some(" SELECT 1"));
+        assert_eq!(explain_target("EXPLAIN ANALYZE SELECT 1"), None);
+        assert_eq!(explain_target("SELECT 1"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! An embedded cluster: a coordinator and several workers in one process, on loopback.
+//! Same code paths as separate processes (real gRPC, real Flight), no manual steps.
+
+use crate::coordinator::{Coordinator, CoordinatorOptions, QueryOutput};
+use crate::error::{Error, Result};
+use crate::worker::{WorkerOptions, WorkerProcess};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+pub struct EmbeddedCluster {
+    pub coordinator: Arc<Coordinator>,
+    /// The coordinator's Flight SQL endpoint, e.g. `http://127.0.0.1:43117`.
+    pub url: String,
+    pub workers: Vec<WorkerProcess>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+impl EmbeddedCluster {
+    /// Starts a coordinator and one worker per folder in `sites` (named `site-1`, ...).
+    pub async fn start(options: CoordinatorOptions, sites: &[PathBuf]) -> Result<Self> {
+        let coordinator = Coordinator::new(options)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Listen {
+                addr: "127.0.0.1:0".into(),
+                message: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| Error::Listen {
+            addr: "127.0.0.1:0".into(),
+            message: e.to_string(),
+        })?;
+        let url = format!("http://{addr}");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = rx.await;
+                };
+                if let Err(e) = coordinator.serve(listener, stop).await {
+                    tracing::error!("coordinator stopped: {e}");
+                }
+            })
+        };
+        let mut cluster = Self {
+            coordinator,
+            url,
+            workers: Vec::new(),
+            shutdown: Some(tx),
+            server,
+        };
+        for (i, dir) in sites.iter().enumerate() {
+            cluster
+                .add_worker(format!("site-{}", i + 1), dir.clone())
+                .await?;
+        }
+        Ok(cluster)
+    }
+
+    pub async fn add_worker(&mut self, name: String, data_dir: PathBuf) -> Result<&WorkerProcess> {
+        let mut options = WorkerOptions::new(data_dir, self.url.clone());
+        options.name = Some(name);
+        options.register_timeout = Duration::from_secs(10);
+        let worker = WorkerProcess::start(options).await?;
+        self.workers.push(worker);
+        Ok(self.workers.last().ok_or(Error::DataGen("no worker".into()))?)
+    }
+
+    /// Runs a statement on the cluster and returns the whole result with its report.
+    pub async fn sql(&self, sql: &str) -> Result<QueryOutput> {
+        self.coordinator.run(sql).await
+    }
+
+    pub async fn stop(mut self) {
+        for worker in self.workers.drain(..) {
+            worker.stop().await;
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+        self.server.abort();
+    }
+}

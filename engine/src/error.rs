@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--data folder {path} does not exist or is not a folder")]
+    MissingDataDir { path: PathBuf },
+
+    #[error("--models folder {path}: {source}")]
+    Models {
+        path: PathBuf,
+        source: shoal_operators::Error,
+    },
+
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot reach the coordinator at {url}: {message}")]
+    CoordinatorUnreachable { url: String, message: String },
+
+    #[error("the coordinator refused {action}: {message}")]
+    Refused { action: String, message: String },
+
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+
+    #[error("generating TPC-H data: {0}")]
+    DataGen(String),
+
+    #[error(transparent)]
+    Planner(#[from] shoal_planner::Error),
+
+    #[error(transparent)]
+    Sql(#[from] shoal_sql::Error),
+
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    #[error("flight: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
+
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+}

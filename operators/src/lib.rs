@@ -1,0 +1,27 @@
+//! shoal-operators: the model runtime and the ML functions that run where the data is.
+//!
+//! ```text
+//!  Arrow columns (f1 .. fn)             one ORT run per Arrow batch
+//!        │                                     │
+//!        ▼                                     ▼
+//!  features::stack_features ──► [N, n] f32 ──► SessionPool (one session per slot,
+//!  (one tiled copy, or a zero-copy        on the inference CPU pool)
+//!   view of a FixedSizeList column)            │
+//!                                              ▼
+//!                         predict → label / value column, predict_proba → Float32 / FixedSizeList
+//! ```
+//!
+//! The crate knows nothing about clusters: a [`ModelProvider`] says where model bytes come
+//! from (a directory on the coordinator, a content-addressed cache on a worker), and the
+//! [`codec::ShoalCodec`] carries the pinned model versions of a plan across the network.
+
+pub mod codec;
+pub mod error;
+pub mod features;
+pub mod model;
+pub mod runtime;
+pub mod udf;
+
+pub use error::{Error, Result};
+pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
+pub use udf::predict::{PredictKind, PredictUdf, ml_udfs};

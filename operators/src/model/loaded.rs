@@ -1,0 +1,60 @@
+//! A model ready to run: its bytes, content hash, signature and session pool.
+
+use super::session_pool::SessionPool;
+use super::signature::ModelSignature;
+use super::{ModelInfo, content_hash};
+use crate::error::{Error, Result};
+use crate::runtime;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub name: String,
+    pub hash: String,
+    pub bytes: Arc<[u8]>,
+    pub signature: ModelSignature,
+    pub sessions: SessionPool,
+}
+
+impl LoadedModel {
+    /// Validates the bytes by building a first session; fails with
+    /// [`Error::InvalidModel`] naming `origin` (a file, or "cache") when they are not ONNX.
+    pub fn from_bytes(name: &str, origin: &str, bytes: Vec<u8>) -> Result<Self> {
+        let bytes: Arc<[u8]> = bytes.into();
+        let hash = content_hash(&bytes);
+        let first = SessionPool::build_session(name, &bytes).map_err(|e| match e {
+            Error::InvalidModel { message, .. } => Error::InvalidModel {
+                name: name.to_string(),
+                origin: origin.to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        let signature = ModelSignature::from_outlets(name, first.inputs(), first.outputs())?;
+        let sessions = SessionPool::new(name, bytes.clone(), first, runtime::inference_slots());
+        Ok(Self {
+            name: name.to_string(),
+            hash,
+            bytes,
+            signature,
+            sessions,
+        })
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: self.name.clone(),
+            hash: self.hash.clone(),
+            size_bytes: self.bytes.len() as u64,
+            inputs: self.signature.describe_inputs(),
+            outputs: self.signature.describe_outputs(),
+        }
+    }
+}
+
+impl From<&LoadedModel> for ModelInfo {
+    fn from(m: &LoadedModel) -> Self {
+        m.info()
+    }
+}
+

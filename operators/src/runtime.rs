@@ -1,0 +1,136 @@
+//! Where ONNX Runtime comes from, and the CPU pool inference runs on.
+//!
+//! shoal uses `ort` with `load-dynamic`: nothing is downloaded at build time. The shared
+//! library is the one inside the `onnxruntime` wheel from PyPI, which `make setup` copies to
+//! `.shoal/onnxruntime/` in the repository. `ORT_DYLIB_PATH` overrides the lookup.
+
+use crate::error::{Error, Result};
+use ort::environment::Environment;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Folder, relative to the repository root, that `make setup` fills with the library.
+pub const LOCAL_RUNTIME_DIR: &str = ".shoal/onnxruntime";
+
+static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+static CPU_POOL: OnceLock<std::result::Result<rayon::ThreadPool, String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, loading the shared library on first use.
+pub fn environment() -> Result<&'static Environment> {
+    let env = ENVIRONMENT.get_or_init(|| {
+        let path = find_library().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            Error::RuntimeInit {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+            .to_string()
+        })?;
+        builder.with_name("shoal").build().map_err(|e| {
+            Error::RuntimeInit {
+                path,
+                message: e.to_string(),
+            }
+            .to_string()
+        })
+    });
+    env.as_ref().map_err(|message| Error::Store(message.clone()))
+}
+
+/// Locates `libonnxruntime.so*`: `ORT_DYLIB_PATH`, then `.shoal/onnxruntime/` in the current
+/// directory, its ancestors, the executable's ancestors and the source checkout.
+pub fn find_library() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("ORT_DYLIB_PATH") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(Error::RuntimeLibraryNotFound {
+            tried: format!("ORT_DYLIB_PATH={} (no such file)", path.display()),
+        });
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    // The checkout this crate was built from: lets tests and `cargo run` find the library
+    // from any working directory.
+    roots.extend(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(Path::to_path_buf),
+    );
+    let mut tried = Vec::new();
+    for root in roots {
+        let dir = root.join(LOCAL_RUNTIME_DIR);
+        if tried.contains(&dir) {
+            continue;
+        }
+        if let Some(lib) = library_in(&dir) {
+            return Ok(lib);
+        }
+        tried.push(dir);
+    }
+    Err(Error::RuntimeLibraryNotFound {
+        tried: tried
+            .iter()
+            .take(6)
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    // Prefer the most specific (versioned) name: the wheel ships only `.so.1.x.y`.
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.into_iter().next()
+}
+
+/// Number of inference slots: concurrent model runs, each with its own session.
+pub fn inference_slots() -> usize {
+    std::env::var("SHOAL_INFERENCE_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+}
+
+/// Runs CPU-heavy work (feature stacking, inference) on the inference pool, never on an IO
+/// runtime thread. On a multi-threaded tokio runtime the calling worker thread is handed
+/// off with `block_in_place`, so heartbeats and network streams keep being served meanwhile.
+pub fn run_on_cpu_pool<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T> {
+    let pool = CPU_POOL
+        .get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(inference_slots())
+                .thread_name(|i| format!("shoal-infer-{i}"))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Store(format!("cannot start the inference pool: {e}")))?;
+    let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_multi_thread_runtime {
+        Ok(tokio::task::block_in_place(|| pool.install(work)))
+    } else {
+        Ok(pool.install(work))
+    }
+}

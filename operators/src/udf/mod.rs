@@ -1,0 +1,4 @@
+//! ML scalar functions.
+
+mod inference;
+pub mod predict;

@@ -1,0 +1,216 @@
+//! `predict('<model>', f1, ..., fn)` and `predict_proba('<model>', f1, ..., fn)`.
+//!
+//! Planning checks the call against the model's signature (argument count and types, return
+//! type). Execution runs the model once per Arrow batch on the inference pool.
+
+use super::inference::{infer, output_type};
+use crate::error::Error;
+use crate::features::is_numeric_feature;
+use crate::model::ModelProvider;
+use crate::runtime::run_on_cpu_pool;
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Result, ScalarValue, internal_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum PredictKind {
+    /// The model's first output in its own type.
+    Predict,
+    /// Probability of the positive class (binary) or of every class (k > 2).
+    PredictProba,
+}
+
+impl PredictKind {
+    pub fn function_name(self) -> &'static str {
+        match self {
+            PredictKind::Predict => "predict",
+            PredictKind::PredictProba => "predict_proba",
+        }
+    }
+
+    pub fn from_function_name(name: &str) -> Option<Self> {
+        match name {
+            "predict" => Some(PredictKind::Predict),
+            "predict_proba" => Some(PredictKind::PredictProba),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PredictUdf {
+    kind: PredictKind,
+    provider: Arc<dyn ModelProvider>,
+    /// Model name -> content hash the plan was made with (empty on the planning side: it
+    /// always uses the registry's current version).
+    pins: BTreeMap<String, String>,
+    signature: Signature,
+}
+
+/// Both ML functions over one model provider.
+pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
+    [PredictKind::Predict, PredictKind::PredictProba]
+        .into_iter()
+        .map(|kind| {
+            Arc::new(ScalarUDF::new_from_impl(PredictUdf::new(
+                kind,
+                provider.clone(),
+                BTreeMap::new(),
+            )))
+        })
+        .collect()
+}
+
+impl PredictUdf {
+    pub fn new(
+        kind: PredictKind,
+        provider: Arc<dyn ModelProvider>,
+        pins: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            kind,
+            provider,
+            pins,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+
+    pub fn kind(&self) -> PredictKind {
+        self.kind
+    }
+
+    pub fn provider(&self) -> &Arc<dyn ModelProvider> {
+        &self.provider
+    }
+
+    fn model_name<'a>(&self, scalar: Option<&'a ScalarValue>) -> Result<&'a str, Error> {
+        match scalar {
+            Some(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+            ) => Ok(s.as_str()),
+            _ => Err(Error::ModelNameNotLiteral {
+                function: self.kind.function_name().into(),
+            }),
+        }
+    }
+
+    fn pin(&self, model: &str) -> Option<&str> {
+        self.pins.get(model).map(String::as_str)
+    }
+}
+
+impl PartialEq for PredictUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.pins == other.pins
+            && Arc::ptr_eq(&self.provider, &other.provider)
+    }
+}
+
+impl Eq for PredictUdf {}
+
+impl Hash for PredictUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.pins.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PredictUdf {
+    fn name(&self) -> &str {
+        self.kind.function_name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        // Features are cast to the model's input type per batch; keep the SQL types.
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        internal_err!("{} derives its type from the model: use return_field_from_args", self.name())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let function = self.kind.function_name();
+        let name = self.model_name(args.scalar_arguments.first().copied().flatten())?;
+        let model = self.provider.model(name, self.pin(name))?;
+        let features = &args.arg_fields[1..];
+        let expected = model.signature.feature_count();
+        let one_vector = match features {
+            [f] => matches!(f.data_type(), DataType::FixedSizeList(_, w) if *w as usize == expected),
+            _ => false,
+        };
+        if !one_vector {
+            if features.len() != expected {
+                return Err(Error::FeatureCount {
+                    function: function.into(),
+                    model: name.into(),
+                    expected,
+                    found: features.len(),
+                }
+                .into());
+            }
+            for (i, field) in features.iter().enumerate() {
+                if !is_numeric_feature(field.data_type()) {
+                    return Err(Error::FeatureType {
+                        function: function.into(),
+                        model: name.into(),
+                        position: i + 1,
+                        column: field.name().clone(),
+                        found: field.data_type().to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let data_type = output_type(&model.signature, self.kind)?;
+        Ok(Arc::new(Field::new(function, data_type, false)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let function = self.kind.function_name();
+        let scalar = match args.args.first() {
+            Some(ColumnarValue::Scalar(s)) => Some(s),
+            _ => None,
+        };
+        let name = self.model_name(scalar)?.to_string();
+        let model = self.provider.model(&name, self.pin(&name))?;
+        let rows = args.number_rows;
+        let mut features = Vec::with_capacity(args.args.len() - 1);
+        for (i, value) in args.args[1..].iter().enumerate() {
+            let array = value.to_array(rows)?;
+            if array.null_count() > 0 {
+                let column = args
+                    .arg_fields
+                    .get(i + 1)
+                    .map(|f| f.name().clone())
+                    .unwrap_or_else(|| format!("#{}", i + 1));
+                return Err(Error::NullFeature {
+                    function: function.into(),
+                    model: name,
+                    position: i + 1,
+                    column,
+                    nulls: array.null_count(),
+                }
+                .into());
+            }
+            features.push(array);
+        }
+        let kind = self.kind;
+        let output = run_on_cpu_pool(|| infer(&model, kind, &features, rows))??;
+        Ok(ColumnarValue::Array(output))
+    }
+}

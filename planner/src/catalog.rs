@@ -1,0 +1,324 @@
+//! The coordinator's catalog: which site (worker) holds which Parquet files of which table.
+//! Built only from what workers report; the coordinator never lists or reads site files.
+
+use crate::error::{Error, Result};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// One Parquet file as its site reports it; `path` is relative to the site's data folder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SiteFile {
+    pub path: String,
+    pub size_bytes: u64,
+    pub rows: u64,
+    /// Set when the site could not read the footer: queries on the table fail naming it.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SiteTableReport {
+    pub name: String,
+    /// Arrow schema, as serialized by arrow's serde support.
+    pub schema: Schema,
+    pub files: Vec<SiteFile>,
+}
+
+/// What a worker sends when it registers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SiteReport {
+    pub name: String,
+    /// The worker's datafusion-distributed endpoint, e.g. `http://127.0.0.1:50061`.
+    pub url: String,
+    pub tables: Vec<SiteTableReport>,
+}
+
+#[derive(Debug)]
+struct SiteState {
+    report: SiteReport,
+    url: Url,
+    last_seen: Instant,
+}
+
+/// A table as the cluster holds it: one schema, files spread over sites.
+#[derive(Debug, Clone)]
+pub struct ClusterTable {
+    pub name: String,
+    pub schema: SchemaRef,
+    /// (site, file) pairs in site-name order.
+    pub files: Vec<(String, SiteFile)>,
+}
+
+#[derive(Debug)]
+pub struct SiteCatalog {
+    sites: RwLock<BTreeMap<String, SiteState>>,
+    heartbeat_timeout: Duration,
+}
+
+pub fn validate_site_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name != "cluster"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSiteName {
+            name: name.to_string(),
+        })
+    }
+}
+
+impl SiteCatalog {
+    pub fn new(heartbeat_timeout: Duration) -> Self {
+        Self {
+            sites: RwLock::new(BTreeMap::new()),
+            heartbeat_timeout,
+        }
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.heartbeat_timeout
+    }
+
+    /// Adds or replaces a site. Fails when a table's schema differs from another site's.
+    pub fn register(&self, report: SiteReport) -> Result<()> {
+        validate_site_name(&report.name)?;
+        let url = Url::parse(&report.url).map_err(|e| Error::InvalidUrl {
+            url: report.url.clone(),
+            message: e.to_string(),
+        })?;
+        let mut sites = self.sites.write();
+        for table in &report.tables {
+            for (other_name, other) in sites.iter() {
+                if *other_name == report.name {
+                    continue;
+                }
+                if let Some(theirs) = other.report.tables.iter().find(|t| t.name == table.name)
+                    && !same_columns(&theirs.schema, &table.schema)
+                {
+                    return Err(Error::SchemaMismatch {
+                        table: table.name.clone(),
+                        site: report.name.clone(),
+                        other: other_name.clone(),
+                        detail: format!(
+                            "[{}] vs [{}]",
+                            describe(&table.schema),
+                            describe(&theirs.schema)
+                        ),
+                    });
+                }
+            }
+        }
+        sites.insert(
+            report.name.clone(),
+            SiteState {
+                report,
+                url,
+                last_seen: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Records a heartbeat; false when the site is unknown (it must register again, e.g.
+    /// after the coordinator restarted).
+    pub fn heartbeat(&self, site: &str) -> bool {
+        match self.sites.write().get_mut(site) {
+            Some(state) => {
+                state.last_seen = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn remove(&self, site: &str) {
+        self.sites.write().remove(site);
+    }
+
+    fn is_live(&self, state: &SiteState) -> bool {
+        state.last_seen.elapsed() <= self.heartbeat_timeout
+    }
+
+    /// URLs of the live sites, in site-name order.
+    pub fn live_urls(&self) -> Vec<Url> {
+        self.sites
+            .read()
+            .values()
+            .filter(|s| self.is_live(s))
+            .map(|s| s.url.clone())
+            .collect()
+    }
+
+    pub fn url_of(&self, site: &str) -> Result<Url> {
+        self.sites
+            .read()
+            .get(site)
+            .map(|s| s.url.clone())
+            .ok_or_else(|| Error::UnknownSite {
+                site: site.to_string(),
+            })
+    }
+
+    /// (name, url, live, tables) of every site.
+    pub fn sites(&self) -> Vec<(String, Url, bool, usize)> {
+        self.sites
+            .read()
+            .values()
+            .map(|s| {
+                (
+                    s.report.name.clone(),
+                    s.url.clone(),
+                    self.is_live(s),
+                    s.report.tables.len(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .sites
+            .read()
+            .values()
+            .flat_map(|s| s.report.tables.iter().map(|t| t.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The table as the cluster holds it, or None when no site reports it.
+    pub fn table(&self, name: &str) -> Option<ClusterTable> {
+        let sites = self.sites.read();
+        let mut schema = None;
+        let mut files = Vec::new();
+        for (site, state) in sites.iter() {
+            if let Some(t) = state.report.tables.iter().find(|t| t.name == name) {
+                schema.get_or_insert_with(|| Arc::new(t.schema.clone()));
+                files.extend(t.files.iter().map(|f| (site.clone(), f.clone())));
+            }
+        }
+        Some(ClusterTable {
+            name: name.to_string(),
+            schema: schema?,
+            files,
+        })
+    }
+
+    /// Fails, naming the site and its files, when a site holding part of `table` is down or
+    /// reported a file it could not read: answering without them would silently drop rows.
+    pub fn check_servable(&self, table: &ClusterTable) -> Result<()> {
+        let sites = self.sites.read();
+        for (site, file) in &table.files {
+            if let Some(message) = &file.error {
+                return Err(Error::BadFile {
+                    table: table.name.clone(),
+                    site: site.clone(),
+                    file: file.path.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
+        for (site, state) in sites.iter() {
+            if self.is_live(state) {
+                continue;
+            }
+            let held: Vec<&str> = table
+                .files
+                .iter()
+                .filter(|(s, _)| s == site)
+                .map(|(_, f)| f.path.as_str())
+                .collect();
+            if !held.is_empty() {
+                return Err(Error::SiteDown {
+                    table: table.name.clone(),
+                    site: site.clone(),
+                    url: state.url.to_string(),
+                    files: held.len(),
+                    examples: held.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                    silent: state.last_seen.elapsed(),
+                    timeout: self.heartbeat_timeout,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a
+            .fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field};
+
+    fn report(name: &str, col_type: DataType) -> SiteReport {
+        SiteReport {
+            name: name.into(),
+            url: format!("http://127.0.0.1:1/{name}"),
+            tables: vec![SiteTableReport {
+                name: "t".into(),
+                schema: Schema::new(vec![Field::new("a", col_type, true)]),
+                files: vec![SiteFile {
+                    path: "t/0.parquet".into(),
+                    size_bytes: 10,
+                    rows: 1,
+                    error: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn sites_holding_the_same_table_merge_and_mismatches_are_refused() {
+        let catalog = SiteCatalog::new(Duration::from_secs(5));
+        catalog.register(report("w1", DataType::Int64)).unwrap();
+        catalog.register(report("w2", DataType::Int64)).unwrap();
+        assert_eq!(catalog.table("t").unwrap().files.len(), 2);
+        let err = catalog.register(report("w3", DataType::Utf8)).unwrap_err();
+        assert!(err.to_string().contains("worker 'w3'"), "{err}");
+    }
+
+    #[test]
+    fn a_silent_site_makes_its_tables_unservable() {
+        let catalog = SiteCatalog::new(Duration::from_millis(1));
+        catalog.register(report("w1", DataType::Int64)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let table = catalog.table("t").unwrap();
+        let err = catalog.check_servable(&table).unwrap_err().to_string();
+        assert!(err.contains("worker 'w1'") && err.contains("t/0.parquet"), "{err}");
+        assert!(catalog.live_urls().is_empty());
+    }
+
+    #[test]
+    fn site_names_are_host_safe() {
+        assert!(validate_site_name("site-1").is_ok());
+        for bad in ["", "Site", "a_b", "cluster", "-a"] {
+            assert!(validate_site_name(bad).is_err(), "{bad}");
+        }
+    }
+}

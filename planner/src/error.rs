@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "worker name '{name}' is not valid: use 1-63 lowercase letters, digits or '-' (and not 'cluster')"
+    )]
+    InvalidSiteName { name: String },
+
+    #[error(
+        "table '{table}': worker '{site}' reports a schema that differs from worker '{other}': {detail}"
+    )]
+    SchemaMismatch {
+        table: String,
+        site: String,
+        other: String,
+        detail: String,
+    },
+
+    #[error(
+        "table '{table}': worker '{site}' ({url}) holding {files} file(s) [{examples}] has not sent a \
+         heartbeat for {silent:.1?} (timeout {timeout:?}); the query cannot be answered without it"
+    )]
+    SiteDown {
+        table: String,
+        site: String,
+        url: String,
+        files: usize,
+        examples: String,
+        silent: Duration,
+        timeout: Duration,
+    },
+
+    #[error("table '{table}': file {file} on worker '{site}' is not readable Parquet: {message}")]
+    BadFile {
+        table: String,
+        site: String,
+        file: String,
+        message: String,
+    },
+
+    #[error("no workers are registered with the coordinator")]
+    NoWorkers,
+
+    #[error("unknown worker '{site}'")]
+    UnknownSite { site: String },
+
+    #[error("invalid worker url '{url}': {message}")]
+    InvalidUrl { url: String, message: String },
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}

@@ -1,0 +1,109 @@
+//! What a query moved: Parquet bytes the sites scanned against bytes the coordinator received.
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::{DistributedMetricsFormat, rewrite_distributed_plan_with_metrics};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueryReport {
+    /// Parquet bytes read by the scans on the sites.
+    pub bytes_scanned: u64,
+    /// Bytes the coordinator received from workers (Arrow IPC over Flight).
+    pub bytes_to_coordinator: u64,
+    pub rows_returned: u64,
+    /// Whether the query ran on workers at all (false for e.g. `SELECT 1`, `SHOW MODELS`).
+    pub distributed: bool,
+    pub elapsed_ms: u64,
+}
+
+impl QueryReport {
+    /// Reads the metrics of an executed plan; waits for the workers' metrics to arrive.
+    pub async fn from_executed_plan(
+        plan: Arc<dyn ExecutionPlan>,
+        rows_returned: u64,
+        elapsed: Duration,
+    ) -> Result<Self> {
+        let distributed = plan.name() == "DistributedExec";
+        let plan = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated)
+            .await?;
+        let mut bytes_scanned = 0u64;
+        plan.apply(|node| {
+            if node.name() == "DataSourceExec" || node.name() == "DistributedLeafExec" {
+                bytes_scanned += metric(node.as_ref(), "bytes_scanned");
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let mut bytes_to_coordinator = 0u64;
+        plan.apply(|node| {
+            // The first network boundaries under the root are where the coordinator's head
+            // stage receives data; below them is worker-to-worker traffic.
+            if node.name().starts_with("Network") {
+                bytes_to_coordinator += metric(node.as_ref(), "bytes_transferred");
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(Self {
+            bytes_scanned,
+            bytes_to_coordinator,
+            rows_returned,
+            distributed,
+            elapsed_ms: elapsed.as_millis() as u64,
+        })
+    }
+
+    /// bytes received by the coordinator / bytes scanned on the sites.
+    pub fn moved_ratio(&self) -> f64 {
+        if self.bytes_scanned == 0 {
+            return 0.0;
+        }
+        self.bytes_to_coordinator as f64 / self.bytes_scanned as f64
+    }
+
+    pub fn summary(&self) -> String {
+        if !self.distributed {
+            return format!(
+                "{} row(s) in {} ms, answered by the coordinator (no site data read)",
+                self.rows_returned, self.elapsed_ms
+            );
+        }
+        format!(
+            "{} row(s) in {} ms; scanned {} on the sites, moved {} to the coordinator ({:.3}% of scanned)",
+            self.rows_returned,
+            self.elapsed_ms,
+            human_bytes(self.bytes_scanned),
+            human_bytes(self.bytes_to_coordinator),
+            100.0 * self.moved_ratio()
+        )
+    }
+}
+
+fn metric(node: &dyn ExecutionPlan, name: &str) -> u64 {
+    // Summed by hand: `MetricsSet::sum_by_name` skips custom metrics such as
+    // datafusion-distributed's byte counters.
+    node.metrics().map_or(0, |set| {
+        set.iter()
+            .filter(|m| m.value().name() == name)
+            .map(|m| m.value().as_usize() as u64)
+            .sum()
+    })
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,20 @@
+//! shoal-sql: the SQL surface. A DataFusion session with every shoal function registered,
+//! the `shoal.models` table behind `SHOW MODELS`, and the single-process session used as the
+//! reference answer for distributed runs.
+//!
+//! ```text
+//!  SQL text ──► statements::rewrite (SHOW MODELS) ──► DataFusion SessionContext
+//!                                                        │  predict / predict_proba
+//!                                                        │  shoal.models
+//!                                                        ▼
+//!                                                   LogicalPlan
+//! ```
+
+pub mod error;
+mod models_table;
+pub mod session;
+pub mod statements;
+
+pub use error::{Error, Result};
+pub use models_table::ModelsTable;
+pub use session::{local_context, register_data_dir, with_shoal_functions};
