@@ -1,1 +1,127 @@
+//! Shared fixtures of shoal's integration tests: sample data split over three sites, an
+//! embedded cluster over it, and the single-process DataFusion session it must agree with.
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::SessionContext;
+use shoal_engine::tpch::generate_lineitem;
+use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
+use shoal_operators::ModelProvider;
+use shoal_operators::model::DirectoryModels;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Scale of the test data: 60k lineitem rows, split into 3 sites × 2 files.
+pub const TEST_SCALE: f64 = 0.01;
+pub const TEST_SITES: usize = 3;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn models_dir() -> PathBuf {
+    repo_root().join("tests/data/models")
+}
+
+pub fn bad_models_dir() -> PathBuf {
+    repo_root().join("tests/data/bad_models")
+}
+
+/// The site folders of the test data, generated once and shared by every test process
+/// (nextest runs each test in its own process, possibly at the same time).
+pub fn tpch_sites() -> Vec<PathBuf> {
+    let root = repo_root().join("target/shoal-test-data/tpch-0.01");
+    let sites: Vec<PathBuf> = (1..=TEST_SITES)
+        .map(|i| root.join(format!("site-{i}")))
+        .collect();
+    if root.join(".shoal-tpch").exists() {
+        return sites;
+    }
+    // Generate aside, then move into place in one rename: concurrent tests never see a
+    // half-written folder.
+    let scratch = root.with_extension(format!("tmp-{}", std::process::id()));
+    generate_lineitem(&scratch, TEST_SCALE, TEST_SITES, 2).expect("generate test data");
+    if std::fs::rename(&scratch, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    sites
+}
+
+pub fn registry() -> Arc<dyn ModelProvider> {
+    Arc::new(DirectoryModels::load(&models_dir()).expect("load the test models"))
+}
+
+/// A coordinator and one worker per test site, on loopback.
+pub async fn start_cluster() -> EmbeddedCluster {
+    let options = CoordinatorOptions {
+        models_dir: Some(models_dir()),
+        ..Default::default()
+    };
+    EmbeddedCluster::start(options, &tpch_sites())
+        .await
+        .expect("start the embedded cluster")
+}
+
+/// Plain single-node DataFusion over the same files, with the same functions.
+pub async fn local_context() -> SessionContext {
+    let sites = tpch_sites();
+    let dirs: Vec<&Path> = sites.iter().map(PathBuf::as_path).collect();
+    shoal_sql::local_context(&dirs, registry())
+        .await
+        .expect("local session")
+}
+
+/// Every cell as text, row by row (NULL for nulls).
+pub fn to_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<ArrayFormatter> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Compares two results cell by cell; numbers that differ only by float summation order
+/// (relative 1e-9) are equal.
+pub fn assert_same_rows(query: &str, expected: &[Vec<String>], actual: &[Vec<String>]) {
+    assert_eq!(
+        expected.len(),
+        actual.len(),
+        "row count differs for {query}\nexpected: {expected:?}\nactual: {actual:?}"
+    );
+    for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+        assert_eq!(
+            e.len(),
+            a.len(),
+            "column count differs in row {i} of {query}"
+        );
+        for (j, (x, y)) in e.iter().zip(a).enumerate() {
+            if x == y {
+                continue;
+            }
+            let close = match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+                _ => false,
+            };
+            assert!(
+                close,
+                "{query}: row {i} column {j}: single-node {x} vs cluster {y}"
+            );
+        }
+    }
+}

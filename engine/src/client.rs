@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::{ACTION_QUERY_REPORT, QueryReportRequest, StatementHandle};
+use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{Any, TicketStatementQuery};
-use arrow_flight::Action;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
@@ -79,7 +79,9 @@ pub async fn execute_sql(url: &str, sql: &str) -> Result<StatementResult> {
     let mut batches = Vec::new();
     let mut query_id = None;
     for endpoint in info.endpoint {
-        let Some(ticket) = endpoint.ticket else { continue };
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
         query_id = query_id.or_else(|| statement_query_id(&ticket.ticket));
         let stream = client.do_get(ticket).await?;
         batches.extend(stream.try_collect::<Vec<_>>().await?);

@@ -66,7 +66,10 @@ impl EmbeddedCluster {
         options.register_timeout = Duration::from_secs(10);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);
-        Ok(self.workers.last().ok_or(Error::DataGen("no worker".into()))?)
+        Ok(self
+            .workers
+            .last()
+            .ok_or(Error::DataGen("no worker".into()))?)
     }
 
     /// Runs a statement on the cluster and returns the whole result with its report.

@@ -19,7 +19,9 @@ pub fn generate_lineitem(
     sites: usize,
     files_per_site: usize,
 ) -> Result<Vec<PathBuf>> {
-    let dirs: Vec<PathBuf> = (1..=sites).map(|i| root.join(format!("site-{i}"))).collect();
+    let dirs: Vec<PathBuf> = (1..=sites)
+        .map(|i| root.join(format!("site-{i}")))
+        .collect();
     let marker = format!("scale={scale} sites={sites} files_per_site={files_per_site}");
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -47,7 +49,9 @@ pub fn generate_lineitem(
 
 fn write_part(path: &Path, scale: f64, part: i32, parts: i32) -> Result<()> {
     let generator = LineItemGenerator::new(scale, part, parts);
-    let mut batches = LineItemArrow::new(generator).with_batch_size(8192).peekable();
+    let mut batches = LineItemArrow::new(generator)
+        .with_batch_size(8192)
+        .peekable();
     let Some(first) = batches.peek() else {
         return Err(Error::DataGen(format!("part {part} of {parts} is empty")));
     };
@@ -63,7 +67,9 @@ fn write_part(path: &Path, scale: f64, part: i32, parts: i32) -> Result<()> {
     let mut writer = ArrowWriter::try_new(file, schema, Some(props))
         .map_err(|e| Error::DataGen(e.to_string()))?;
     for batch in batches {
-        writer.write(&batch).map_err(|e| Error::DataGen(e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| Error::DataGen(e.to_string()))?;
     }
     writer.close().map_err(|e| Error::DataGen(e.to_string()))?;
     Ok(())

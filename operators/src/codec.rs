@@ -66,8 +66,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
             kind: predict.kind(),
             pins,
         };
-        serde_json::to_writer(buf, &encoded)
-            .or_else(|e| exec_err!("encoding {}: {e}", node.name()))
+        serde_json::to_writer(buf, &encoded).or_else(|e| exec_err!("encoding {}: {e}", node.name()))
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {

@@ -69,7 +69,9 @@ pub enum Error {
     )]
     ZipMapOutput { model: String },
 
-    #[error("model '{model}' has no probability output (a 2-D float tensor such as 'probabilities')")]
+    #[error(
+        "model '{model}' has no probability output (a 2-D float tensor such as 'probabilities')"
+    )]
     NoProbabilities { model: String },
 
     #[error("inference with model '{model}' failed on a batch of {rows} row(s): {message}")]

@@ -77,14 +77,19 @@ mod tests {
 
     #[test]
     fn stacking_matches_reference_across_tile_edges() {
-        for rows in [0, 1, TILE_ROWS - 1, TILE_ROWS, TILE_ROWS + 1, 3 * TILE_ROWS + 7] {
+        for rows in [
+            0,
+            1,
+            TILE_ROWS - 1,
+            TILE_ROWS,
+            TILE_ROWS + 1,
+            3 * TILE_ROWS + 7,
+        ] {
             let cols: Vec<Vec<f64>> = (0..3)
                 .map(|j| (0..rows).map(|i| (i * 10 + j) as f64).collect())
                 .collect();
-            let arrays: Vec<PrimitiveArray<Float64Type>> = cols
-                .iter()
-                .map(|c| Float64Array::from(c.clone()))
-                .collect();
+            let arrays: Vec<PrimitiveArray<Float64Type>> =
+                cols.iter().map(|c| Float64Array::from(c.clone())).collect();
             assert_eq!(stack_row_major(&arrays), reference(&cols), "rows={rows}");
         }
     }

@@ -34,7 +34,8 @@ pub fn environment() -> Result<&'static Environment> {
             .to_string()
         })
     });
-    env.as_ref().map_err(|message| Error::Store(message.clone()))
+    env.as_ref()
+        .map_err(|message| Error::Store(message.clone()))
 }
 
 /// Locates `libonnxruntime.so*`: `ORT_DYLIB_PATH`, then `.shoal/onnxruntime/` in the current

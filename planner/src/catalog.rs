@@ -255,8 +255,7 @@ impl SiteCatalog {
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
-        && a
-            .fields()
+        && a.fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -310,7 +309,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let table = catalog.table("t").unwrap();
         let err = catalog.check_servable(&table).unwrap_err().to_string();
-        assert!(err.contains("worker 'w1'") && err.contains("t/0.parquet"), "{err}");
+        assert!(
+            err.contains("worker 'w1'") && err.contains("t/0.parquet"),
+            "{err}"
+        );
         assert!(catalog.live_urls().is_empty());
     }
 

@@ -49,7 +49,9 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
                         .iter()
                         .flat_map(|g| g.files())
                         .map(|f| match &f.range {
-                            Some(r) => format!("{}[{}..{}]", f.object_meta.location, r.start, r.end),
+                            Some(r) => {
+                                format!("{}[{}..{}]", f.object_meta.location, r.start, r.end)
+                            }
                             None => f.object_meta.location.to_string(),
                         })
                         .collect();

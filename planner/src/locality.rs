@@ -63,7 +63,9 @@ fn files_by_site(config: &FileScanConfig) -> BTreeMap<String, Vec<PartitionedFil
         let Some(site) = parts.next() else { continue };
         let mut local = file.clone();
         local.object_meta.location = StorePath::from_iter(parts);
-        out.entry(site.as_ref().to_string()).or_default().push(local);
+        out.entry(site.as_ref().to_string())
+            .or_default()
+            .push(local);
     }
     out
 }
@@ -163,13 +165,14 @@ fn assign_tasks(
     task_count: usize,
 ) -> Result<Vec<(String, Vec<PartitionedFile>)>> {
     if task_count < by_site.len() {
-        return Err(datafusion::error::DataFusionError::External(Box::new(
-            Error::NoWorkers,
-        ))
-        .context(format!(
-            "{} site(s) hold the table's files but only {task_count} task(s) are available",
-            by_site.len()
-        )));
+        return Err(
+            datafusion::error::DataFusionError::External(Box::new(Error::NoWorkers)).context(
+                format!(
+                    "{} site(s) hold the table's files but only {task_count} task(s) are available",
+                    by_site.len()
+                ),
+            ),
+        );
     }
     let bytes = |files: &[PartitionedFile]| files.iter().map(|f| f.object_meta.size).sum::<u64>();
     let mut shares: Vec<(String, Vec<PartitionedFile>, usize)> =
@@ -202,7 +205,11 @@ fn split_files(files: Vec<PartitionedFile>, k: usize) -> Vec<Vec<PartitionedFile
                 let step = (size / pieces as i64).max(1);
                 (0..pieces).map(move |i| {
                     let start = i as i64 * step;
-                    let end = if i + 1 == pieces { size } else { (start + step).min(size) };
+                    let end = if i + 1 == pieces {
+                        size
+                    } else {
+                        (start + step).min(size)
+                    };
                     f.clone().with_range(start, end)
                 })
             })
@@ -318,7 +325,13 @@ mod tests {
         ])])
         .build();
         let by_site = files_by_site(&config);
-        assert_eq!(by_site["w1"][0].object_meta.location.as_ref(), "t/a.parquet");
-        assert_eq!(by_site["w2"][0].object_meta.location.as_ref(), "t/b.parquet");
+        assert_eq!(
+            by_site["w1"][0].object_meta.location.as_ref(),
+            "t/a.parquet"
+        );
+        assert_eq!(
+            by_site["w2"][0].object_meta.location.as_ref(),
+            "t/b.parquet"
+        );
     }
 }

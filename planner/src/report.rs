@@ -27,8 +27,9 @@ impl QueryReport {
         elapsed: Duration,
     ) -> Result<Self> {
         let distributed = plan.name() == "DistributedExec";
-        let plan = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated)
-            .await?;
+        let plan =
+            rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated)
+                .await?;
         let mut bytes_scanned = 0u64;
         plan.apply(|node| {
             if node.name() == "DataSourceExec" || node.name() == "DistributedLeafExec" {

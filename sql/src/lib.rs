@@ -17,4 +17,4 @@ pub mod statements;
 
 pub use error::{Error, Result};
 pub use models_table::ModelsTable;
-pub use session::{local_context, register_data_dir, with_shoal_functions};
+pub use session::{local_context, table_folders, with_shoal_functions};

@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::models_table::ModelsTable;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use shoal_operators::{ModelProvider, ml_udfs};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,12 +12,17 @@ use std::sync::Arc;
 /// Name of the schema holding shoal's system tables (`shoal.models`).
 pub const SYSTEM_SCHEMA: &str = "shoal";
 
-/// Registers `predict` and `predict_proba` over `provider`.
+/// Adds `predict` and `predict_proba` over `provider` to the builder's functions.
+/// (`SessionStateBuilder::with_scalar_functions` would replace the built-in ones.)
 pub fn with_shoal_functions(
-    builder: SessionStateBuilder,
+    mut builder: SessionStateBuilder,
     provider: Arc<dyn ModelProvider>,
 ) -> SessionStateBuilder {
-    builder.with_scalar_functions(ml_udfs(provider))
+    builder
+        .scalar_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(ml_udfs(provider));
+    builder
 }
 
 /// Adds the `shoal` schema with the `models` table to a context.
@@ -36,8 +41,8 @@ pub fn register_system_tables(
     Ok(())
 }
 
-/// Registers every `dir/<table>/` folder holding Parquet files as a table.
-pub async fn register_data_dir(ctx: &SessionContext, dir: &Path) -> Result<Vec<String>> {
+/// The `dir/<table>/` folders of a data folder (hidden folders skipped), sorted.
+pub fn table_folders(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     if !dir.is_dir() {
         return Err(Error::MissingDataDir {
             path: dir.to_path_buf(),
@@ -50,16 +55,12 @@ pub async fn register_data_dir(ctx: &SessionContext, dir: &Path) -> Result<Vec<S
     let mut tables = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
             continue;
         };
-        if !path.is_dir() || name.starts_with('.') {
-            continue;
+        if path.is_dir() && !name.starts_with('.') {
+            tables.push((name, path));
         }
-        let url = format!("{}/", path.display());
-        ctx.register_parquet(name, &url, ParquetReadOptions::default())
-            .await?;
-        tables.push(name.to_string());
     }
     tables.sort();
     Ok(tables)
@@ -80,60 +81,34 @@ pub async fn local_context(
     .build();
     let ctx = SessionContext::new_with_state(state);
     register_system_tables(&ctx, provider)?;
-    match data_dirs {
-        [one] => {
-            register_data_dir(&ctx, one).await?;
+    // Folders of the same name in several site folders form one table, as on a cluster.
+    let mut per_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for dir in data_dirs {
+        for (name, path) in table_folders(dir)? {
+            per_table
+                .entry(name)
+                .or_default()
+                .push(format!("{}/", path.display()));
         }
-        many => {
-            // Several site folders form one table per name, as on a cluster.
-            let mut per_table: std::collections::BTreeMap<String, Vec<String>> =
-                Default::default();
-            for dir in many {
-                if !dir.is_dir() {
-                    return Err(Error::MissingDataDir {
-                        path: dir.to_path_buf(),
-                    });
-                }
-                for entry in std::fs::read_dir(dir).map_err(|source| Error::DataDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })? {
-                    let path = entry
-                        .map_err(|source| Error::DataDir {
-                            path: dir.to_path_buf(),
-                            source,
-                        })?
-                        .path();
-                    if let (true, Some(name)) =
-                        (path.is_dir(), path.file_name().and_then(|n| n.to_str()))
-                    {
-                        per_table
-                            .entry(name.to_string())
-                            .or_default()
-                            .push(format!("{}/", path.display()));
-                    }
-                }
-            }
-            for (name, urls) in per_table {
-                register_listing(&ctx, &name, urls).await?;
-            }
-        }
+    }
+    for (name, urls) in per_table {
+        register_listing(&ctx, &name, urls).await?;
     }
     Ok(ctx)
 }
 
 async fn register_listing(ctx: &SessionContext, name: &str, urls: Vec<String>) -> Result<()> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
     let state = ctx.state();
     let table_urls = urls
         .iter()
         .map(ListingTableUrl::parse)
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(table_urls)
         .with_listing_options(options)
         .infer_schema(&state)

@@ -14,7 +14,12 @@ pub fn rewrite(sql: &str) -> Cow<'_, str> {
         .split_whitespace()
         .map(str::to_ascii_uppercase)
         .collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["SHOW", "MODELS"] => Cow::Borrowed(SHOW_MODELS_SQL),
         _ => Cow::Borrowed(sql),
     }

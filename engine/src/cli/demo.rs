@@ -74,10 +74,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let models = cluster.sql("SHOW MODELS").await?;
     println!("{}", pretty_format_batches(&models.batches)?);
 
-    let total = cluster
-        .sql("SELECT count(*) AS n FROM lineitem")
-        .await?;
-    println!("\nlineitem rows across the sites:\n{}", pretty_format_batches(&total.batches)?);
+    let total = cluster.sql("SELECT count(*) AS n FROM lineitem").await?;
+    println!(
+        "\nlineitem rows across the sites:\n{}",
+        pretty_format_batches(&total.batches)?
+    );
 
     let aggregate = format!(
         "SELECT l_returnflag, count(*) AS orders, \

@@ -11,9 +11,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::sql::{
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
-};
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
 use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -35,9 +33,8 @@ impl CoordinatorFlight {
     }
 }
 
-type ActionStream = Pin<
-    Box<dyn futures::Stream<Item = Result<arrow_flight::Result, Status>> + Send + 'static>,
->;
+type ActionStream =
+    Pin<Box<dyn futures::Stream<Item = Result<arrow_flight::Result, Status>> + Send + 'static>>;
 
 fn json_reply<T: serde::Serialize>(value: &T) -> Result<Response<ActionStream>, Status> {
     let body = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
@@ -86,7 +83,8 @@ impl FlightSqlService for CoordinatorFlight {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .into(),
         };
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(planned.schema().as_ref())
             .map_err(|e| Status::internal(e.to_string()))?
@@ -119,7 +117,12 @@ impl FlightSqlService for CoordinatorFlight {
         // After the last batch: read the metrics into the query's report.
         let finish = futures::stream::once(async move {
             coordinator
-                .finish(&handle.query_id, &planned, rows.load(Ordering::Relaxed), started)
+                .finish(
+                    &handle.query_id,
+                    &planned,
+                    rows.load(Ordering::Relaxed),
+                    started,
+                )
                 .await;
             None
         })

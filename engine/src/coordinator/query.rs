@@ -4,18 +4,19 @@ use super::Coordinator;
 use crate::error::Result;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use futures::TryStreamExt;
+use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
-use shoal_operators::{ModelProvider, ml_udfs};
 use shoal_planner::explain::explain_stages;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{QueryReport, SiteLocality, SiteSchemaProvider};
+use shoal_sql::with_shoal_functions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,10 @@ pub enum PlannedQuery {
         task_ctx: Arc<TaskContext>,
     },
     /// An answer computed while planning (EXPLAIN).
-    Batches { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Batches {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
 }
 
 impl PlannedQuery {
@@ -59,10 +63,10 @@ impl Coordinator {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("shoal_cluster", "public");
-        let state = SessionStateBuilder::new()
+        let builder = SessionStateBuilder::new()
             .with_default_features()
-            .with_config(config)
-            .with_scalar_functions(ml_udfs(provider.clone()))
+            .with_config(config);
+        let state = with_shoal_functions(builder, provider.clone())
             .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
             .with_distributed_planner()
             .with_distributed_user_codec(ShoalCodec::new(provider.clone()))
@@ -142,7 +146,10 @@ impl Coordinator {
                         QueryReport::default()
                     }
                     Err(_) => {
-                        tracing::warn!(query_id, "worker metrics did not arrive in {METRICS_WAIT:?}");
+                        tracing::warn!(
+                            query_id,
+                            "worker metrics did not arrive in {METRICS_WAIT:?}"
+                        );
                         QueryReport::default()
                     }
                 }
@@ -163,9 +170,7 @@ impl Coordinator {
         let planned = self.plan(sql).await?;
         let batches: Vec<RecordBatch> = self.execute(&planned)?.try_collect().await?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let report = self
-            .finish(&uuid_like(), &planned, rows, started)
-            .await;
+        let report = self.finish(&uuid_like(), &planned, rows, started).await;
         Ok(QueryOutput {
             schema: planned.schema(),
             batches,

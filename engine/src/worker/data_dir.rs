@@ -4,8 +4,8 @@ use crate::error::{Error, Result};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::prelude::SessionContext;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use shoal_planner::{SiteFile, SiteTableReport};
 use std::path::Path;
@@ -23,11 +23,12 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
         path: dir.to_path_buf(),
         source,
     };
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| Error::Io {
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(
+        |e| Error::Io {
             path: dir.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
-        })?);
+        },
+    )?);
     let state = SessionContext::new().state();
     let format = ParquetFormat::default();
     let mut tables = Vec::new();
@@ -38,7 +39,10 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
         .collect();
     table_dirs.sort();
     for table_dir in table_dirs {
-        let Some(table) = table_dir.file_name().and_then(|n| n.to_str()).map(String::from)
+        let Some(table) = table_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(String::from)
         else {
             continue;
         };
@@ -59,7 +63,9 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
         for path in paths {
             let relative = format!(
                 "{table}/{}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
             );
             let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let mut file = SiteFile {
@@ -97,9 +103,9 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
             }
             files.push(file);
         }
-        let schema = schema.map(|s| s.as_ref().clone()).unwrap_or_else(|| {
-            datafusion::arrow::datatypes::Schema::empty()
-        });
+        let schema = schema
+            .map(|s| s.as_ref().clone())
+            .unwrap_or_else(|| datafusion::arrow::datatypes::Schema::empty());
         tables.push(SiteTableReport {
             name: table,
             schema,

@@ -17,9 +17,10 @@ use crate::protocol::{
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
+use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
-use shoal_operators::{ModelProvider, ml_udfs};
 use shoal_planner::site_store_url;
+use shoal_sql::with_shoal_functions;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,8 @@ pub struct WorkerOptions {
     pub data_dir: PathBuf,
     pub coordinator: String,
     pub listen: String,
-    /// Where fetched models are cached; defaults to `<data>/.shoal-models`.
+    /// Where fetched models are cached; defaults to `<temp>/shoal-models/<name>` (content
+    /// addressed: safe to share, never inside the data folder).
     pub model_cache: Option<PathBuf>,
     /// How long to keep retrying the first registration (the coordinator may start later).
     pub register_timeout: Duration,
@@ -64,9 +66,12 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn start(options: WorkerOptions) -> Result<Self> {
-        let data_dir = options.data_dir.canonicalize().map_err(|_| Error::MissingDataDir {
-            path: options.data_dir.clone(),
-        })?;
+        let data_dir = options
+            .data_dir
+            .canonicalize()
+            .map_err(|_| Error::MissingDataDir {
+                path: options.data_dir.clone(),
+            })?;
         let tables = describe_tables(&data_dir).await?;
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
@@ -90,7 +95,7 @@ impl WorkerProcess {
             options
                 .model_cache
                 .clone()
-                .unwrap_or_else(|| data_dir.join(".shoal-models")),
+                .unwrap_or_else(|| std::env::temp_dir().join("shoal-models").join(&name)),
             tokio::runtime::Handle::current(),
         ));
         let ledger = Arc::new(ScanLedger::new(name.clone()));
@@ -115,10 +120,8 @@ impl WorkerProcess {
                 let ledger = ledger.clone();
                 let runtime = runtime.clone();
                 async move {
-                    Ok(ctx
-                        .builder
-                        .with_runtime_env(runtime)
-                        .with_scalar_functions(ml_udfs(provider.clone()))
+                    let builder = ctx.builder.with_runtime_env(runtime);
+                    Ok(with_shoal_functions(builder, provider.clone())
                         .with_distributed_user_codec(ShoalCodec::new(provider))
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
                         .build())

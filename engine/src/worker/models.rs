@@ -54,7 +54,12 @@ impl RemoteModels {
     }
 
     async fn fetch_to_cache(&self, hash: &str) -> Result<Vec<u8>> {
-        let store = |m: String| Error::Store(format!("fetching model {hash} from {}: {m}", self.coordinator));
+        let store = |m: String| {
+            Error::Store(format!(
+                "fetching model {hash} from {}: {m}",
+                self.coordinator
+            ))
+        };
         let channel = client::connect(&self.coordinator)
             .await
             .map_err(|e| store(e.to_string()))?;
@@ -106,14 +111,24 @@ impl ModelProvider for RemoteModels {
                 .map(|m| m.hash.clone())
                 .ok_or_else(|| Error::UnknownModel {
                     name: name.to_string(),
-                    known: self.names.read().keys().cloned().collect::<Vec<_>>().join(", "),
+                    known: self
+                        .names
+                        .read()
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?,
         };
         if let Some(model) = self.loaded.lock().get(&hash) {
             return Ok(model.clone());
         }
         let bytes = self.bytes_for(&hash)?;
-        let model = Arc::new(LoadedModel::from_bytes(name, "the coordinator's registry", bytes)?);
+        let model = Arc::new(LoadedModel::from_bytes(
+            name,
+            "the coordinator's registry",
+            bytes,
+        )?);
         self.loaded.lock().insert(hash, model.clone());
         Ok(model)
     }

@@ -57,4 +57,3 @@ impl From<&LoadedModel> for ModelInfo {
         m.info()
     }
 }
-

@@ -65,8 +65,13 @@ impl fmt::Display for TensorSpec {
 pub enum OutputSpec {
     Tensor(TensorSpec),
     /// skl2onnx's default probability output: a sequence of maps (class -> probability).
-    ZipMap { name: String },
-    Unsupported { name: String, kind: String },
+    ZipMap {
+        name: String,
+    },
+    Unsupported {
+        name: String,
+        kind: String,
+    },
 }
 
 impl OutputSpec {

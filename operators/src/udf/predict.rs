@@ -140,7 +140,10 @@ impl ScalarUDFImpl for PredictUdf {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        internal_err!("{} derives its type from the model: use return_field_from_args", self.name())
+        internal_err!(
+            "{} derives its type from the model: use return_field_from_args",
+            self.name()
+        )
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
@@ -150,7 +153,9 @@ impl ScalarUDFImpl for PredictUdf {
         let features = &args.arg_fields[1..];
         let expected = model.signature.feature_count();
         let one_vector = match features {
-            [f] => matches!(f.data_type(), DataType::FixedSizeList(_, w) if *w as usize == expected),
+            [f] => {
+                matches!(f.data_type(), DataType::FixedSizeList(_, w) if *w as usize == expected)
+            }
             _ => false,
         };
         if !one_vector {
