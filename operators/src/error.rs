@@ -50,7 +50,7 @@ pub enum Error {
 
     #[error(
         "{function}('{model}', ...): feature {position} ({column}) has {nulls} null value(s) in a batch; \
-         shoal does not impute: filter the rows (WHERE {column} IS NOT NULL) or COALESCE the column"
+         shoal does not impute: filter those rows out or COALESCE the feature"
     )]
     NullFeature {
         function: String,

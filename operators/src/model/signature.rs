@@ -222,10 +222,13 @@ impl ModelSignature {
         }
     }
 
-    /// The output `predict_proba` reads: `probabilities` or the last 2-D float tensor.
+    /// The output `predict_proba` reads: `probabilities`, else the last float tensor
+    /// [N, k] with k >= 2 classes (a regressor's [N, 1] output is not a probability).
     pub fn proba_output(&self) -> Result<(usize, &TensorSpec)> {
         let is_proba = |o: &OutputSpec| match o {
-            OutputSpec::Tensor(t) => t.elem == TensorElem::Float32 && t.shape.len() == 2,
+            OutputSpec::Tensor(t) => {
+                t.elem == TensorElem::Float32 && t.shape.len() == 2 && t.shape[1] >= 2
+            }
             _ => false,
         };
         let by_name = self

@@ -1,0 +1,93 @@
+//! The cluster's answer equals single-node DataFusion's on the same files: TPC-H Q1 and Q6,
+//! and aggregates over predict / predict_proba.
+
+use datafusion::arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use shoal_tests::{assert_same_rows, local_context, start_cluster, to_rows};
+
+const FEATURES: &str = "l_quantity, l_extendedprice, l_discount, l_tax";
+
+fn queries() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "TPC-H Q1",
+            "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, \
+             sum(l_extendedprice) AS sum_base_price, \
+             sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, \
+             sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge, \
+             avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, \
+             avg(l_discount) AS avg_disc, count(*) AS count_order \
+             FROM lineitem WHERE l_shipdate <= DATE '1998-12-01' - INTERVAL '90' DAY \
+             GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus"
+                .into(),
+        ),
+        (
+            "TPC-H Q6",
+            "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem \
+             WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
+             AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24"
+                .into(),
+        ),
+        (
+            "predict_proba average by return flag",
+            format!(
+                "SELECT l_returnflag, count(*), sum(predict('return_risk', {FEATURES})), \
+                 avg(predict_proba('return_risk', {FEATURES})) \
+                 FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag"
+            ),
+        ),
+        (
+            "regression aggregates with a filter",
+            "SELECT l_shipmode, avg(predict('price', l_quantity, l_discount)), \
+             max(predict('price', l_quantity, l_discount)), \
+             min(predict('two_inputs', l_quantity, l_discount)) \
+             FROM lineitem WHERE l_shipdate >= DATE '1995-01-01' \
+             GROUP BY l_shipmode ORDER BY l_shipmode"
+                .into(),
+        ),
+        (
+            "grouped by a predicted label",
+            format!(
+                "SELECT predict('return_risk', {FEATURES}) AS label, count(*), \
+                 avg(l_extendedprice), sum(predict('price', l_quantity, l_discount)) \
+                 FROM lineitem GROUP BY 1 ORDER BY 1"
+            ),
+        ),
+        (
+            "row-level multi-class probabilities",
+            "SELECT l_orderkey, l_linenumber, predict_proba('ship_mode', l_quantity, l_discount, l_tax) \
+             FROM lineitem WHERE l_orderkey < 40 ORDER BY l_orderkey, l_linenumber"
+                .into(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_answers_equal_single_node_datafusion() {
+    let local = local_context().await;
+    let cluster = start_cluster().await;
+    for (name, sql) in queries() {
+        let expected: Vec<RecordBatch> = local
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .execute_stream()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let actual = cluster
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{name} on the cluster: {e}"));
+        assert!(
+            actual.report.distributed,
+            "{name} did not run on the workers"
+        );
+        let expected = to_rows(&expected);
+        assert!(!expected.is_empty(), "{name} returned no rows");
+        assert_same_rows(name, &expected, &to_rows(&actual.batches));
+    }
+    cluster.stop().await;
+}
