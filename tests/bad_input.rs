@@ -1,6 +1,8 @@
 //! Bad input gets a clear error naming the thing and where it is, and the cluster keeps
 //! working afterwards.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use shoal_engine::{
     Coordinator, CoordinatorOptions, EmbeddedCluster, WorkerOptions, WorkerProcess,
 };

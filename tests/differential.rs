@@ -1,6 +1,8 @@
 //! The cluster's answer equals single-node DataFusion's on the same files: TPC-H Q1 and Q6,
 //! and aggregates over predict / predict_proba.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use shoal_tests::{assert_same_rows, local_context, start_cluster, to_rows};

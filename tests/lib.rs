@@ -1,6 +1,9 @@
 //! Shared fixtures of shoal's integration tests: sample data split over three sites, an
 //! embedded cluster over it, and the single-process DataFusion session it must agree with.
 
+// Test fixtures: failing loudly is what they are for.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;

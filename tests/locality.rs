@@ -1,6 +1,8 @@
 //! Each file is scanned only by the worker that holds it, and an aggregate moves under 1%
 //! of the bytes it scans.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use shoal_tests::{start_cluster, tpch_sites};
 use std::collections::BTreeSet;
 

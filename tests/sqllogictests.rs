@@ -4,6 +4,8 @@
 //! `cargo test -p shoal-tests --test sqllogictests` runs them; add `-- --complete` to
 //! rewrite the expected results from the single-process engine.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;

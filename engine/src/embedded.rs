@@ -66,10 +66,9 @@ impl EmbeddedCluster {
         options.register_timeout = Duration::from_secs(10);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);
-        Ok(self
-            .workers
+        self.workers
             .last()
-            .ok_or(Error::DataGen("no worker".into()))?)
+            .ok_or(Error::DataGen("no worker".into()))
     }
 
     /// Runs a statement on the cluster and returns the whole result with its report.

@@ -10,7 +10,7 @@ pub enum Error {
     #[error("--models folder {path}: {source}")]
     Models {
         path: PathBuf,
-        source: shoal_operators::Error,
+        source: Box<shoal_operators::Error>,
     },
 
     #[error("reading {path}: {source}")]
@@ -47,5 +47,11 @@ pub enum Error {
     Flight(#[from] arrow_flight::error::FlightError),
 
     #[error("{0}")]
-    Rpc(#[from] tonic::Status),
+    Rpc(Box<tonic::Status>),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Rpc(Box::new(status))
+    }
 }

@@ -1,6 +1,8 @@
 //! Separate `shoal` processes: a coordinator, two workers and `shoal sql` / `shoal models`
 //! as a user would run them. The processes are killed when the test ends, pass or fail.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

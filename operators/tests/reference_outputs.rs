@@ -1,6 +1,8 @@
 //! predict / predict_proba equal onnxruntime's own outputs (recorded by
 //! tests/data/make_models.py with onnxruntime-python) within 1e-5, through the SQL path.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch,
 };

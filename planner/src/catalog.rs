@@ -244,8 +244,8 @@ impl SiteCatalog {
                     url: state.url.to_string(),
                     files: held.len(),
                     examples: held.iter().take(3).copied().collect::<Vec<_>>().join(", "),
-                    silent: state.last_seen.elapsed(),
-                    timeout: self.heartbeat_timeout,
+                    silent_ms: state.last_seen.elapsed().as_millis() as u64,
+                    timeout_ms: self.heartbeat_timeout.as_millis() as u64,
                 });
             }
         }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +19,7 @@ pub enum Error {
 
     #[error(
         "table '{table}': worker '{site}' ({url}) holding {files} file(s) [{examples}] has not sent a \
-         heartbeat for {silent:.1?} (timeout {timeout:?}); the query cannot be answered without it"
+         heartbeat for {silent_ms} ms (timeout {timeout_ms} ms); the query cannot be answered without it"
     )]
     SiteDown {
         table: String,
@@ -29,8 +27,8 @@ pub enum Error {
         url: String,
         files: usize,
         examples: String,
-        silent: Duration,
-        timeout: Duration,
+        silent_ms: u64,
+        timeout_ms: u64,
     },
 
     #[error("table '{table}': file {file} on worker '{site}' is not readable Parquet: {message}")]

@@ -155,10 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let result = client::execute_sql(&coordinator, &query).await?;
             output::print(&result.schema, &result.batches, format)?;
-            if !quiet && let Some(id) = result.query_id {
-                if let Ok(report) = client::query_report(&coordinator, &id).await {
-                    eprintln!("{}", report.summary());
-                }
+            if !quiet
+                && let Some(id) = result.query_id
+                && let Ok(report) = client::query_report(&coordinator, &id).await
+            {
+                eprintln!("{}", report.summary());
             }
             Ok(())
         }

@@ -51,7 +51,7 @@ impl Coordinator {
         let models = match &options.models_dir {
             Some(dir) => DirectoryModels::load(dir).map_err(|source| Error::Models {
                 path: dir.clone(),
-                source,
+                source: Box::new(source),
             })?,
             None => DirectoryModels::default(),
         };

@@ -105,7 +105,7 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
         }
         let schema = schema
             .map(|s| s.as_ref().clone())
-            .unwrap_or_else(|| datafusion::arrow::datatypes::Schema::empty());
+            .unwrap_or_else(datafusion::arrow::datatypes::Schema::empty);
         tables.push(SiteTableReport {
             name: table,
             schema,

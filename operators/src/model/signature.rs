@@ -247,10 +247,10 @@ impl ModelSignature {
                 }),
             };
         }
-        if let Some(i) = self.outputs.iter().rposition(is_proba) {
-            if let OutputSpec::Tensor(t) = &self.outputs[i] {
-                return Ok((i, t));
-            }
+        if let Some(i) = self.outputs.iter().rposition(is_proba)
+            && let OutputSpec::Tensor(t) = &self.outputs[i]
+        {
+            return Ok((i, t));
         }
         if self
             .outputs
