@@ -1,0 +1,1 @@
+//! shoal's benchmarks live in `end_to_end.rs` (`make bench`).
