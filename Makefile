@@ -1,16 +1,20 @@
 # The two commands of the README. Builds use the `ci` profile for tests (no debug info)
-# and the dev profile for the demo: a release build of this stack takes ~30 min on 2 cores.
-.PHONY: setup demo test test-rust test-python lint bench
+# for the demo too, so `make test` after `make demo` reuses its build. A release build of
+# this stack takes ~30 min on 2 cores: only `make bench` makes one.
+.PHONY: setup demo test test-rust test-examples test-python lint bench
 
 setup:
 	./scripts/setup.sh
 
 demo: setup
-	cargo run --bin shoal -- demo $(ARGS)
+	cargo run --profile ci --bin shoal -- demo $(ARGS)
 
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --profile ci -- -D warnings
+
+test-examples:
+	cargo run -p shoal-examples --example embedded_predict --profile ci
 
 test-rust:
 	cargo nextest run --workspace --cargo-profile ci --no-fail-fast
@@ -20,7 +24,7 @@ test-python:
 	cargo build --bin shoal --profile ci
 	.venv/bin/python -m pytest -q tests/python
 
-test: setup lint test-rust test-python
+test: setup lint test-rust test-examples test-python
 
 bench: setup
 	cargo bench -p shoal-benches --bench end_to_end

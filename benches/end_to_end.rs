@@ -139,7 +139,8 @@ fn feature_matrices(batches: &[RecordBatch]) -> Vec<(usize, Vec<f32>)> {
 /// ONNX Runtime alone: the same model, batch size and thread budget as shoal's slots.
 fn infer_only(model_bytes: &[u8], matrices: &[(usize, Vec<f32>)], slots: usize) -> f64 {
     let env = shoal_operators::runtime::environment().unwrap();
-    let chunks: Vec<&[(usize, Vec<f32>)]> = matrices.chunks(matrices.len().div_ceil(slots)).collect();
+    let chunks: Vec<&[(usize, Vec<f32>)]> =
+        matrices.chunks(matrices.len().div_ceil(slots)).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
@@ -153,10 +154,16 @@ fn infer_only(model_bytes: &[u8], matrices: &[(usize, Vec<f32>)], slots: usize) 
                         .unwrap();
                     let mut sum = 0.0f64;
                     for (n, m) in chunk {
-                        let input = TensorRef::from_array_view(([*n, 4usize], m.as_slice())).unwrap();
+                        let input =
+                            TensorRef::from_array_view(([*n, 4usize], m.as_slice())).unwrap();
                         let out = session.run(ort::inputs![input]).unwrap();
                         let (_, p) = out[1].try_extract_tensor::<f32>().unwrap();
-                        sum += p.iter().skip(1).step_by(2).map(|v| f64::from(*v)).sum::<f64>();
+                        sum += p
+                            .iter()
+                            .skip(1)
+                            .step_by(2)
+                            .map(|v| f64::from(*v))
+                            .sum::<f64>();
                     }
                     sum
                 })
@@ -182,12 +189,18 @@ async fn run(scale: f64) {
     let data = root().join(format!("target/shoal-bench-data/tpch-{scale}"));
     let started = Instant::now();
     let sites = generate_lineitem(&data, scale, 3, 4).expect("bench data");
-    println!("lineitem at scale {scale}: {} ({:.1}s to prepare)", data.display(), started.elapsed().as_secs_f64());
+    println!(
+        "lineitem at scale {scale}: {} ({:.1}s to prepare)",
+        data.display(),
+        started.elapsed().as_secs_f64()
+    );
 
     let models_dir = root().join("tests/data/models");
     let registry: Arc<dyn ModelProvider> = Arc::new(DirectoryModels::load(&models_dir).unwrap());
     let dirs: Vec<&Path> = sites.iter().map(PathBuf::as_path).collect();
-    let local = shoal_sql::local_context(&dirs, registry.clone()).await.unwrap();
+    let local = shoal_sql::local_context(&dirs, registry.clone())
+        .await
+        .unwrap();
     let slots = shoal_operators::runtime::inference_slots();
 
     let (decode_phase, decoded) = measure("floor: Parquet decode alone", || decode(&local)).await;
@@ -237,7 +250,10 @@ async fn run(scale: f64) {
         "| {:<30} | {:>9} | {:>17} | {:>12} | {:>13} | {:>8} |",
         "phase", "median s", "min-max s", "rows/s", "peak RSS MiB", "x floor"
     );
-    println!("|{:-<32}|{:-<11}|{:-<19}|{:-<14}|{:-<15}|{:-<10}|", "", "", "", "", "", "");
+    println!(
+        "|{:-<32}|{:-<11}|{:-<19}|{:-<14}|{:-<15}|{:-<10}|",
+        "", "", "", "", "", ""
+    );
     for phase in [&decode_phase, &infer_phase, &local_phase, &cluster_phase] {
         let (lo, hi) = phase.range();
         println!(
@@ -251,7 +267,10 @@ async fn run(scale: f64) {
             phase.median() / floor
         );
     }
-    println!("\nbytes moved on the cluster run: {}", cluster_out.report.summary());
+    println!(
+        "\nbytes moved on the cluster run: {}",
+        cluster_out.report.summary()
+    );
 }
 
 fn shoal_tests_rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
@@ -259,12 +278,15 @@ fn shoal_tests_rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
     for b in batches {
         let flag = cast(b.column(0), &DataType::Utf8).unwrap();
         let flag = flag.as_string::<i32>();
-        let n = b.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let risk = b.column(2).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let n = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let risk = b
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
         for i in 0..b.num_rows() {
             rows.push((flag.value(i).to_string(), n.value(i), risk.value(i)));
         }
     }
     rows
 }
-

@@ -31,7 +31,21 @@ pub struct ModelInfo {
 /// the coordinator by content hash and keeps them in a local cache. `pinned_hash`, when given,
 /// is the version the planner saw: a provider must return exactly that version or fail.
 ///
-/// Errors: [`crate::Error::UnknownModel`] lists the known names.
+/// Errors: [`crate::Error::UnknownModel`] lists the known names;
+/// [`crate::Error::InvalidModel`] names a model whose bytes are not ONNX. Calls may block
+/// (a worker's provider fetches a missing model from the coordinator) and are made from the
+/// inference pool, never from an IO runtime thread.
+///
+/// ```
+/// use shoal_operators::{ModelProvider, model::DirectoryModels};
+///
+/// let models = DirectoryModels::load(std::path::Path::new("../tests/data/models"))?;
+/// let risk = models.model("return_risk", None)?;
+/// assert_eq!(risk.signature.feature_count(), 4);
+/// let err = models.model("churn", None).unwrap_err().to_string();
+/// assert!(err.contains("unknown model 'churn'") && err.contains("return_risk"));
+/// # Ok::<(), shoal_operators::Error>(())
+/// ```
 pub trait ModelProvider: Debug + Send + Sync {
     fn model(&self, name: &str, pinned_hash: Option<&str>) -> Result<Arc<LoadedModel>>;
 

@@ -1,0 +1,1 @@
+//! Runnable examples of shoal: see `embedded_predict.rs`.
