@@ -104,7 +104,10 @@ pub async fn query_report(url: &str, query_id: &str) -> Result<QueryReport> {
     let body = serde_json::to_vec(&QueryReportRequest {
         query_id: query_id.to_string(),
     })
-    .map_err(|e| Error::DataGen(e.to_string()))?;
+    .map_err(|e| Error::Refused {
+        action: ACTION_QUERY_REPORT.into(),
+        message: e.to_string(),
+    })?;
     let reply = action(connect(url).await?, ACTION_QUERY_REPORT, body).await?;
     serde_json::from_slice(&reply).map_err(|e| Error::Refused {
         action: ACTION_QUERY_REPORT.into(),

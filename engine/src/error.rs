@@ -22,6 +22,13 @@ pub enum Error {
     #[error("cannot reach the coordinator at {url}: {message}")]
     CoordinatorUnreachable { url: String, message: String },
 
+    #[error("worker '{site}' ({url}) failed or is unreachable: {message}")]
+    Worker {
+        site: String,
+        url: String,
+        message: String,
+    },
+
     #[error("the coordinator refused {action}: {message}")]
     Refused { action: String, message: String },
 

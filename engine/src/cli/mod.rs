@@ -141,10 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             options.name = name;
             let worker = WorkerProcess::start(options).await?;
             eprintln!("worker '{}' serving at {}", worker.name, worker.url);
-            tokio::select! {
-                _ = shutdown_signal() => worker.stop().await,
-                _ = worker_wait(&worker) => {}
-            }
+            shutdown_signal().await;
+            worker.stop().await;
             Ok(())
         }
         Command::Sql {
@@ -171,10 +169,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::print(&result.schema, &result.batches, format)
         }
     }
-}
-
-async fn worker_wait(_worker: &WorkerProcess) {
-    std::future::pending::<()>().await
 }
 
 async fn shutdown_signal() {

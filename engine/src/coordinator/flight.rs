@@ -102,17 +102,21 @@ impl FlightSqlService for CoordinatorFlight {
             .map_err(|e| Status::invalid_argument(format!("malformed statement ticket: {e}")))?;
         let started = Instant::now();
         let coordinator = self.coordinator.clone();
+        // Planned again rather than kept from get_flight_info: the coordinator holds no
+        // state for a client that never comes back for its ticket, and planning is cheap
+        // next to execution.
         let planned = Arc::new(coordinator.plan(&handle.sql).await.map_err(to_status)?);
         let schema = planned.schema();
         let batches = coordinator.execute(&planned).map_err(to_status)?;
         let rows = Arc::new(AtomicU64::new(0));
         let counted = {
             let rows = rows.clone();
+            let coordinator = coordinator.clone();
             batches
                 .inspect_ok(move |b| {
                     rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                 })
-                .map_err(|e| FlightError::ExternalError(Box::new(e)))
+                .map_err(move |e| FlightError::ExternalError(Box::new(coordinator.name_worker(e))))
         };
         // After the last batch: read the metrics into the query's report.
         let finish = futures::stream::once(async move {

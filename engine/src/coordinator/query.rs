@@ -57,7 +57,7 @@ pub struct QueryOutput {
 impl Coordinator {
     /// A fresh session per statement: the catalog is read live, and nothing one client sets
     /// leaks into another's queries.
-    pub fn session(&self) -> SessionContext {
+    pub fn session(&self) -> Result<SessionContext> {
         let provider: Arc<dyn ModelProvider> = self.models.clone();
         let locality = SiteLocality::new(self.catalog.clone());
         let config = SessionConfig::new()
@@ -76,20 +76,20 @@ impl Coordinator {
             .build();
         let ctx = SessionContext::new_with_state(state);
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
-        let _ = datafusion::catalog::CatalogProvider::register_schema(
+        datafusion::catalog::CatalogProvider::register_schema(
             catalog.as_ref(),
             "public",
             Arc::new(SiteSchemaProvider::new(self.catalog.clone())),
-        );
+        )?;
         ctx.register_catalog("shoal_cluster", catalog);
         // The system schema lives in the same catalog as the site tables.
-        let _ = shoal_sql::session::register_system_tables(&ctx, provider);
-        ctx
+        shoal_sql::session::register_system_tables(&ctx, provider)?;
+        Ok(ctx)
     }
 
     /// Plans `sql`. Remote clients may only read: DDL, DML and `SET` are refused.
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
-        let ctx = self.session();
+        let ctx = self.session()?;
         let sql = shoal_sql::statements::rewrite(sql);
         if let Some(inner) = explain_target(&sql) {
             let df = ctx.sql_with_options(inner, read_only()).await?;
@@ -168,7 +168,11 @@ impl Coordinator {
     pub async fn run(&self, sql: &str) -> Result<QueryOutput> {
         let started = Instant::now();
         let planned = self.plan(sql).await?;
-        let batches: Vec<RecordBatch> = self.execute(&planned)?.try_collect().await?;
+        let batches: Vec<RecordBatch> = self
+            .execute(&planned)?
+            .try_collect()
+            .await
+            .map_err(|e| self.name_worker(e))?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let report = self.finish(&uuid_like(), &planned, rows, started).await;
         Ok(QueryOutput {
@@ -176,6 +180,29 @@ impl Coordinator {
             batches,
             report,
         })
+    }
+}
+
+impl Coordinator {
+    /// Transport errors from datafusion-distributed name only an address: say which worker
+    /// it is, so the user knows which site failed.
+    pub fn name_worker(&self, error: datafusion::error::DataFusionError) -> crate::Error {
+        let message = error.to_string();
+        for (site, url, _, _) in self.catalog.sites() {
+            let address = format!(
+                "{}:{}",
+                url.host_str().unwrap_or_default(),
+                url.port().unwrap_or_default()
+            );
+            if message.contains(&address) {
+                return crate::Error::Worker {
+                    site,
+                    url: url.to_string(),
+                    message,
+                };
+            }
+        }
+        error.into()
     }
 }
 

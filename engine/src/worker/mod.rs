@@ -187,11 +187,6 @@ impl WorkerProcess {
         self.heartbeat.abort();
         self.server.abort();
     }
-
-    /// Waits until the server ends (the `shoal worker` process).
-    pub async fn wait(self) {
-        let _ = self.server.await;
-    }
 }
 
 async fn register(coordinator: &str, report: &SiteReport) -> Result<RegisterReply> {
