@@ -19,10 +19,6 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
             path: dir.to_path_buf(),
         });
     }
-    let io = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(
         |e| Error::Io {
             path: dir.to_path_buf(),
@@ -32,23 +28,8 @@ pub async fn describe_tables(dir: &Path) -> Result<Vec<SiteTableReport>> {
     let state = SessionContext::new().state();
     let format = ParquetFormat::default();
     let mut tables = Vec::new();
-    let mut table_dirs: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    table_dirs.sort();
-    for table_dir in table_dirs {
-        let Some(table) = table_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(String::from)
-        else {
-            continue;
-        };
-        if table.starts_with('.') {
-            continue;
-        }
+    // Same folder rules as the single-process session: hidden folders are not tables.
+    for (table, table_dir) in shoal_sql::table_folders(dir)? {
         let mut paths: Vec<_> = std::fs::read_dir(&table_dir)
             .map_err(|source| Error::Io {
                 path: table_dir.clone(),
