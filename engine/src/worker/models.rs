@@ -74,10 +74,18 @@ impl RemoteModels {
             return Err(store("the bytes received do not match the hash".into()));
         }
         std::fs::create_dir_all(&self.cache_dir).map_err(|e| store(e.to_string()))?;
-        // Write then rename: a crash never leaves a truncated model in the cache.
-        let tmp = self.cache_dir.join(format!(".{hash}.tmp"));
+        // Write then rename: a crash never leaves a truncated model in the cache, and
+        // workers sharing the cache folder never see each other's partial writes.
+        let tmp = self.cache_dir.join(format!(
+            ".{hash}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&tmp, &bytes).map_err(|e| store(e.to_string()))?;
-        std::fs::rename(&tmp, self.cache_path(hash)).map_err(|e| store(e.to_string()))?;
+        if let Err(e) = std::fs::rename(&tmp, self.cache_path(hash)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(store(e.to_string()));
+        }
         Ok(bytes)
     }
 
