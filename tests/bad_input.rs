@@ -171,3 +171,23 @@ fn a_models_folder_with_a_file_that_is_not_onnx_is_refused_naming_it() {
     assert!(err.contains("not_onnx.onnx"), "{err}");
     assert!(err.contains("not a valid ONNX model"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_sql_cannot_read_files_or_change_settings() {
+    let cluster = start_cluster().await;
+    for sql in [
+        "CREATE EXTERNAL TABLE secrets STORED AS PARQUET LOCATION '/etc/'",
+        "COPY (SELECT 1) TO '/tmp/shoal-copy-test.parquet'",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let err = cluster
+            .sql(sql)
+            .await
+            .map(|_| ())
+            .expect_err(sql)
+            .to_string();
+        assert!(err.contains("not supported"), "{sql}: {err}");
+    }
+    still_answers(&cluster).await;
+    cluster.stop().await;
+}
