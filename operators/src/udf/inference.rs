@@ -188,7 +188,7 @@ fn to_arrow(
             let k = dims.get(1).copied().unwrap_or(1) as usize;
             // Binary classifier: the positive class is the second column.
             let column = if k >= 2 { 1 } else { 0 };
-            let values: Float32Array = (0..rows).map(|i| Some(data[i * k + column])).collect();
+            let values = Float32Array::from_iter_values((0..rows).map(|i| data[i * k + column]));
             Ok(Arc::new(values))
         }
         (_, DataType::FixedSizeList(field, k)) => {
