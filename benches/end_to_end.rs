@@ -6,8 +6,8 @@
 //! make bench                                   # scale factor 1 (6M rows), release build
 //! SHOAL_BENCH_SCALE=0.1 make bench             # quicker
 //! ```
-//! Each figure is the median of 3 runs (min-max beside it); peak RSS is the process's
-//! high-water mark over that phase (reset between phases through /proc/self/clear_refs).
+//! Each figure is the median of 3 runs (min-max beside it); peak RSS is the highest resident
+//! set size sampled (every 5 ms) during that phase, for the whole process.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -24,6 +24,7 @@ use shoal_operators::ModelProvider;
 use shoal_operators::model::DirectoryModels;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const FEATURES: [&str; 4] = ["l_quantity", "l_extendedprice", "l_discount", "l_tax"];
@@ -42,20 +43,52 @@ fn query() -> String {
     )
 }
 
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_mib() -> f64 {
+fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with("VmRSS:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Samples the resident set size until dropped; `peak()` is the highest seen.
+struct RssSampler {
+    peak_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peak_kib, stop) = (peak_kib.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak_kib.fetch_max((rss_mib() * 1024.0) as u64, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Self {
+            peak_kib,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak_mib(mut self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    }
 }
 
 struct Phase {
@@ -84,7 +117,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
 {
-    reset_peak_rss();
+    let sampler = RssSampler::start();
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..RUNS {
@@ -95,29 +128,30 @@ where
     let phase = Phase {
         name,
         times,
-        peak_mib: peak_rss_mib(),
+        peak_mib: sampler.peak_mib(),
     };
     (phase, last.expect("at least one run"))
 }
 
-/// Decodes the feature columns (and the filter and group columns the query reads).
-async fn decode(ctx: &SessionContext) -> Vec<RecordBatch> {
-    ctx.sql(&format!(
-        "SELECT {}, l_returnflag, l_shipdate FROM lineitem",
-        FEATURES.join(", ")
-    ))
-    .await
-    .unwrap()
-    .execute_stream()
-    .await
-    .unwrap()
-    .try_collect()
-    .await
-    .unwrap()
+fn decode_sql() -> String {
+    format!("SELECT {}, l_returnflag, l_shipdate FROM lineitem", FEATURES.join(", "))
 }
 
-/// Row-major f32 feature matrices, one per batch: the input ORT alone is timed on.
-fn feature_matrices(batches: &[RecordBatch]) -> Vec<(usize, Vec<f32>)> {
+/// Decodes the feature columns (and the filter and group columns the query reads), keeping
+/// nothing: the decode floor. Returns the row count.
+async fn decode(ctx: &SessionContext) -> usize {
+    let mut stream = ctx.sql(&decode_sql()).await.unwrap().execute_stream().await.unwrap();
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await.unwrap() {
+        rows += batch.num_rows();
+    }
+    rows
+}
+
+/// Row-major f32 feature matrices, one per batch: the input ORT alone is timed on (made
+/// outside the timed phases).
+async fn feature_matrices(ctx: &SessionContext) -> Vec<(usize, Vec<f32>)> {
+    let batches: Vec<RecordBatch> = ctx.sql(&decode_sql()).await.unwrap().collect().await.unwrap();
     batches
         .iter()
         .map(|b| {
@@ -203,16 +237,25 @@ async fn run(scale: f64) {
         .unwrap();
     let slots = shoal_operators::runtime::inference_slots();
 
-    let (decode_phase, decoded) = measure("floor: Parquet decode alone", || decode(&local)).await;
-    let rows: usize = decoded.iter().map(RecordBatch::num_rows).sum();
-    let matrices = feature_matrices(&decoded);
-    drop(decoded);
+    let (decode_phase, rows) = measure("floor: Parquet decode alone", || decode(&local)).await;
+    let matrices = feature_matrices(&local).await;
     let model_bytes = std::fs::read(models_dir.join("return_risk.onnx")).unwrap();
     let (infer_phase, _) = measure("floor: ONNX Runtime alone", || async {
         infer_only(&model_bytes, &matrices, slots)
     })
     .await;
     drop(matrices);
+
+    // The same query with a plain column in place of the model: what the SQL around the
+    // model costs (filter, grouping, aggregation).
+    let plain = query().replace(
+        &format!("predict_proba('return_risk', {})", FEATURES.join(", ")),
+        "l_discount",
+    );
+    let (plain_phase, _) = measure("1 process, no model (SQL alone)", || async {
+        local.sql(&plain).await.unwrap().collect().await.unwrap()
+    })
+    .await;
 
     let sql = query();
     let (local_phase, local_out) = measure("shoal, 1 process", || async {
@@ -254,7 +297,7 @@ async fn run(scale: f64) {
         "|{:-<32}|{:-<11}|{:-<19}|{:-<14}|{:-<15}|{:-<10}|",
         "", "", "", "", "", ""
     );
-    for phase in [&decode_phase, &infer_phase, &local_phase, &cluster_phase] {
+    for phase in [&decode_phase, &infer_phase, &plain_phase, &local_phase, &cluster_phase] {
         let (lo, hi) = phase.range();
         println!(
             "| {:<30} | {:>9.3} | {:>7.3} - {:>7.3} | {:>12.0} | {:>13.0} | {:>8.2} |",
