@@ -2,7 +2,7 @@
 
 use super::predict::PredictKind;
 use crate::error::{Error, Result};
-use crate::features::{as_matrix_view, cast_all, stack_row_major};
+use crate::features::{as_matrix_view, cast_all, stack_as_f32, stack_row_major};
 use crate::model::{InputLayout, LoadedModel, ModelSignature, TensorElem, TensorSpec};
 use datafusion::arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
@@ -89,9 +89,7 @@ pub fn infer(
                 [one] if as_matrix_view(one, width).is_some() => {
                     f32_buffers.push(Cow::Borrowed(as_matrix_view(one, width).unwrap_or(&[])))
                 }
-                _ => f32_buffers.push(Cow::Owned(stack_row_major(&cast_all::<Float32Type>(
-                    features,
-                )?))),
+                _ => f32_buffers.push(Cow::Owned(stack_as_f32(features)?)),
             },
             TensorElem::Float64 => {
                 f64_buffers.push(stack_row_major(&cast_all::<Float64Type>(features)?))
