@@ -7,8 +7,8 @@
 use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
 /// Rows per tile of the stacking copy: 512 rows × a few features stays in L1/L2.
@@ -92,7 +92,8 @@ pub fn stack_as_f32(columns: &[ArrayRef]) -> datafusion::arrow::error::Result<Ve
                 DataType::UInt8 => convert!(UInt8Type, |v: u8| f32::from(v)),
                 DataType::Decimal128(_, scale) => {
                     let divisor = 10f64.powi(i32::from(*scale));
-                    convert!(Decimal128Type, |v: i128| ((v as i64) as f64 / divisor) as f32)
+                    convert!(Decimal128Type, |v: i128| ((v as i64) as f64 / divisor)
+                        as f32)
                 }
                 other => {
                     return Err(datafusion::arrow::error::ArrowError::CastError(format!(
@@ -171,7 +172,10 @@ mod tests {
         let fused = stack_as_f32(&cols).unwrap();
         assert_eq!(reference.len(), fused.len());
         for (r, f) in reference.iter().zip(&fused) {
-            assert!(r.to_bits() == f.to_bits() || (r.is_nan() && f.is_nan()), "{r} vs {f}");
+            assert!(
+                r.to_bits() == f.to_bits() || (r.is_nan() && f.is_nan()),
+                "{r} vs {f}"
+            );
         }
     }
 
