@@ -13,7 +13,7 @@
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float32Type};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use ort::session::Session;
@@ -21,6 +21,7 @@ use ort::value::TensorRef;
 use shoal_engine::tpch::generate_lineitem;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
 use shoal_operators::ModelProvider;
+use shoal_operators::features::stack_as_f32;
 use shoal_operators::model::DirectoryModels;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,17 +171,8 @@ async fn feature_matrices(ctx: &SessionContext) -> Vec<(usize, Vec<f32>)> {
     batches
         .iter()
         .map(|b| {
-            let cols: Vec<_> = (0..4)
-                .map(|i| cast(b.column(i), &DataType::Float32).unwrap())
-                .collect();
-            let n = b.num_rows();
-            let mut m = vec![0f32; n * 4];
-            for (j, c) in cols.iter().enumerate() {
-                for (i, v) in c.as_primitive::<Float32Type>().values().iter().enumerate() {
-                    m[i * 4 + j] = *v;
-                }
-            }
-            (n, m)
+            let features = &b.columns()[..4];
+            (b.num_rows(), stack_as_f32(features).unwrap())
         })
         .collect()
 }

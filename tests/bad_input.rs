@@ -180,13 +180,7 @@ async fn remote_sql_cannot_read_files_or_change_settings() {
         "COPY (SELECT 1) TO '/tmp/shoal-copy-test.parquet'",
         "SET datafusion.execution.batch_size = 1",
     ] {
-        let err = cluster
-            .sql(sql)
-            .await
-            .map(|_| ())
-            .expect_err(sql)
-            .to_string();
-        assert!(err.contains("not supported"), "{sql}: {err}");
+        expect_error(&cluster, sql, &["not supported"]).await;
     }
     still_answers(&cluster).await;
     cluster.stop().await;
