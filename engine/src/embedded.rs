@@ -60,15 +60,13 @@ impl EmbeddedCluster {
         Ok(cluster)
     }
 
-    pub async fn add_worker(&mut self, name: String, data_dir: PathBuf) -> Result<&WorkerProcess> {
+    pub async fn add_worker(&mut self, name: String, data_dir: PathBuf) -> Result<()> {
         let mut options = WorkerOptions::new(data_dir, self.url.clone());
         options.name = Some(name);
         options.register_timeout = Duration::from_secs(10);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);
-        self.workers
-            .last()
-            .ok_or(Error::DataGen("no worker".into()))
+        Ok(())
     }
 
     /// Runs a statement on the cluster and returns the whole result with its report.

@@ -85,6 +85,15 @@ fn assert_close(model: &str, expected: &[f64], actual: &[f64]) {
     }
 }
 
+/// `SELECT <function>('<model>', f0, ..., fn-1) FROM t` as one column.
+async fn call(ctx: &SessionContext, function: &str, model: &str, n: usize) -> ArrayRef {
+    column(
+        ctx,
+        &format!("SELECT {function}('{model}', {}) FROM t", args(n)),
+    )
+    .await
+}
+
 fn args(n: usize) -> String {
     (0..n)
         .map(|i| format!("f{i}"))
@@ -97,11 +106,7 @@ async fn classifier_labels_and_probabilities_match_onnxruntime() {
     for model in ["return_risk", "ship_mode"] {
         let reference = reference(model);
         let (ctx, n) = session(&reference);
-        let labels = column(
-            &ctx,
-            &format!("SELECT predict('{model}', {}) FROM t", args(n)),
-        )
-        .await;
+        let labels = call(&ctx, "predict", model, n).await;
         let labels: Vec<f64> = labels
             .as_primitive::<Int64Type>()
             .values()
@@ -110,11 +115,7 @@ async fn classifier_labels_and_probabilities_match_onnxruntime() {
             .collect();
         assert_eq!(labels, flat(&reference.outputs["label"]), "{model}: labels");
 
-        let proba = column(
-            &ctx,
-            &format!("SELECT predict_proba('{model}', {}) FROM t", args(n)),
-        )
-        .await;
+        let proba = call(&ctx, "predict_proba", model, n).await;
         let expected = flat(&reference.outputs["probabilities"]);
         let actual: Vec<f64> = match proba.data_type() {
             DataType::Float32 => {
@@ -147,11 +148,7 @@ async fn regressors_and_one_input_per_feature_match_onnxruntime() {
     for (model, output) in [("price", "variable"), ("two_inputs", "y")] {
         let reference = reference(model);
         let (ctx, n) = session(&reference);
-        let values = column(
-            &ctx,
-            &format!("SELECT predict('{model}', {}) FROM t", args(n)),
-        )
-        .await;
+        let values = call(&ctx, "predict", model, n).await;
         assert_close(model, &flat(&reference.outputs[output]), &as_f64(&values));
     }
 }
