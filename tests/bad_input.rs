@@ -97,7 +97,7 @@ async fn a_corrupt_parquet_file_is_named_with_its_worker() {
     .await;
     // Statements not touching the broken table still run.
     let models = cluster.sql("SHOW MODELS").await.expect("SHOW MODELS");
-    assert_eq!(models.batches[0].num_rows(), 4);
+    assert_eq!(models.batches[0].num_rows(), 5);
     cluster.stop().await;
 }
 
@@ -107,6 +107,7 @@ async fn a_dead_worker_fails_queries_quickly_and_a_replacement_restores_them() {
         models_dir: Some(models_dir()),
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(800),
+        ..Default::default()
     };
     let sites = tpch_sites();
     let mut cluster = EmbeddedCluster::start(options, &sites)

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::{ACTION_QUERY_REPORT, QueryReportRequest, StatementHandle};
+use crate::security::Connector;
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -13,28 +14,13 @@ use futures::TryStreamExt;
 use prost::Message;
 use shoal_planner::QueryReport;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
 
-/// Bound on connecting to the coordinator: a dead address fails fast with its name.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one shoal action (register, heartbeat, model fetch).
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn connect(url: &str) -> Result<Channel> {
-    let unreachable = |message: String| Error::CoordinatorUnreachable {
-        url: url.to_string(),
-        message,
-    };
-    Endpoint::from_shared(url.to_string())
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))
-}
-
 /// Runs one shoal action; returns the concatenated reply bodies.
-pub async fn action(channel: Channel, kind: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+pub async fn action(connector: &Connector, url: &str, kind: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+    let channel = connector.connect_authorized(url).await?;
     let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let call = async {
         let mut stream = client
@@ -63,6 +49,15 @@ pub async fn action(channel: Channel, kind: &str, body: Vec<u8>) -> Result<Vec<u
     }
 }
 
+/// A Flight SQL client for `url` carrying the connector's token.
+pub async fn flight_sql(connector: &Connector, url: &str) -> Result<FlightSqlServiceClient<tonic::transport::Channel>> {
+    let mut client = FlightSqlServiceClient::new(connector.connect(url).await?);
+    if let Some(token) = connector.token() {
+        client.set_token(token);
+    }
+    Ok(client)
+}
+
 /// A statement's result as `shoal sql` receives it.
 pub struct StatementResult {
     pub schema: SchemaRef,
@@ -71,9 +66,8 @@ pub struct StatementResult {
 }
 
 /// Runs `sql` through Flight SQL, exactly as pyarrow or ADBC would.
-pub async fn execute_sql(url: &str, sql: &str) -> Result<StatementResult> {
-    let channel = connect(url).await?;
-    let mut client = FlightSqlServiceClient::new(channel);
+pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
+    let mut client = flight_sql(connector, url).await?;
     let info = client.execute(sql.to_string(), None).await?;
     let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);
     let mut batches = Vec::new();
@@ -96,11 +90,11 @@ pub async fn execute_sql(url: &str, sql: &str) -> Result<StatementResult> {
 fn statement_query_id(ticket: &[u8]) -> Option<String> {
     let any = Any::decode(ticket).ok()?;
     let statement: TicketStatementQuery = any.unpack().ok()??;
-    let handle: StatementHandle = serde_json::from_slice(&statement.statement_handle).ok()?;
+    let handle = StatementHandle::decode(&statement.statement_handle).ok()?;
     Some(handle.query_id)
 }
 
-pub async fn query_report(url: &str, query_id: &str) -> Result<QueryReport> {
+pub async fn query_report(connector: &Connector, url: &str, query_id: &str) -> Result<QueryReport> {
     let body = serde_json::to_vec(&QueryReportRequest {
         query_id: query_id.to_string(),
     })
@@ -108,7 +102,7 @@ pub async fn query_report(url: &str, query_id: &str) -> Result<QueryReport> {
         action: ACTION_QUERY_REPORT.into(),
         message: e.to_string(),
     })?;
-    let reply = action(connect(url).await?, ACTION_QUERY_REPORT, body).await?;
+    let reply = action(connector, url, ACTION_QUERY_REPORT, body).await?;
     serde_json::from_slice(&reply).map_err(|e| Error::Refused {
         action: ACTION_QUERY_REPORT.into(),
         message: e.to_string(),

@@ -3,6 +3,7 @@
 
 use crate::coordinator::{Coordinator, CoordinatorOptions, QueryOutput};
 use crate::error::{Error, Result};
+use crate::security::random_secret;
 use crate::worker::{WorkerOptions, WorkerProcess};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use tokio::task::JoinHandle;
 
 pub struct EmbeddedCluster {
     pub coordinator: Arc<Coordinator>,
-    /// The coordinator's Flight SQL endpoint, e.g. `http://127.0.0.1:43117`.
+    /// The coordinator's Flight SQL endpoint, e.g. `http://127.0.0.1:43117` (`https://`
+    /// with TLS); Flight clients may write it `grpc://` (`grpc+tls://`).
     pub url: String,
     pub workers: Vec<WorkerProcess>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -19,20 +21,36 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
-    /// Starts a coordinator and one worker per folder in `sites` (named `site-1`, ...).
+    /// Starts a coordinator and one worker per folder in `sites` (named `site-1`, ...) on
+    /// loopback. Without a cluster secret in `options`, a random one is made, so even an
+    /// embedded cluster's workers run plans only from their coordinator. With TLS in
+    /// `options`, the workers serve TLS with the same certificate.
     pub async fn start(options: CoordinatorOptions, sites: &[PathBuf]) -> Result<Self> {
+        Self::start_on("127.0.0.1:0", options, sites).await
+    }
+
+    /// As [`EmbeddedCluster::start`], with the coordinator listening on `listen`.
+    pub async fn start_on(
+        listen: &str,
+        mut options: CoordinatorOptions,
+        sites: &[PathBuf],
+    ) -> Result<Self> {
+        if options.cluster_secret.is_none() {
+            options.cluster_secret = Some(random_secret()?);
+        }
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
         let coordinator = Coordinator::new(options)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::Listen {
-                addr: "127.0.0.1:0".into(),
+                addr: listen.into(),
                 message: e.to_string(),
             })?;
         let addr = listener.local_addr().map_err(|e| Error::Listen {
-            addr: "127.0.0.1:0".into(),
+            addr: listen.into(),
             message: e.to_string(),
         })?;
-        let url = format!("http://{addr}");
+        let url = format!("{scheme}://{addr}");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = {
             let coordinator = coordinator.clone();
@@ -62,8 +80,12 @@ impl EmbeddedCluster {
 
     pub async fn add_worker(&mut self, name: String, data_dir: PathBuf) -> Result<()> {
         let mut options = WorkerOptions::new(data_dir, self.url.clone());
+        let security = self.coordinator.options();
         options.name = Some(name);
         options.register_timeout = Duration::from_secs(10);
+        options.cluster_secret = security.cluster_secret.clone();
+        options.tls = security.tls.clone();
+        options.tls_ca = security.tls_ca.clone();
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);
         Ok(())

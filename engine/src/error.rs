@@ -19,8 +19,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("cannot reach the coordinator at {url}: {message}")]
-    CoordinatorUnreachable { url: String, message: String },
+    #[error("cannot connect to {url}: {message}")]
+    Unreachable { url: String, message: String },
+
+    #[error(
+        "refusing to serve the {role} on {addr} without authentication: anyone who can reach it could run queries; {how}, listen on 127.0.0.1, or pass --insecure to accept the risk"
+    )]
+    Exposed {
+        role: String,
+        addr: String,
+        how: String,
+    },
+
+    #[error("{0}")]
+    Security(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
 
     #[error("worker '{site}' ({url}) failed or is unreachable: {message}")]
     Worker {

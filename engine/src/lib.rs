@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod embedded;
 pub mod error;
 pub mod protocol;
+pub mod security;
 pub mod tpch;
 pub mod worker;
 

@@ -27,6 +27,9 @@ pub struct RegisterReply {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     pub name: String,
+    /// Model runs the worker's process has started ([`shoal_operators::model_runs`]).
+    #[serde(default)]
+    pub model_runs: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -52,11 +55,31 @@ pub struct SiteStatus {
     pub url: String,
     pub live: bool,
     pub tables: usize,
+    /// As of the worker's last heartbeat.
+    pub model_runs: u64,
 }
 
-/// What a statement ticket carries: the SQL and the id its report is kept under.
+/// Queries running on the coordinator; body: empty, reply: JSON list of query ids.
+pub const ACTION_RUNNING: &str = "shoal.running";
+
+/// What a statement ticket carries: the SQL, its bound parameters and the id its report is
+/// kept under. The coordinator keeps no state between planning and fetching a statement.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StatementHandle {
     pub sql: String,
     pub query_id: String,
+    /// Parameter values of a prepared statement: one row, as an Arrow IPC stream (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+}
+
+impl StatementHandle {
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of strings always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed statement handle: {e}"))
+    }
 }

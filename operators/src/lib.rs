@@ -24,4 +24,5 @@ pub mod udf;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
+pub use udf::inference::model_runs;
 pub use udf::predict::{PredictKind, PredictUdf, ml_udfs};

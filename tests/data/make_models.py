@@ -9,6 +9,9 @@ models/return_risk.onnx  StandardScaler + MLP binary classifier, one float input
 models/ship_mode.onnx    3-class logistic regression, input [N, 3], probabilities [N, 3]
 models/price.onnx        linear regressor, input [N, 2] -> variable float32 [N, 1]
 models/two_inputs.onnx   hand-built graph with one input per feature: y = 2a + b, [N, 1] each
+models/heavy_scorer.onnx deliberately slow regressor (128 tanh layers of 256, one shared weight
+                         matrix, so the file stays small): ~17 MFLOP per row, for tests that
+                         cancel a query while the workers are busy. Input [N, 4], variable [N, 1]
 bad_models/zipmap.onnx   classifier with skl2onnx's default ZipMap probabilities
 bad_models/not_onnx.onnx a text file with an .onnx name
 reference/<model>.json   inputs and onnxruntime's outputs, compared by the Rust tests (1e-5)
@@ -56,7 +59,32 @@ def reference(name, path, inputs):
     (REF / f"{name}.json").write_text(json.dumps(doc))
 
 
+def heavy_scorer():
+    rng = np.random.default_rng(13)
+    width, layers = 256, 128
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])
+    out = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
+    # Scaled so tanh stays out of saturation and the output depends on the input.
+    w_in = (rng.normal(0, 1, (4, width)) / np.array([[50], [100000], [0.1], [0.08]])).astype(np.float32)
+    w = (rng.normal(0, 1, (width, width)) / np.sqrt(width)).astype(np.float32)
+    w_out = (rng.normal(0, 1, (width, 1)) / np.sqrt(width)).astype(np.float32)
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.flatten().tolist())
+             for n, a in (("w_in", w_in), ("w", w), ("w_out", w_out))]
+    nodes = [helper.make_node("MatMul", ["X", "w_in"], ["h0_lin"]),
+             helper.make_node("Tanh", ["h0_lin"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}_lin"]))
+        nodes.append(helper.make_node("Tanh", [f"h{i + 1}_lin"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("MatMul", [f"h{layers}", "w_out"], ["variable"]))
+    graph = helper.make_graph(nodes, "heavy_scorer", [x], [out], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    save(model, MODELS / "heavy_scorer.onnx")
+
+
 def main():
+    heavy_scorer()
     rng = np.random.default_rng(7)
     x = features(rng, 4000)
     # Larger, heavily discounted orders are "returned" more often.

@@ -23,6 +23,13 @@ pub struct DemoArgs {
     /// Models folder; defaults to the repository's tests/data/models.
     #[arg(long)]
     models: Option<PathBuf>,
+    /// After the demo queries, keep the cluster up for Flight SQL clients (pyarrow, ADBC,
+    /// examples/python) until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Where the coordinator listens with --serve (otherwise a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    listen: String,
 }
 
 /// The sample models shipped in the repository.
@@ -64,7 +71,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         models_dir: Some(models),
         ..Default::default()
     };
-    let cluster = EmbeddedCluster::start(options, &sites).await?;
+    let listen = if args.serve { args.listen.as_str() } else { "127.0.0.1:0" };
+    let cluster = EmbeddedCluster::start_on(listen, options, &sites).await?;
     println!("\nEmbedded cluster: coordinator at {}", cluster.url);
     for w in &cluster.workers {
         println!("  worker '{}' at {}", w.name, w.url);
@@ -131,8 +139,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{}", pretty_format_batches(&out.batches)?);
     println!("{}", out.report.summary());
 
-    cluster.stop().await;
     println!("\ndemo finished in {:.1}s", started.elapsed().as_secs_f64());
+    if args.serve {
+        let url = cluster.url.replacen("http://", "grpc://", 1);
+        println!(
+            "\nServing Flight SQL at {url} until Ctrl-C. Try:\n  \
+             .venv/bin/python examples/python/adbc_predict.py {url}\n  \
+             shoal sql --coordinator {url} \"SELECT count(*) FROM lineitem\""
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    cluster.stop().await;
     Ok(())
 }
 

@@ -6,6 +6,10 @@ mod output;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_engine::client;
+use shoal_engine::security::{
+    AuthFile, CLUSTER_SECRET_ENV, Connector, ServerTls, client_tls, load_auth_file,
+    read_secret_file,
+};
 use shoal_engine::{Coordinator, CoordinatorOptions, WorkerOptions, WorkerProcess};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +33,58 @@ pub enum Format {
     Json,
 }
 
+/// TLS for an endpoint this process serves, and trust for the endpoints it calls.
+#[derive(clap::Args, Clone, Default)]
+struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the TLS endpoints this process connects to.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn server(&self) -> Option<ServerTls> {
+        Some(ServerTls {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+}
+
+/// How a client reaches the coordinator. The token comes from SHOAL_TOKEN or a file, never
+/// from an argument (arguments show in `ps`).
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// Coordinator URL: grpc://host:port, grpc+tls://host:port (or http://, https://).
+    #[arg(long, default_value = "grpc://127.0.0.1:50050")]
+    coordinator: String,
+    /// File holding the bearer token (default: the SHOAL_TOKEN environment variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's TLS certificate.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn connector(&self) -> anyhow::Result<Connector> {
+        let token = match &self.token_file {
+            Some(path) => Some(read_secret_file(path)?),
+            None => std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        };
+        let tls = self.tls_ca.as_deref().map(client_tls).transpose()?;
+        Ok(Connector::new(token.as_deref(), tls)?)
+    }
+}
+
+/// The client's bearer token.
+const TOKEN_ENV: &str = "SHOAL_TOKEN";
+
 #[derive(Subcommand)]
 enum Command {
     /// Embedded cluster (coordinator + workers on loopback) on generated TPC-H data, with
@@ -44,6 +100,21 @@ enum Command {
         /// Seconds of silence after which a worker counts as down.
         #[arg(long, default_value_t = 5.0)]
         heartbeat_timeout: f64,
+        /// TOML file with client tokens, users and the cluster secret (see README); also
+        /// read: SHOAL_TOKENS (comma-separated tokens), SHOAL_CLUSTER_SECRET.
+        #[arg(long)]
+        auth_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Listen beyond loopback without client authentication.
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds a statement may run before it is stopped on every worker.
+        #[arg(long, default_value_t = 3600.0)]
+        query_timeout: f64,
+        /// Rows a statement may return to a client.
+        #[arg(long, default_value_t = 100_000_000)]
+        max_result_rows: u64,
     },
     /// Run a worker over a data folder holding DIR/<table>/*.parquet.
     Worker {
@@ -56,11 +127,19 @@ enum Command {
         /// Site name (lowercase letters, digits, '-'); defaults to worker-<port>.
         #[arg(long)]
         name: Option<String>,
+        /// File holding the cluster secret (default: SHOAL_CLUSTER_SECRET).
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Listen beyond loopback without a cluster secret.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
-        #[arg(long, default_value = "http://127.0.0.1:50050")]
-        coordinator: String,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Do not print the bytes-moved report on stderr.
@@ -70,8 +149,8 @@ enum Command {
     },
     /// List the coordinator's models (same as `shoal sql "SHOW MODELS"`).
     Models {
-        #[arg(long, default_value = "http://127.0.0.1:50050")]
-        coordinator: String,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -112,20 +191,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             models,
             heartbeat_timeout,
+            auth_file,
+            tls,
+            insecure,
+            query_timeout,
+            max_result_rows,
         } => {
+            let auth = match &auth_file {
+                Some(path) => load_auth_file(path)?,
+                None => AuthFile::default(),
+            }
+            .with_environment()?;
             let options = CoordinatorOptions {
                 models_dir: models,
                 heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+                users: auth.user_pairs(),
+                tokens: auth.tokens,
+                cluster_secret: auth.cluster_secret,
+                tls: tls.server(),
+                tls_ca: tls.tls_ca.clone(),
+                insecure,
+                query_timeout: Duration::from_secs_f64(query_timeout),
+                max_result_rows,
                 ..Default::default()
             };
             let coordinator = Coordinator::new(options)?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let scheme = if tls.server().is_some() { "grpc+tls" } else { "grpc" };
             eprintln!(
-                "coordinator listening on {} with {} model(s)",
+                "coordinator serving Flight SQL at {scheme}://{} with {} model(s){}",
                 listener.local_addr()?,
-                shoal_operators::ModelProvider::list(coordinator.models().as_ref()).len()
+                shoal_operators::ModelProvider::list(coordinator.models().as_ref()).len(),
+                if coordinator.authenticator().requires_client_auth() {
+                    "; clients must authenticate"
+                } else {
+                    ""
+                }
             );
             coordinator.serve(listener, shutdown_signal()).await?;
             Ok(())
@@ -135,10 +238,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data,
             name,
+            cluster_secret_file,
+            tls,
+            insecure,
         } => {
             let mut options = WorkerOptions::new(data, coordinator);
             options.listen = listen;
             options.name = name;
+            options.cluster_secret = match &cluster_secret_file {
+                Some(path) => Some(read_secret_file(path)?),
+                None => std::env::var(CLUSTER_SECRET_ENV)
+                    .ok()
+                    .filter(|s| !s.trim().is_empty()),
+            };
+            options.tls = tls.server();
+            options.tls_ca = tls.tls_ca;
+            options.insecure = insecure;
             let worker = WorkerProcess::start(options).await?;
             eprintln!("worker '{}' serving at {}", worker.name, worker.url);
             shutdown_signal().await;
@@ -146,26 +261,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sql {
-            coordinator,
+            client,
             format,
             quiet,
             query,
         } => {
-            let result = client::execute_sql(&coordinator, &query).await?;
+            let connector = client.connector()?;
+            let result = client::execute_sql(&connector, &client.coordinator, &query).await?;
             output::print(&result.schema, &result.batches, format)?;
             if !quiet
                 && let Some(id) = result.query_id
-                && let Ok(report) = client::query_report(&coordinator, &id).await
+                && let Ok(report) = client::query_report(&connector, &client.coordinator, &id).await
             {
                 eprintln!("{}", report.summary());
             }
             Ok(())
         }
-        Command::Models {
-            coordinator,
-            format,
-        } => {
-            let result = client::execute_sql(&coordinator, "SHOW MODELS").await?;
+        Command::Models { client, format } => {
+            let connector = client.connector()?;
+            let result = client::execute_sql(&connector, &client.coordinator, "SHOW MODELS").await?;
             output::print(&result.schema, &result.batches, format)
         }
     }

@@ -8,6 +8,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::common::ParamValues;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use futures::TryStreamExt;
@@ -68,6 +69,7 @@ impl Coordinator {
             .with_config(config);
         let state = with_shoal_functions(builder, provider.clone())
             .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
+            .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_planner()
             .with_distributed_user_codec(ShoalCodec::new(provider.clone()))
             .with_distributed_desired_task_count_handler(locality.clone())
@@ -89,8 +91,18 @@ impl Coordinator {
 
     /// Plans `sql`. Remote clients may only read: DDL, DML and `SET` are refused.
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
+        self.plan_with_parameters(sql, None).await
+    }
+
+    /// Plans `sql` with its placeholders (`$1`, `?`) bound to `parameters`.
+    pub async fn plan_with_parameters(
+        &self,
+        sql: &str,
+        parameters: Option<ParamValues>,
+    ) -> Result<PlannedQuery> {
         let ctx = self.session()?;
         let sql = shoal_sql::statements::rewrite(sql);
+        let sql = shoal_sql::statements::number_placeholders(&sql);
         if let Some(inner) = explain_target(&sql) {
             let df = ctx.sql_with_options(inner, read_only()).await?;
             let plan = df.create_physical_plan().await?;
@@ -103,10 +115,46 @@ impl Coordinator {
                 batches: vec![batch],
             });
         }
-        let df = ctx.sql_with_options(&sql, read_only()).await?;
+        let mut df = ctx.sql_with_options(&sql, read_only()).await?;
+        if let Some(parameters) = parameters {
+            df = df.with_param_values(parameters)?;
+        }
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
         Ok(PlannedQuery::Plan { plan, task_ctx })
+    }
+
+    /// The result schema of `sql` and the parameters it expects (`$1`, `$2`, ... in order,
+    /// typed where the query implies a type), without running it.
+    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let ctx = self.session()?;
+        let sql = shoal_sql::statements::rewrite(sql);
+        let sql = shoal_sql::statements::number_placeholders(&sql);
+        if let Some(inner) = explain_target(&sql) {
+            // Checked now, so a bad EXPLAIN fails at prepare time.
+            ctx.sql_with_options(inner, read_only()).await?;
+            let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+            return Ok((schema, Arc::new(Schema::empty())));
+        }
+        let df = ctx.sql_with_options(&sql, read_only()).await?;
+        let mut parameters: Vec<(usize, String, DataType)> = df
+            .logical_plan()
+            .get_parameter_types()?
+            .into_iter()
+            .map(|(name, data_type)| {
+                let position = name.trim_start_matches('$').parse().unwrap_or(usize::MAX);
+                (position, name, data_type.unwrap_or(DataType::Null))
+            })
+            .collect();
+        parameters.sort();
+        let parameter_schema = Schema::new(
+            parameters
+                .into_iter()
+                .map(|(_, name, data_type)| Field::new(name, data_type, true))
+                .collect::<Vec<_>>(),
+        );
+        let dataset: Schema = df.schema().as_arrow().clone();
+        Ok((Arc::new(dataset), Arc::new(parameter_schema)))
     }
 
     /// Starts a planned query: the stream of its batches.

@@ -4,6 +4,7 @@
 mod data_dir;
 mod models;
 mod scan_ledger;
+mod yielding_scan;
 
 pub use data_dir::describe_tables;
 pub use models::RemoteModels;
@@ -11,6 +12,10 @@ pub use scan_ledger::ScanLedger;
 
 use crate::client;
 use crate::error::{Error, Result};
+use crate::security::{
+    Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
+    server_tls,
+};
 use crate::protocol::{
     ACTION_HEARTBEAT, ACTION_REGISTER, Heartbeat, HeartbeatReply, RegisterReply, SiteReport,
 };
@@ -38,6 +43,15 @@ pub struct WorkerOptions {
     pub model_cache: Option<PathBuf>,
     /// How long to keep retrying the first registration (the coordinator may start later).
     pub register_timeout: Duration,
+    /// The secret shared with the coordinator: the worker runs plans only from its holder,
+    /// and presents it to the coordinator and to other workers.
+    pub cluster_secret: Option<String>,
+    /// Serve TLS with this certificate (the worker's URL becomes `https://`).
+    pub tls: Option<ServerTls>,
+    /// CA that signed the coordinator's and the other workers' certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// Allow listening beyond loopback without a cluster secret.
+    pub insecure: bool,
 }
 
 impl WorkerOptions {
@@ -49,6 +63,10 @@ impl WorkerOptions {
             listen: "127.0.0.1:0".into(),
             model_cache: None,
             register_timeout: Duration::from_secs(30),
+            cluster_secret: None,
+            tls: None,
+            tls_ca: None,
+            insecure: false,
         }
     }
 }
@@ -88,10 +106,22 @@ impl WorkerProcess {
             .clone()
             .unwrap_or_else(|| format!("worker-{}", addr.port()));
         shoal_planner::catalog::validate_site_name(&name)?;
-        let url = format!("http://{addr}");
+        check_exposure(
+            "worker",
+            addr,
+            options.cluster_secret.is_some(),
+            options.insecure,
+        )?;
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let client_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
+        let connector = Connector::new(options.cluster_secret.as_deref(), client_tls)?;
+        let peers = ClusterChannels::new(connector.clone());
+        let auth = Arc::new(Authenticator::new(&[], &[], options.cluster_secret.as_deref()));
 
         let models = Arc::new(RemoteModels::new(
             options.coordinator.clone(),
+            connector.clone(),
             options
                 .model_cache
                 .clone()
@@ -119,9 +149,11 @@ impl WorkerProcess {
                 let provider: Arc<dyn ModelProvider> = models.clone();
                 let ledger = ledger.clone();
                 let runtime = runtime.clone();
+                let peers = peers.clone();
                 async move {
                     let builder = ctx.builder.with_runtime_env(runtime);
                     Ok(with_shoal_functions(builder, provider.clone())
+                        .with_distributed_channel_resolver(peers)
                         .with_distributed_user_codec(ShoalCodec::new(provider))
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
                         .build())
@@ -129,9 +161,16 @@ impl WorkerProcess {
             })
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &options.tls {
+            builder = builder
+                .tls_config(server_tls(tls)?)
+                .map_err(|e| Error::Security(format!("worker TLS: {e}")))?;
+        }
+        let service = Guarded::worker(worker.into_worker_server(), auth);
         let server = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(worker.into_worker_server())
+            let result = builder
+                .add_service(service)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async {
@@ -149,13 +188,17 @@ impl WorkerProcess {
             url: url.clone(),
             tables,
         };
-        let reply = register_with_retry(&options.coordinator, &report, options.register_timeout)
+        let coordinator = Coordinator {
+            url: options.coordinator.clone(),
+            connector,
+        };
+        let reply = register_with_retry(&coordinator, &report, options.register_timeout)
             .await
             .inspect_err(|_| server.abort())?;
         models.set_registry(reply.models);
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
         let heartbeat = tokio::spawn(heartbeat_loop(
-            options.coordinator.clone(),
+            coordinator,
             report,
             models,
             interval,
@@ -189,12 +232,24 @@ impl WorkerProcess {
     }
 }
 
-async fn register(coordinator: &str, report: &SiteReport) -> Result<RegisterReply> {
+/// Where the worker's coordinator is and how to talk to it.
+struct Coordinator {
+    url: String,
+    connector: Connector,
+}
+
+impl Coordinator {
+    async fn action(&self, kind: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        client::action(&self.connector, &self.url, kind, body).await
+    }
+}
+
+async fn register(coordinator: &Coordinator, report: &SiteReport) -> Result<RegisterReply> {
     let body = serde_json::to_vec(report).map_err(|e| Error::Refused {
         action: ACTION_REGISTER.into(),
         message: e.to_string(),
     })?;
-    let reply = client::action(client::connect(coordinator).await?, ACTION_REGISTER, body).await?;
+    let reply = coordinator.action(ACTION_REGISTER, body).await?;
     serde_json::from_slice(&reply).map_err(|e| Error::Refused {
         action: ACTION_REGISTER.into(),
         message: e.to_string(),
@@ -202,7 +257,7 @@ async fn register(coordinator: &str, report: &SiteReport) -> Result<RegisterRepl
 }
 
 async fn register_with_retry(
-    coordinator: &str,
+    coordinator: &Coordinator,
     report: &SiteReport,
     timeout: Duration,
 ) -> Result<RegisterReply> {
@@ -210,17 +265,19 @@ async fn register_with_retry(
     loop {
         match register(coordinator, report).await {
             Ok(reply) => return Ok(reply),
-            // A refusal (bad schema, bad name) will not change by retrying.
-            Err(e @ Error::Refused { .. }) => return Err(e),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            // Only an unreachable coordinator may come up later; a refusal (bad schema,
+            // bad name, wrong secret) or a TLS mistake will not change by retrying.
+            Err(Error::Unreachable { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// Runs on its own task, apart from query work, so a busy worker still reports in.
 async fn heartbeat_loop(
-    coordinator: String,
+    coordinator: Coordinator,
     report: SiteReport,
     models: Arc<RemoteModels>,
     interval: Duration,
@@ -231,14 +288,12 @@ async fn heartbeat_loop(
         ticker.tick().await;
         let beat = Heartbeat {
             name: report.name.clone(),
+            model_runs: shoal_operators::model_runs(),
         };
         let Ok(body) = serde_json::to_vec(&beat) else {
             continue;
         };
-        let reply = match client::connect(&coordinator).await {
-            Ok(channel) => client::action(channel, ACTION_HEARTBEAT, body).await,
-            Err(e) => Err(e),
-        };
+        let reply = coordinator.action(ACTION_HEARTBEAT, body).await;
         match reply.and_then(|r| {
             serde_json::from_slice::<HeartbeatReply>(&r).map_err(|e| Error::Refused {
                 action: ACTION_HEARTBEAT.into(),

@@ -2,6 +2,7 @@
 //! memory. A model is registered once on the coordinator, never copied to sites by hand.
 
 use crate::client;
+use crate::security::Connector;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct RemoteModels {
     coordinator: String,
+    connector: Connector,
     cache_dir: PathBuf,
     runtime: tokio::runtime::Handle,
     /// Latest registry listing from the coordinator (name -> info).
@@ -21,9 +23,15 @@ pub struct RemoteModels {
 }
 
 impl RemoteModels {
-    pub fn new(coordinator: String, cache_dir: PathBuf, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        coordinator: String,
+        connector: Connector,
+        cache_dir: PathBuf,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             coordinator,
+            connector,
             cache_dir,
             runtime,
             names: RwLock::new(BTreeMap::new()),
@@ -60,14 +68,11 @@ impl RemoteModels {
                 self.coordinator
             ))
         };
-        let channel = client::connect(&self.coordinator)
-            .await
-            .map_err(|e| store(e.to_string()))?;
         let body = serde_json::to_vec(&FetchModel {
             hash: hash.to_string(),
         })
         .map_err(|e| store(e.to_string()))?;
-        let bytes = client::action(channel, ACTION_FETCH_MODEL, body)
+        let bytes = client::action(&self.connector, &self.coordinator, ACTION_FETCH_MODEL, body)
             .await
             .map_err(|e| store(e.to_string()))?;
         if content_hash(&bytes) != hash {

@@ -78,6 +78,8 @@ impl WorkerPlanRewriteHandler for LedgerHandler {
             *scans.entry(file).or_default() += 1;
         }
         drop(scans);
-        Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
+        Ok(WorkerPlanRewriteEventResponse::new(
+            super::yielding_scan::yield_after_each_batch(ev.plan)?,
+        ))
     }
 }

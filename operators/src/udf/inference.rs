@@ -63,12 +63,23 @@ fn per_row_width(spec: &TensorSpec) -> Option<usize> {
 }
 
 /// Runs the model once over `rows` rows of `features` (nulls already rejected).
+/// Model runs started in this process since it began.
+static MODEL_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many model runs (one per Arrow batch) this process has started: a worker reports it
+/// in its heartbeat, so one can see whether scoring work is still going on (it must stop
+/// when a query is cancelled).
+pub fn model_runs() -> u64 {
+    MODEL_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn infer(
     model: &LoadedModel,
     kind: PredictKind,
     features: &[ArrayRef],
     rows: usize,
 ) -> Result<ArrayRef> {
+    MODEL_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sig = &model.signature;
     let (output_index, _) = match kind {
         PredictKind::Predict => sig.predict_output()?,

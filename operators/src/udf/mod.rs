@@ -1,4 +1,4 @@
 //! ML scalar functions.
 
-mod inference;
+pub mod inference;
 pub mod predict;

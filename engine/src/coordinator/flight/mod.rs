@@ -1,0 +1,454 @@
+//! The coordinator's Flight endpoint: Flight SQL for clients (statements, prepared
+//! statements, metadata calls, cancel) and shoal's actions for workers and `shoal sql`.
+//! Credentials are checked before any of this runs (see [`crate::security::Guarded`]).
+
+mod actions;
+mod parameters;
+
+use super::catalog_calls;
+use super::limits::{StreamLimits, bounded, flight_status};
+use super::{Coordinator, query::uuid_like};
+use crate::protocol::StatementHandle;
+use crate::security::Admission;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorFlight {
+    coordinator: Arc<Coordinator>,
+}
+
+impl CoordinatorFlight {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+}
+
+type DoGetStream = <CoordinatorFlight as FlightService>::DoGetStream;
+
+fn json_reply<T: serde::Serialize>(
+    value: &T,
+) -> Result<Response<actions::ActionStream>, Status> {
+    let body = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    let item = arrow_flight::Result { body: body.into() };
+    Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
+    serde_json::from_slice(&action.body).map_err(|e| {
+        Status::invalid_argument(format!("action {}: malformed body: {e}", action.r#type))
+    })
+}
+
+/// Planning errors are the client's (bad SQL, unknown model, refused statement...); the
+/// rest are ours.
+fn to_status(e: crate::Error) -> Status {
+    use datafusion::error::DataFusionError;
+    let message = e.to_string();
+    match e {
+        crate::Error::DataFusion(DataFusionError::Plan(_))
+        | crate::Error::DataFusion(DataFusionError::SQL(..))
+        | crate::Error::DataFusion(DataFusionError::NotImplemented(_)) => {
+            Status::invalid_argument(message)
+        }
+        _ => Status::internal(message),
+    }
+}
+
+/// A FlightInfo whose one ticket is `ticket`, answering `descriptor`.
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(endpoint)
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn one_batch(batch: crate::Result<RecordBatch>) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(to_status)?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(batch.schema())
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(flight_status);
+    Ok(Response::new(Box::pin(stream)))
+}
+
+fn statement_ticket(handle: &StatementHandle) -> Vec<u8> {
+    TicketStatementQuery {
+        statement_handle: handle.encode().into(),
+    }
+    .as_any()
+    .encode_to_vec()
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(bytes)
+}
+
+impl CoordinatorFlight {
+    /// Plans a statement (checking it) and hands back a ticket that carries it.
+    async fn statement_info(
+        &self,
+        handle: StatementHandle,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let parameters = parameters::decode(handle.parameters.as_deref())?;
+        let planned = self
+            .coordinator
+            .plan_with_parameters(&handle.sql, parameters)
+            .await
+            .map_err(to_status)?;
+        flight_info(&planned.schema(), statement_ticket(&handle), descriptor)
+    }
+
+    /// Runs a statement and streams its batches, bounded by the query timeout, the result
+    /// limit and cancellation. When the client goes away, tonic drops this stream, which
+    /// drops the plan's streams and with them the work on every worker.
+    async fn stream_statement(&self, handle: StatementHandle) -> Result<DoGetStream, Status> {
+        let started = Instant::now();
+        let coordinator = self.coordinator.clone();
+        let parameters = parameters::decode(handle.parameters.as_deref())?;
+        // Planned again rather than kept from get_flight_info: the coordinator holds no
+        // state for a client that never comes back for its ticket.
+        let planned = Arc::new(
+            coordinator
+                .plan_with_parameters(&handle.sql, parameters)
+                .await
+                .map_err(to_status)?,
+        );
+        let schema = planned.schema();
+        let batches = coordinator.execute(&planned).map_err(to_status)?;
+        let (running, cancel) = coordinator.running.start(&handle.query_id);
+        let rows = Arc::new(AtomicU64::new(0));
+        let limits = StreamLimits {
+            timeout: coordinator.options().query_timeout,
+            max_rows: coordinator.options().max_result_rows,
+        };
+        let naming = coordinator.clone();
+        let bounded = bounded(
+            handle.query_id.clone(),
+            batches,
+            cancel,
+            limits,
+            rows.clone(),
+            move |e| to_status(naming.name_worker(e)),
+        );
+        // After the last batch: read the metrics into the query's report.
+        let finish = futures::stream::once(async move {
+            drop(running);
+            coordinator
+                .finish(
+                    &handle.query_id,
+                    &planned,
+                    rows.load(Ordering::Relaxed),
+                    started,
+                )
+                .await;
+        })
+        .filter_map(|()| async { None });
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(bounded.chain(finish))
+            .map_err(flight_status);
+        Ok(Box::pin(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for CoordinatorFlight {
+    type FlightService = CoordinatorFlight;
+
+    /// The guard has checked the Basic credentials and issued a token; hand it back the way
+    /// Flight clients read it (the `authorization` header, and the payload).
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let token = request
+            .extensions()
+            .get::<Admission>()
+            .and_then(|a| a.issued_token.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "log in with 'authorization: Basic <base64 user:password>' on the handshake",
+                )
+            })?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = StatementHandle {
+            sql: query.query,
+            query_id: uuid_like(),
+            parameters: None,
+        };
+        self.statement_info(handle, request.into_inner()).await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&ticket.statement_handle)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(self.stream_statement(handle).await?))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (dataset, parameters) = self
+            .coordinator
+            .describe(&query.query)
+            .await
+            .map_err(to_status)?;
+        let handle = self.coordinator.prepared.create(query.query);
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&parameters)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = prepared_handle(&query.prepared_statement_handle)?;
+        let row = parameters::receive(request.into_inner()).await?;
+        if !self.coordinator.prepared.bind(&handle, row) {
+            return Err(unknown_prepared(&handle));
+        }
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = prepared_handle(&cmd.prepared_statement_handle)?;
+        let prepared = self
+            .coordinator
+            .prepared
+            .get(&handle)
+            .ok_or_else(|| unknown_prepared(&handle))?;
+        let statement = StatementHandle {
+            sql: prepared.sql,
+            query_id: uuid_like(),
+            parameters: prepared
+                .parameters
+                .as_ref()
+                .map(parameters::encode)
+                .transpose()?,
+        };
+        self.statement_info(statement, request.into_inner()).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let handle = prepared_handle(&query.prepared_statement_handle)?;
+        self.coordinator.prepared.close(&handle);
+        Ok(())
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _ticket: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only_refusal())
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only_refusal())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        one_batch(catalog_calls::catalogs(&self.coordinator, query))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        one_batch(catalog_calls::schemas(&self.coordinator, query))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        one_batch(catalog_calls::tables(&self.coordinator, query).await)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        one_batch(catalog_calls::table_types(query))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = catalog_calls::sql_info(query.clone()).map_err(to_status)?.schema();
+        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        one_batch(catalog_calls::sql_info(query))
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
+        let status = actions::cancel(&self.coordinator, Some(&info));
+        // The deprecated CancelQuery result enum numbers its values like CancelStatus.
+        Ok(ActionCancelQueryResult {
+            result: status as i32,
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let admission = request.extensions().get::<Admission>().cloned();
+        actions::handle(&self.coordinator, request.into_inner(), admission.as_ref())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+fn prepared_handle(bytes: &[u8]) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument("malformed prepared statement handle"))
+}
+
+fn unknown_prepared(handle: &str) -> Status {
+    Status::not_found(format!(
+        "prepared statement {handle} is not open (closed, or forgotten after the coordinator restarted); prepare it again"
+    ))
+}
+
+fn read_only_refusal() -> Status {
+    Status::permission_denied(
+        "shoal's Flight SQL endpoint is read-only: updates, inserts and DDL are refused",
+    )
+}

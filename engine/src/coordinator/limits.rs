@@ -1,0 +1,171 @@
+//! What bounds a statement's stream: the query timeout, the result-size limit and a
+//! client's cancel. Each ends the stream with its own status; dropping the stream cancels
+//! the work on every worker.
+
+use arrow_flight::error::FlightError;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub timeout: Duration,
+    pub max_rows: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+/// `batches` bounded by `limits` and `cancel`; counts rows into `rows`. Errors are carried as
+/// `FlightError::Tonic` with the status the client should see.
+pub fn bounded(
+    query_id: String,
+    batches: SendableRecordBatchStream,
+    cancel: oneshot::Receiver<()>,
+    limits: StreamLimits,
+    rows: Arc<AtomicU64>,
+    to_status: impl Fn(DataFusionError) -> Status + Send + 'static,
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
+    let stopped = Arc::new(Mutex::new(None::<Stop>));
+    let stop = {
+        let stopped = stopped.clone();
+        async move {
+            let cancelled = async {
+                match cancel.await {
+                    Ok(()) => Stop::Cancelled,
+                    // The statement finished and forgot its cancel handle: never fires.
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let reason = tokio::select! {
+                reason = cancelled => reason,
+                _ = tokio::time::sleep(limits.timeout) => Stop::TimedOut,
+            };
+            *stopped.lock() = Some(reason);
+        }
+    };
+    let max_rows = limits.max_rows;
+    let limited = batches.take_until(stop).scan(0u64, move |seen, item| {
+        let out = match item {
+            Ok(batch) => {
+                *seen += batch.num_rows() as u64;
+                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                if *seen > max_rows {
+                    Err(Status::resource_exhausted(format!(
+                        "the result has more than {max_rows} rows (the coordinator's --max-result-rows); aggregate on the cluster or add a LIMIT"
+                    )))
+                } else {
+                    Ok(batch)
+                }
+            }
+            Err(e) => Err(to_status(e)),
+        };
+        futures::future::ready(Some(out.map_err(|s| FlightError::Tonic(Box::new(s)))))
+    });
+    let why_stopped = futures::stream::once(async move { *stopped.lock() }).filter_map(
+        move |stop| {
+            let status = match stop {
+                None => None,
+                Some(Stop::Cancelled) => Some(Status::cancelled(format!(
+                    "query {query_id} was cancelled"
+                ))),
+                Some(Stop::TimedOut) => Some(Status::deadline_exceeded(format!(
+                    "query {query_id} ran past the {} s query timeout (the coordinator's --query-timeout) and was stopped on every worker",
+                    limits.timeout.as_secs_f64()
+                ))),
+            };
+            futures::future::ready(status.map(|s| Err(FlightError::Tonic(Box::new(s)))))
+        },
+    );
+    limited.chain(why_stopped)
+}
+
+/// The status a client sees for a stream error.
+pub fn flight_status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::TryStreamExt;
+
+    fn batches(n: usize, pending_after: bool) -> SendableRecordBatchStream {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let ready = futures::stream::iter((0..n).map(move |_| Ok(batch.clone())));
+        let tail = futures::stream::once(async move {
+            if pending_after {
+                std::future::pending::<()>().await;
+            }
+        })
+        .filter_map(|_| async { None });
+        Box::pin(RecordBatchStreamAdapter::new(schema, ready.chain(tail)))
+    }
+
+    fn limits(timeout_ms: u64, max_rows: u64) -> StreamLimits {
+        StreamLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            max_rows,
+        }
+    }
+
+    async fn run(stream: SendableRecordBatchStream, limits: StreamLimits, cancel: bool) -> Result<u64, Status> {
+        let (tx, rx) = oneshot::channel();
+        if cancel {
+            tx.send(()).unwrap();
+        } else {
+            std::mem::forget(tx);
+        }
+        let rows = Arc::new(AtomicU64::new(0));
+        let out: Vec<RecordBatch> = bounded("q".into(), stream, rx, limits, rows, |e| Status::internal(e.to_string()))
+            .try_collect()
+            .await
+            .map_err(flight_status)?;
+        Ok(out.iter().map(|b| b.num_rows() as u64).sum())
+    }
+
+    #[tokio::test]
+    async fn a_stream_within_its_limits_is_untouched() {
+        assert_eq!(run(batches(4, false), limits(10_000, 12), false).await.unwrap(), 12);
+    }
+
+    #[tokio::test]
+    async fn too_many_rows_end_with_resource_exhausted() {
+        let err = run(batches(4, false), limits(10_000, 11), false).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("--max-result-rows"));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_times_out() {
+        let err = run(batches(1, true), limits(50, 100), false).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_the_stream_with_cancelled() {
+        let err = run(batches(1, true), limits(10_000, 100), true).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Cancelled);
+    }
+}

@@ -1,0 +1,300 @@
+//! Credentials checks. Secrets are compared as SHA-256 digests in constant time, so neither
+//! a token's content nor its length leaks through timing.
+
+use super::random_secret;
+use base64::Engine;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+/// How long a token issued by the Basic handshake stays valid.
+const ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Bound on live issued tokens, so a client looping on the handshake cannot grow memory.
+const MAX_ISSUED_TOKENS: usize = 10_000;
+
+type SecretDigest = [u8; 32];
+
+fn digest(secret: &str) -> SecretDigest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Who a request comes from, as the guard found it. Handlers read it from the request's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No client authentication is configured (a loopback endpoint).
+    Open,
+    /// A client with a valid bearer token (static, or issued by the handshake to `user`).
+    Client { user: String },
+    /// A holder of the cluster secret: a worker (or the coordinator, at a worker).
+    Cluster,
+}
+
+/// What the guard attaches to an admitted request.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub principal: Principal,
+    /// Set on a successful Basic handshake: the bearer token to hand back.
+    pub issued_token: Option<String>,
+}
+
+#[derive(Debug)]
+struct Issued {
+    user: String,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    static_tokens: Vec<SecretDigest>,
+    /// user -> password digest, for the Basic handshake.
+    users: HashMap<String, SecretDigest>,
+    cluster_secret: Option<SecretDigest>,
+    issued: Mutex<HashMap<SecretDigest, Issued>>,
+}
+
+impl Authenticator {
+    pub fn new(
+        static_tokens: &[String],
+        users: &[(String, String)],
+        cluster_secret: Option<&str>,
+    ) -> Self {
+        Self {
+            static_tokens: static_tokens.iter().map(|t| digest(t)).collect(),
+            users: users
+                .iter()
+                .map(|(user, password)| (user.clone(), digest(password)))
+                .collect(),
+            cluster_secret: cluster_secret.map(digest),
+            issued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether clients must present credentials.
+    pub fn requires_client_auth(&self) -> bool {
+        !self.static_tokens.is_empty() || !self.users.is_empty()
+    }
+
+    pub fn has_cluster_secret(&self) -> bool {
+        self.cluster_secret.is_some()
+    }
+
+    /// Checks the `authorization` header of a request. `handshake` is true for the Flight
+    /// Handshake call, the only one where Basic credentials are accepted (and exchanged for
+    /// a bearer token).
+    pub fn admit(&self, authorization: Option<&str>, handshake: bool) -> Result<Admission, Status> {
+        let admitted = |principal| {
+            Ok(Admission {
+                principal,
+                issued_token: None,
+            })
+        };
+        match authorization.map(split_scheme) {
+            Some(Some(("bearer", token))) => {
+                if self.is_cluster_secret(token) {
+                    return admitted(Principal::Cluster);
+                }
+                if let Some(user) = self.client_for(token) {
+                    return admitted(Principal::Client { user });
+                }
+                if self.requires_client_auth() {
+                    return Err(Status::unauthenticated(
+                        "invalid or expired bearer token; log in again or check the token",
+                    ));
+                }
+                admitted(Principal::Open)
+            }
+            Some(Some(("basic", encoded))) if handshake => {
+                let (user, password) = decode_basic(encoded)?;
+                if !self.requires_client_auth() {
+                    // Clients that always log in still get a token; it carries nothing.
+                    return Ok(Admission {
+                        principal: Principal::Open,
+                        issued_token: Some("open".into()),
+                    });
+                }
+                let known = self
+                    .users
+                    .get(&user)
+                    .is_some_and(|expected| bool::from(expected.ct_eq(&digest(&password))));
+                if !known {
+                    return Err(Status::unauthenticated(format!(
+                        "wrong user name or password for '{user}'"
+                    )));
+                }
+                let token = self.issue(&user)?;
+                Ok(Admission {
+                    principal: Principal::Client { user },
+                    issued_token: Some(token),
+                })
+            }
+            Some(Some(("basic", _))) => Err(Status::unauthenticated(
+                "Basic credentials are accepted only by the Handshake call; send the bearer token it returns",
+            )),
+            _ if !self.requires_client_auth() => admitted(Principal::Open),
+            Some(_) => Err(Status::unauthenticated(
+                "unsupported authorization header; send 'authorization: Bearer <token>'",
+            )),
+            None => Err(Status::unauthenticated(
+                "this shoal endpoint requires authentication: send 'authorization: Bearer <token>' or log in with a user name and password (Flight handshake)",
+            )),
+        }
+    }
+
+    /// Admission for a worker endpoint: only the cluster secret, when one is set.
+    pub fn admit_cluster(&self, authorization: Option<&str>) -> Result<Admission, Status> {
+        let Some(_) = &self.cluster_secret else {
+            return Ok(Admission {
+                principal: Principal::Open,
+                issued_token: None,
+            });
+        };
+        match authorization.and_then(split_scheme) {
+            Some(("bearer", token)) if self.is_cluster_secret(token) => Ok(Admission {
+                principal: Principal::Cluster,
+                issued_token: None,
+            }),
+            _ => Err(Status::unauthenticated(
+                "this shoal worker accepts plans only from its coordinator (cluster secret missing or wrong)",
+            )),
+        }
+    }
+
+    fn is_cluster_secret(&self, token: &str) -> bool {
+        self.cluster_secret
+            .is_some_and(|secret| bool::from(secret.ct_eq(&digest(token))))
+    }
+
+    fn client_for(&self, token: &str) -> Option<String> {
+        let presented = digest(token);
+        // Every static token is compared, with no early exit.
+        let mut matched = subtle::Choice::from(0);
+        for expected in &self.static_tokens {
+            matched |= expected.ct_eq(&presented);
+        }
+        if bool::from(matched) {
+            return Some("token".into());
+        }
+        // Looked up by digest: timing depends on the digest, not on the secret.
+        let mut issued = self.issued.lock();
+        match issued.get(&presented) {
+            Some(entry) if entry.expires > Instant::now() => Some(entry.user.clone()),
+            Some(_) => {
+                issued.remove(&presented);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn issue(&self, user: &str) -> Result<String, Status> {
+        let token = random_secret().map_err(|e| Status::internal(e.to_string()))?;
+        let now = Instant::now();
+        let mut issued = self.issued.lock();
+        if issued.len() >= MAX_ISSUED_TOKENS {
+            issued.retain(|_, entry| entry.expires > now);
+        }
+        if issued.len() >= MAX_ISSUED_TOKENS {
+            return Err(Status::resource_exhausted(
+                "too many live sessions; try again later",
+            ));
+        }
+        issued.insert(
+            digest(&token),
+            Issued {
+                user: user.to_string(),
+                expires: now + ISSUED_TOKEN_LIFETIME,
+            },
+        );
+        Ok(token)
+    }
+}
+
+/// `"Bearer abc"` -> `("bearer", "abc")`.
+fn split_scheme(header: &str) -> Option<(&str, &str)> {
+    let (scheme, value) = header.trim().split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        "bearer"
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        "basic"
+    } else {
+        return None;
+    };
+    Some((scheme, value.trim()))
+}
+
+fn decode_basic(encoded: &str) -> Result<(String, String), Status> {
+    let bad = || Status::unauthenticated("malformed Basic credentials (expected base64 of user:password)");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (user, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    fn auth() -> Authenticator {
+        Authenticator::new(
+            &["static-token".into()],
+            &[("ana".into(), "s3cret".into())],
+            Some("cluster"),
+        )
+    }
+
+    #[test]
+    fn static_tokens_and_cluster_secret_are_recognised() {
+        let a = auth();
+        let client = a.admit(Some("Bearer static-token"), false).unwrap();
+        assert!(matches!(client.principal, Principal::Client { .. }));
+        let worker = a.admit(Some("bearer cluster"), false).unwrap();
+        assert_eq!(worker.principal, Principal::Cluster);
+        let wrong = a.admit(Some("Bearer nope"), false).unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        let none = a.admit(None, false).unwrap_err();
+        assert_eq!(none.code(), tonic::Code::Unauthenticated);
+        assert!(none.message().contains("Bearer"), "{}", none.message());
+    }
+
+    #[test]
+    fn handshake_exchanges_basic_for_a_working_bearer_token() {
+        let a = auth();
+        let login = a.admit(Some(&basic("ana", "s3cret")), true).unwrap();
+        let token = login.issued_token.unwrap();
+        let again = a.admit(Some(&format!("Bearer {token}")), false).unwrap();
+        assert_eq!(again.principal, Principal::Client { user: "ana".into() });
+        let wrong = a.admit(Some(&basic("ana", "guess")), true).unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        // Basic credentials on any other call are refused.
+        let elsewhere = a.admit(Some(&basic("ana", "s3cret")), false).unwrap_err();
+        assert!(elsewhere.message().contains("Handshake"));
+    }
+
+    #[test]
+    fn open_endpoints_admit_everyone_but_workers_demand_the_secret() {
+        let open = Authenticator::new(&[], &[], Some("cluster"));
+        assert_eq!(open.admit(None, false).unwrap().principal, Principal::Open);
+        assert_eq!(
+            open.admit(Some("Bearer cluster"), false).unwrap().principal,
+            Principal::Cluster
+        );
+        assert!(open.admit_cluster(None).is_err());
+        assert!(open.admit_cluster(Some("Bearer other")).is_err());
+        assert!(open.admit_cluster(Some("Bearer cluster")).is_ok());
+        let no_secret = Authenticator::new(&[], &[], None);
+        assert!(no_secret.admit_cluster(None).is_ok());
+    }
+}

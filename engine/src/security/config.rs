@@ -1,0 +1,148 @@
+//! Where secrets come from: a TOML file or environment variables, never command-line
+//! arguments (those show in `ps`).
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Comma-separated static bearer tokens the coordinator accepts from clients.
+pub const TOKENS_ENV: &str = "SHOAL_TOKENS";
+/// The secret shared by the coordinator and its workers.
+pub const CLUSTER_SECRET_ENV: &str = "SHOAL_CLUSTER_SECRET";
+
+/// The coordinator's `--auth-file`:
+///
+/// ```toml
+/// tokens = ["a-long-random-token"]      # static bearer tokens for clients
+/// cluster_secret = "another-long-secret" # shared with the workers
+///
+/// [[users]]                             # user names for the Basic handshake
+/// name = "analyst"
+/// password = "..."
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    pub cluster_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+impl AuthFile {
+    /// The file's settings plus the environment's (`SHOAL_TOKENS`, `SHOAL_CLUSTER_SECRET`).
+    pub fn with_environment(mut self) -> Result<Self> {
+        if let Ok(tokens) = std::env::var(TOKENS_ENV) {
+            self.tokens.extend(
+                tokens
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if let Ok(secret) = std::env::var(CLUSTER_SECRET_ENV)
+            && !secret.trim().is_empty()
+        {
+            if self.cluster_secret.is_some() {
+                return Err(Error::Security(format!(
+                    "the cluster secret is given twice: in the auth file and in {CLUSTER_SECRET_ENV}"
+                )));
+            }
+            self.cluster_secret = Some(secret.trim().to_string());
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(short) = self.tokens.iter().find(|t| t.len() < 16) {
+            return Err(Error::Security(format!(
+                "token '{}…' is too short: use at least 16 characters",
+                short.chars().take(3).collect::<String>()
+            )));
+        }
+        if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(Error::Security(
+                "the cluster secret is too short: use at least 16 characters".into(),
+            ));
+        }
+        if let Some(user) = self.users.iter().find(|u| u.password.is_empty()) {
+            return Err(Error::Security(format!("user '{}' has an empty password", user.name)));
+        }
+        Ok(())
+    }
+
+    pub fn user_pairs(&self) -> Vec<(String, String)> {
+        self.users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()))
+            .collect()
+    }
+}
+
+pub fn load_auth_file(path: &Path) -> Result<AuthFile> {
+    let text = read_private(path)?;
+    toml::from_str(&text).map_err(|e| Error::Security(format!("--auth-file {}: {e}", path.display())))
+}
+
+/// A file holding one secret (the worker's `--cluster-secret-file`).
+pub fn read_secret_file(path: &Path) -> Result<String> {
+    let secret = read_private(path)?.trim().to_string();
+    if secret.len() < 16 {
+        return Err(Error::Security(format!(
+            "{}: the secret must have at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(secret)
+}
+
+fn read_private(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "{} holds secrets but others can read it; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = toml::from_str::<AuthFile>("tokens = []\ntoken = \"x\"\n").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("token"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        let file = AuthFile {
+            tokens: vec!["short".into()],
+            ..Default::default()
+        };
+        assert!(file.validate().unwrap_err().to_string().contains("too short"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Makes a worker's scans give the scheduler a turn after every batch, so a cancelled query
+//! stops within one batch of scoring.
+//!
+//! Why: model inference is synchronous work inside a stream's poll. A partial aggregate
+//! pulls batch after batch from its scan without ever returning `Pending` while the data is
+//! in memory (a Parquet row group is read in one piece), so the task that runs it never
+//! reaches a point where tokio can honour an abort: a client's cancel would only take effect
+//! when the whole row group had been scored. A `Pending` after each batch is such a point.
+//!
+//! The wrapper impersonates the scan it wraps (same name, properties, children and metrics):
+//! datafusion-distributed matches a worker's metrics to the coordinator's plan by position
+//! in the tree, so the worker's plan must keep the coordinator's shape.
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+#[derive(Debug)]
+pub struct YieldingScan {
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+/// Wraps every `DataSourceExec` of `plan`.
+pub fn yield_after_each_batch(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.downcast_ref::<DataSourceExec>().is_some() {
+            Ok(Transformed::yes(Arc::new(YieldingScan { inner: node }) as _))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|t| t.data)
+}
+
+impl DisplayAs for YieldingScan {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for YieldingScan {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.inner.children()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(YieldingScan {
+            inner: self.inner.clone().replace_children(
+                children,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?,
+        }))
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.inner.apply_expressions(f)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.inner.metrics()
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let stream = self.inner.execute(partition, context)?;
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            YieldAfterItem {
+                inner: stream,
+                yield_next: false,
+            },
+        )))
+    }
+}
+
+struct YieldAfterItem<S> {
+    inner: S,
+    yield_next: bool,
+}
+
+impl<S: Stream + Unpin> Stream for YieldAfterItem<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let item = self.inner.poll_next_unpin(cx);
+        if matches!(item, Poll::Ready(Some(_))) {
+            self.yield_next = true;
+        }
+        item
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_item_is_followed_by_one_pending() {
+        let mut stream = YieldAfterItem {
+            inner: futures::stream::iter([1, 2]),
+            yield_next: false,
+        };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut seen = Vec::new();
+        loop {
+            match Pin::new(&mut stream).poll_next(&mut cx) {
+                Poll::Ready(Some(x)) => seen.push(Some(x)),
+                Poll::Ready(None) => break,
+                Poll::Pending => seen.push(None),
+            }
+        }
+        assert_eq!(seen, vec![Some(1), None, Some(2), None]);
+    }
+}
