@@ -6,7 +6,9 @@
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
-use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
+};
 use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
@@ -133,9 +135,12 @@ async fn statements_and_prepared_statements_with_parameters() {
         prepared.close().await.unwrap();
     }
 
-    let err = query(&mut client, "SELECT predict('nope', l_quantity) FROM lineitem")
-        .await
-        .unwrap_err();
+    let err = query(
+        &mut client,
+        "SELECT predict('nope', l_quantity) FROM lineitem",
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("unknown model 'nope'"), "{err}");
     cluster.stop().await;
 }
@@ -147,7 +152,10 @@ async fn catalog_calls_describe_tables_models_and_the_server() {
 
     let info = client.get_catalogs().await.unwrap();
     let catalogs = to_rows(&fetch(&mut client, info).await.unwrap());
-    assert!(catalogs.contains(&vec!["shoal_cluster".to_string()]), "{catalogs:?}");
+    assert!(
+        catalogs.contains(&vec!["shoal_cluster".to_string()]),
+        "{catalogs:?}"
+    );
 
     let info = client
         .get_db_schemas(CommandGetDbSchemas {
@@ -191,14 +199,23 @@ async fn catalog_calls_describe_tables_models_and_the_server() {
     let row = tables.iter().position(|r| r[2] == "lineitem").unwrap();
     let schema = arrow_flight::IpcMessage(schema_column.value(row).to_vec().into());
     let schema = Schema::try_from(schema).expect("decodable schema");
-    assert!(schema.field_with_name("l_extendedprice").is_ok(), "{schema:?}");
+    assert!(
+        schema.field_with_name("l_extendedprice").is_ok(),
+        "{schema:?}"
+    );
 
     let info = client.get_table_types().await.unwrap();
     let types = to_rows(&fetch(&mut client, info).await.unwrap());
-    assert_eq!(types, vec![vec!["TABLE".to_string()], vec!["VIEW".to_string()]]);
+    assert_eq!(
+        types,
+        vec![vec!["TABLE".to_string()], vec!["VIEW".to_string()]]
+    );
 
     let info = client
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
         .await
         .unwrap();
     let info_rows = to_rows(&fetch(&mut client, info).await.unwrap());
@@ -229,10 +246,16 @@ async fn tokens_and_the_basic_handshake_are_required_when_configured() {
 
     let mut wrong = sql_client(&cluster.url, Some("not-the-token-at-all")).await;
     let err = wrong.execute(count.into(), None).await.unwrap_err();
-    assert!(err.to_string().contains("invalid or expired bearer token"), "{err}");
+    assert!(
+        err.to_string().contains("invalid or expired bearer token"),
+        "{err}"
+    );
 
     let mut with_token = sql_client(&cluster.url, Some(TOKEN)).await;
-    assert_eq!(query(&mut with_token, count).await.unwrap(), vec![vec!["60175"]]);
+    assert_eq!(
+        query(&mut with_token, count).await.unwrap(),
+        vec![vec!["60175"]]
+    );
 
     let mut login = sql_client(&cluster.url, None).await;
     assert!(login.handshake("ana", "wrong").await.is_err());
@@ -257,7 +280,12 @@ async fn tokens_and_the_basic_handshake_are_required_when_configured() {
 async fn workers_refuse_callers_without_the_cluster_secret() {
     let cluster = cluster(options()).await;
     let worker_url = cluster.workers[0].url.clone();
-    let secret = cluster.coordinator.options().cluster_secret.clone().unwrap();
+    let secret = cluster
+        .coordinator
+        .options()
+        .cluster_secret
+        .clone()
+        .unwrap();
     // The worker's own gRPC call, exactly as the coordinator would make it.
     let call = |token: Option<String>| {
         let url = worker_url.clone();
@@ -278,7 +306,9 @@ async fn workers_refuse_callers_without_the_cluster_secret() {
     assert!(refused.contains("only from its coordinator"), "{refused}");
     let refused = call(Some("guess-guess-guess".into())).await.unwrap_err();
     assert!(refused.contains("only from its coordinator"), "{refused}");
-    call(Some(secret)).await.expect("the cluster secret is accepted");
+    call(Some(secret))
+        .await
+        .expect("the cluster secret is accepted");
     cluster.stop().await;
 }
 
@@ -297,16 +327,24 @@ async fn remote_sql_cannot_read_files_or_change_state() {
     ] {
         let err = query(&mut client, sql).await.unwrap_err();
         assert!(
-            ["not supported", "not found", "refused", "No table named", "Unsupported"]
-                .iter()
-                .any(|m| err.contains(m)),
+            [
+                "not supported",
+                "not found",
+                "refused",
+                "No table named",
+                "Unsupported"
+            ]
+            .iter()
+            .any(|m| err.contains(m)),
             "{sql}: {err}"
         );
     }
     assert!(!std::path::Path::new("/tmp/shoal-should-not-exist.csv").exists());
     // The cluster still answers.
     assert_eq!(
-        query(&mut client, "SELECT count(*) FROM lineitem").await.unwrap(),
+        query(&mut client, "SELECT count(*) FROM lineitem")
+            .await
+            .unwrap(),
         vec![vec!["60175"]]
     );
     cluster.stop().await;
@@ -330,12 +368,21 @@ async fn query_timeout_and_result_limit_stop_statements() {
     .await
     .unwrap_err();
     assert!(err.contains("query timeout"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 
-    let err = query(&mut client, "SELECT l_orderkey FROM lineitem").await.unwrap_err();
+    let err = query(&mut client, "SELECT l_orderkey FROM lineitem")
+        .await
+        .unwrap_err();
     assert!(err.contains("more than 10000 rows"), "{err}");
     assert_eq!(
-        query(&mut client, "SELECT l_orderkey FROM lineitem LIMIT 10").await.unwrap().len(),
+        query(&mut client, "SELECT l_orderkey FROM lineitem LIMIT 10")
+            .await
+            .unwrap()
+            .len(),
         10
     );
     cluster.stop().await;
@@ -411,7 +458,11 @@ async fn cancel_and_disconnect_stop_the_work_on_workers() {
     let err = outcome.unwrap_err().to_string();
     assert!(err.contains("cancelled"), "{err}");
     let idle = wait_for_idle_workers().await;
-    assert!(idle - at_cancel <= SCAN_PARTITIONS, "{} of {full_runs}", idle - at_cancel);
+    assert!(
+        idle - at_cancel <= SCAN_PARTITIONS,
+        "{} of {full_runs}",
+        idle - at_cancel
+    );
     assert!(idle > start);
     cluster.stop().await;
 }
@@ -447,7 +498,12 @@ async fn tls_from_client_to_coordinator_and_between_cluster_members() {
     })
     .await;
     assert!(cluster.url.starts_with("https://"));
-    assert!(cluster.workers.iter().all(|w| w.url.starts_with("https://")));
+    assert!(
+        cluster
+            .workers
+            .iter()
+            .all(|w| w.url.starts_with("https://"))
+    );
     let url = cluster.url.replacen("https://", "grpc+tls://", 1);
 
     let trusted = Connector::new(None, Some(client_tls(&tls.join("ca.pem")).unwrap())).unwrap();
@@ -462,10 +518,17 @@ async fn tls_from_client_to_coordinator_and_between_cluster_members() {
 
     let stranger =
         Connector::new(None, Some(client_tls(&tls.join("other-ca.pem")).unwrap())).unwrap();
-    let err = client::execute_sql(&stranger, &url, "SELECT 1").await.err().unwrap();
+    let err = client::execute_sql(&stranger, &url, "SELECT 1")
+        .await
+        .err()
+        .unwrap();
     assert!(!err.to_string().is_empty());
     let plain = cluster.url.replacen("https://", "http://", 1);
-    assert!(client::execute_sql(&Connector::default(), &plain, "SELECT 1").await.is_err());
+    assert!(
+        client::execute_sql(&Connector::default(), &plain, "SELECT 1")
+            .await
+            .is_err()
+    );
     cluster.stop().await;
 }
 
@@ -478,6 +541,8 @@ async fn an_open_coordinator_refuses_non_loopback_addresses() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("without authentication") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("without authentication") && err.contains("--insecure"),
+        "{err}"
+    );
 }
-

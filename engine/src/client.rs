@@ -19,7 +19,12 @@ use std::time::Duration;
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one shoal action; returns the concatenated reply bodies.
-pub async fn action(connector: &Connector, url: &str, kind: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+pub async fn action(
+    connector: &Connector,
+    url: &str,
+    kind: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>> {
     let channel = connector.connect_authorized(url).await?;
     let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let call = async {
@@ -50,7 +55,10 @@ pub async fn action(connector: &Connector, url: &str, kind: &str, body: Vec<u8>)
 }
 
 /// A Flight SQL client for `url` carrying the connector's token.
-pub async fn flight_sql(connector: &Connector, url: &str) -> Result<FlightSqlServiceClient<tonic::transport::Channel>> {
+pub async fn flight_sql(
+    connector: &Connector,
+    url: &str,
+) -> Result<FlightSqlServiceClient<tonic::transport::Channel>> {
     let mut client = FlightSqlServiceClient::new(connector.connect(url).await?);
     if let Some(token) = connector.token() {
         client.set_token(token);

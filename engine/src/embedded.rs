@@ -38,7 +38,11 @@ impl EmbeddedCluster {
         if options.cluster_secret.is_none() {
             options.cluster_secret = Some(random_secret()?);
         }
-        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let coordinator = Coordinator::new(options)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -38,7 +38,10 @@ pub fn number_placeholders(sql: &str) -> Cow<'_, str> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
         return Cow::Borrowed(sql);
     };
-    if !tokens.iter().any(|t| matches!(t, Token::Placeholder(p) if p == "?")) {
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
         return Cow::Borrowed(sql);
     }
     let mut next = 0;

@@ -1,18 +1,28 @@
-"""A shoal cluster of separate processes for the Python client tests.
+"""A shoal cluster of separate processes for the Python client tests, with authentication:
+a coordinator with a static token and a user for the Basic handshake, two workers sharing
+the cluster secret.
 
-Uses the binary built by `make test-python` (target/ci/shoal, or SHOAL_BIN) and generates
-its data with `shoal demo`'s generator through a tiny demo run (scale 0.005, 2 sites).
+Uses the binary built by `make test-python` (target/ci/shoal, or SHOAL_BIN). The data is
+TPC-H lineitem at scale 0.2 (1,199,969 rows, enough for a result of over a million rows),
+generated once by `shoal tpch` under target/shoal-test-data.
 """
 
+import json
 import os
 import pathlib
 import socket
 import subprocess
 import time
 
+import pyarrow.flight as flight
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOKEN = "python-test-token-0123456789"
+USER, PASSWORD = "analyst", "a-long-test-password"
+CLUSTER_SECRET = "python-test-cluster-secret-0123456789"
+SCALE = "0.2"
+ROWS = 1_199_969
 
 
 def shoal_bin():
@@ -31,33 +41,61 @@ def free_port():
         return s.getsockname()[1]
 
 
+def test_data(binary):
+    root = ROOT / "target" / "shoal-test-data" / f"tpch-{SCALE}-2sites"
+    if not (root / ".shoal-tpch").exists():
+        subprocess.run([binary, "tpch", "--scale", SCALE, "--sites", "2", "--out", str(root)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return root
+
+
+class Cluster:
+    def __init__(self, url, port):
+        self.url = url
+        self.port = port
+
+    def flight_client(self):
+        """A pyarrow.flight client logged in with the token."""
+        return flight.FlightClient(self.url), flight.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
+
+    def action(self, name):
+        client, options = self.flight_client()
+        results = list(client.do_action(flight.Action(name, b""), options))
+        client.close()
+        return json.loads(b"".join(r.body.to_pybytes() for r in results))
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     binary = shoal_bin()
-    data = tmp_path_factory.mktemp("data")
-    # `shoal demo` generates the data and exits; reuse its folders for real processes.
-    subprocess.run([binary, "demo", "--scale", "0.005", "--workers", "2", "--data", str(data)],
-                   check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    data = test_data(binary)
+    auth = tmp_path_factory.mktemp("auth") / "auth.toml"
+    auth.write_text(f'[[users]]\nname = "{USER}"\npassword = "{PASSWORD}"\n')
+    auth.chmod(0o600)
+    env = dict(os.environ, SHOAL_TOKENS=TOKEN, SHOAL_CLUSTER_SECRET=CLUSTER_SECRET)
     port = free_port()
     url = f"grpc://127.0.0.1:{port}"
     procs = [subprocess.Popen([binary, "coordinator", "--listen", f"127.0.0.1:{port}",
-                               "--models", str(ROOT / "tests/data/models")])]
+                               "--models", str(ROOT / "tests/data/models"),
+                               "--auth-file", str(auth)], env=env)]
     for i in (1, 2):
-        procs.append(subprocess.Popen([binary, "worker", "--coordinator", f"http://127.0.0.1:{port}",
-                                       "--data", str(data / f"site-{i}"), "--name", f"py-site-{i}"]))
+        procs.append(subprocess.Popen([binary, "worker", "--coordinator", url,
+                                       "--data", str(data / f"site-{i}"), "--name", f"py-site-{i}"],
+                                      env=env))
+    client_env = dict(os.environ, SHOAL_TOKEN=TOKEN)
     try:
         deadline = time.time() + 60
         while True:
-            out = subprocess.run([binary, "sql", "--coordinator", f"http://127.0.0.1:{port}",
-                                  "--format", "csv", "--quiet",
+            out = subprocess.run([binary, "sql", "--coordinator", url, "--format", "csv", "--quiet",
                                   "SELECT count(*) AS n FROM lineitem"],
-                                 capture_output=True, text=True)
-            if out.returncode == 0 and out.stdout == "n\n30201\n":
+                                 capture_output=True, text=True, env=client_env)
+            if out.returncode == 0 and out.stdout == f"n\n{ROWS}\n":
                 break
             if time.time() > deadline:
                 raise RuntimeError(f"cluster did not come up: {out.stdout} {out.stderr}")
             time.sleep(0.3)
-        yield url
+        yield Cluster(url, port)
     finally:
         for p in procs:
             p.kill()

@@ -71,7 +71,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         models_dir: Some(models),
         ..Default::default()
     };
-    let listen = if args.serve { args.listen.as_str() } else { "127.0.0.1:0" };
+    let listen = if args.serve {
+        args.listen.as_str()
+    } else {
+        "127.0.0.1:0"
+    };
     let cluster = EmbeddedCluster::start_on(listen, options, &sites).await?;
     println!("\nEmbedded cluster: coordinator at {}", cluster.url);
     for w in &cluster.workers {

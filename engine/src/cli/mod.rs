@@ -90,6 +90,18 @@ enum Command {
     /// Embedded cluster (coordinator + workers on loopback) on generated TPC-H data, with
     /// predict queries, their stage placement and bytes moved.
     Demo(demo::DemoArgs),
+    /// Generate TPC-H lineitem split over site folders (OUT/site-1, ...), as the demo does.
+    Tpch {
+        /// Scale factor (1.0 is 6M rows).
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        #[arg(long, default_value_t = 3)]
+        sites: usize,
+        #[arg(long, default_value_t = 2)]
+        files_per_site: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a coordinator: Flight SQL for clients, catalog and model registry for workers.
     Coordinator {
         #[arg(long, default_value = "127.0.0.1:50050")]
@@ -187,6 +199,25 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Tpch {
+            scale,
+            sites,
+            files_per_site,
+            out,
+        } => {
+            anyhow::ensure!(
+                sites >= 1 && files_per_site >= 1 && scale > 0.0,
+                "--scale, --sites and --files-per-site must be positive"
+            );
+            let folders = tokio::task::spawn_blocking(move || {
+                shoal_engine::tpch::generate_lineitem(&out, scale, sites, files_per_site)
+            })
+            .await??;
+            for folder in folders {
+                println!("{}", folder.display());
+            }
+            Ok(())
+        }
         Command::Coordinator {
             listen,
             models,
@@ -219,7 +250,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let scheme = if tls.server().is_some() { "grpc+tls" } else { "grpc" };
+            let scheme = if tls.server().is_some() {
+                "grpc+tls"
+            } else {
+                "grpc"
+            };
             eprintln!(
                 "coordinator serving Flight SQL at {scheme}://{} with {} model(s){}",
                 listener.local_addr()?,
@@ -279,7 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Models { client, format } => {
             let connector = client.connector()?;
-            let result = client::execute_sql(&connector, &client.coordinator, "SHOW MODELS").await?;
+            let result =
+                client::execute_sql(&connector, &client.coordinator, "SHOW MODELS").await?;
             output::print(&result.schema, &result.batches, format)
         }
     }

@@ -40,7 +40,15 @@ static SQL_INFO: LazyLock<Option<SqlInfoData>> = LazyLock::new(|| {
 /// Every (catalog, schema, table, type, arrow schema) the session can see.
 async fn all_tables(
     coordinator: &Coordinator,
-) -> Result<Vec<(String, String, String, &'static str, datafusion::arrow::datatypes::SchemaRef)>> {
+) -> Result<
+    Vec<(
+        String,
+        String,
+        String,
+        &'static str,
+        datafusion::arrow::datatypes::SchemaRef,
+    )>,
+> {
     let ctx = coordinator.session()?;
     let mut out = Vec::new();
     for catalog_name in ctx.catalog_names() {
@@ -51,7 +59,11 @@ async fn all_tables(
             let Some(schema) = catalog.schema(&schema_name) else {
                 continue;
             };
-            let table_type = if schema_name == "public" { TABLE_TYPES[0] } else { TABLE_TYPES[1] };
+            let table_type = if schema_name == "public" {
+                TABLE_TYPES[0]
+            } else {
+                TABLE_TYPES[1]
+            };
             for table_name in schema.table_names() {
                 if let Some(table) = schema.table(&table_name).await? {
                     out.push((

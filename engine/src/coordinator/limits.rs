@@ -130,7 +130,11 @@ mod tests {
         }
     }
 
-    async fn run(stream: SendableRecordBatchStream, limits: StreamLimits, cancel: bool) -> Result<u64, Status> {
+    async fn run(
+        stream: SendableRecordBatchStream,
+        limits: StreamLimits,
+        cancel: bool,
+    ) -> Result<u64, Status> {
         let (tx, rx) = oneshot::channel();
         if cancel {
             tx.send(()).unwrap();
@@ -138,34 +142,47 @@ mod tests {
             std::mem::forget(tx);
         }
         let rows = Arc::new(AtomicU64::new(0));
-        let out: Vec<RecordBatch> = bounded("q".into(), stream, rx, limits, rows, |e| Status::internal(e.to_string()))
-            .try_collect()
-            .await
-            .map_err(flight_status)?;
+        let out: Vec<RecordBatch> = bounded("q".into(), stream, rx, limits, rows, |e| {
+            Status::internal(e.to_string())
+        })
+        .try_collect()
+        .await
+        .map_err(flight_status)?;
         Ok(out.iter().map(|b| b.num_rows() as u64).sum())
     }
 
     #[tokio::test]
     async fn a_stream_within_its_limits_is_untouched() {
-        assert_eq!(run(batches(4, false), limits(10_000, 12), false).await.unwrap(), 12);
+        assert_eq!(
+            run(batches(4, false), limits(10_000, 12), false)
+                .await
+                .unwrap(),
+            12
+        );
     }
 
     #[tokio::test]
     async fn too_many_rows_end_with_resource_exhausted() {
-        let err = run(batches(4, false), limits(10_000, 11), false).await.unwrap_err();
+        let err = run(batches(4, false), limits(10_000, 11), false)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(err.message().contains("--max-result-rows"));
     }
 
     #[tokio::test]
     async fn a_stalled_stream_times_out() {
-        let err = run(batches(1, true), limits(50, 100), false).await.unwrap_err();
+        let err = run(batches(1, true), limits(50, 100), false)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     }
 
     #[tokio::test]
     async fn cancel_ends_the_stream_with_cancelled() {
-        let err = run(batches(1, true), limits(10_000, 100), true).await.unwrap_err();
+        let err = run(batches(1, true), limits(10_000, 100), true)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Cancelled);
     }
 }

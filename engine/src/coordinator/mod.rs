@@ -103,8 +103,10 @@ impl Coordinator {
             options.cluster_secret.as_deref(),
         ));
         let worker_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
-        let channels =
-            ClusterChannels::new(Connector::new(options.cluster_secret.as_deref(), worker_tls)?);
+        let channels = ClusterChannels::new(Connector::new(
+            options.cluster_secret.as_deref(),
+            worker_tls,
+        )?);
         Ok(Arc::new(Self {
             catalog: Arc::new(SiteCatalog::new(options.heartbeat_timeout)),
             models: Arc::new(models),

@@ -227,10 +227,16 @@ fn split_scheme(header: &str) -> Option<(&str, &str)> {
 }
 
 fn decode_basic(encoded: &str) -> Result<(String, String), Status> {
-    let bad = || Status::unauthenticated("malformed Basic credentials (expected base64 of user:password)");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| bad())?;
+    let bad = || {
+        Status::unauthenticated("malformed Basic credentials (expected base64 of user:password)")
+    };
+    // Go's Flight client (ADBC) sends unpadded base64; pyarrow sends padded.
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = lenient.decode(encoded).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (user, password) = text.split_once(':').ok_or_else(bad)?;
     Ok((user.to_string(), password.to_string()))
@@ -276,6 +282,8 @@ mod tests {
         let token = login.issued_token.unwrap();
         let again = a.admit(Some(&format!("Bearer {token}")), false).unwrap();
         assert_eq!(again.principal, Principal::Client { user: "ana".into() });
+        let unpadded = basic("ana", "s3cret").trim_end_matches('=').to_string();
+        assert!(a.admit(Some(&unpadded), true).is_ok());
         let wrong = a.admit(Some(&basic("ana", "guess")), true).unwrap_err();
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         // Basic credentials on any other call are refused.

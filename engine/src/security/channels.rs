@@ -29,8 +29,10 @@ impl Connector {
     pub fn new(token: Option<&str>, tls: Option<ClientTlsConfig>) -> Result<Self> {
         let bearer = token
             .map(|t| {
-                let mut value = http::HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| Error::Security("the token has characters not allowed in a header".into()))?;
+                let mut value =
+                    http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                        Error::Security("the token has characters not allowed in a header".into())
+                    })?;
                 value.set_sensitive(true);
                 Ok::<_, Error>(value)
             })

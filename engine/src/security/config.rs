@@ -75,7 +75,10 @@ impl AuthFile {
             ));
         }
         if let Some(user) = self.users.iter().find(|u| u.password.is_empty()) {
-            return Err(Error::Security(format!("user '{}' has an empty password", user.name)));
+            return Err(Error::Security(format!(
+                "user '{}' has an empty password",
+                user.name
+            )));
         }
         Ok(())
     }
@@ -90,7 +93,8 @@ impl AuthFile {
 
 pub fn load_auth_file(path: &Path) -> Result<AuthFile> {
     let text = read_private(path)?;
-    toml::from_str(&text).map_err(|e| Error::Security(format!("--auth-file {}: {e}", path.display())))
+    toml::from_str(&text)
+        .map_err(|e| Error::Security(format!("--auth-file {}: {e}", path.display())))
 }
 
 /// A file holding one secret (the worker's `--cluster-secret-file`).
@@ -143,6 +147,11 @@ mod tests {
             tokens: vec!["short".into()],
             ..Default::default()
         };
-        assert!(file.validate().unwrap_err().to_string().contains("too short"));
+        assert!(
+            file.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("too short")
+        );
     }
 }

@@ -12,12 +12,12 @@ pub use scan_ledger::ScanLedger;
 
 use crate::client;
 use crate::error::{Error, Result};
+use crate::protocol::{
+    ACTION_HEARTBEAT, ACTION_REGISTER, Heartbeat, HeartbeatReply, RegisterReply, SiteReport,
+};
 use crate::security::{
     Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
     server_tls,
-};
-use crate::protocol::{
-    ACTION_HEARTBEAT, ACTION_REGISTER, Heartbeat, HeartbeatReply, RegisterReply, SiteReport,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
@@ -112,12 +112,20 @@ impl WorkerProcess {
             options.cluster_secret.is_some(),
             options.insecure,
         )?;
-        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = format!("{scheme}://{addr}");
         let client_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
         let connector = Connector::new(options.cluster_secret.as_deref(), client_tls)?;
         let peers = ClusterChannels::new(connector.clone());
-        let auth = Arc::new(Authenticator::new(&[], &[], options.cluster_secret.as_deref()));
+        let auth = Arc::new(Authenticator::new(
+            &[],
+            &[],
+            options.cluster_secret.as_deref(),
+        ));
 
         let models = Arc::new(RemoteModels::new(
             options.coordinator.clone(),
@@ -197,12 +205,7 @@ impl WorkerProcess {
             .inspect_err(|_| server.abort())?;
         models.set_registry(reply.models);
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            coordinator,
-            report,
-            models,
-            interval,
-        ));
+        let heartbeat = tokio::spawn(heartbeat_loop(coordinator, report, models, interval));
         tracing::info!(worker = %name, %url, "worker serving {}", data_dir.display());
         Ok(Self {
             name,

@@ -2,8 +2,8 @@
 //! memory. A model is registered once on the coordinator, never copied to sites by hand.
 
 use crate::client;
-use crate::security::Connector;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
+use crate::security::Connector;
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
 use shoal_operators::{Error, LoadedModel, ModelInfo, ModelProvider, Result};

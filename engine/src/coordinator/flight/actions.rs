@@ -9,7 +9,9 @@ use crate::protocol::{
 };
 use crate::security::{Admission, Principal};
 use arrow_flight::sql::{Any, TicketStatementQuery};
-use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
+};
 use prost::Message;
 use shoal_operators::ModelProvider;
 use std::pin::Pin;

@@ -50,9 +50,7 @@ impl CoordinatorFlight {
 
 type DoGetStream = <CoordinatorFlight as FlightService>::DoGetStream;
 
-fn json_reply<T: serde::Serialize>(
-    value: &T,
-) -> Result<Response<actions::ActionStream>, Status> {
+fn json_reply<T: serde::Serialize>(value: &T) -> Result<Response<actions::ActionStream>, Status> {
     let body = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
     let item = arrow_flight::Result { body: body.into() };
     Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
@@ -64,18 +62,25 @@ fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
     })
 }
 
-/// Planning errors are the client's (bad SQL, unknown model, refused statement...); the
-/// rest are ours.
+/// Planning errors are the client's (bad SQL, unknown table or model, refused statement);
+/// the rest are ours.
 fn to_status(e: crate::Error) -> Status {
     use datafusion::error::DataFusionError;
     let message = e.to_string();
-    match e {
-        crate::Error::DataFusion(DataFusionError::Plan(_))
-        | crate::Error::DataFusion(DataFusionError::SQL(..))
-        | crate::Error::DataFusion(DataFusionError::NotImplemented(_)) => {
-            Status::invalid_argument(message)
-        }
-        _ => Status::internal(message),
+    let clients_fault = match &e {
+        crate::Error::DataFusion(inner) => matches!(
+            inner.find_root(),
+            DataFusionError::Plan(_)
+                | DataFusionError::SQL(..)
+                | DataFusionError::NotImplemented(_)
+                | DataFusionError::SchemaError(..)
+        ),
+        _ => false,
+    };
+    if clients_fault {
+        Status::invalid_argument(message)
+    } else {
+        Status::internal(message)
     }
 }
 
@@ -239,8 +244,8 @@ impl FlightSqlService for CoordinatorFlight {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let handle = StatementHandle::decode(&ticket.statement_handle)
-            .map_err(Status::invalid_argument)?;
+        let handle =
+            StatementHandle::decode(&ticket.statement_handle).map_err(Status::invalid_argument)?;
         Ok(Response::new(self.stream_statement(handle).await?))
     }
 
@@ -331,8 +336,12 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_catalogs(
@@ -349,7 +358,11 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_schemas(
@@ -366,7 +379,11 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_tables(
@@ -382,8 +399,12 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_table_types(
@@ -399,8 +420,14 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = catalog_calls::sql_info(query.clone()).map_err(to_status)?.schema();
-        flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        let schema = catalog_calls::sql_info(query.clone())
+            .map_err(to_status)?
+            .schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_sql_info(

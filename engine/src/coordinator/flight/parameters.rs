@@ -46,7 +46,8 @@ pub fn decode(encoded: Option<&str>) -> Result<Option<ParamValues>, Status> {
     };
     let bad = |m: String| Status::invalid_argument(format!("malformed parameters in ticket: {m}"));
     let bytes = hex::decode(encoded).map_err(|e| bad(e.to_string()))?;
-    let mut reader = StreamReader::try_new(bytes.as_slice(), None).map_err(|e| bad(e.to_string()))?;
+    let mut reader =
+        StreamReader::try_new(bytes.as_slice(), None).map_err(|e| bad(e.to_string()))?;
     let row = reader
         .next()
         .transpose()
