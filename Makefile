@@ -1,7 +1,7 @@
 # The two commands of the README. Builds use the `ci` profile for tests (no debug info)
 # for the demo too, so `make test` after `make demo` reuses its build. A release build of
 # this stack takes ~30 min on 2 cores: only `make bench` makes one.
-.PHONY: setup demo test test-rust test-examples test-python lint bench
+.PHONY: setup demo test test-rust test-examples test-python lint bench bench-client
 
 setup:
 	./scripts/setup.sh
@@ -28,3 +28,8 @@ test: setup lint test-rust test-examples test-python
 
 bench: setup
 	cargo bench -p shoal-benches --bench end_to_end
+
+# Time to first batch and rows/s of a 1.2M-row result through ADBC (Flight SQL).
+bench-client: setup
+	cargo build --bin shoal --profile ci
+	.venv/bin/python benches/flight_sql_client.py

@@ -145,3 +145,67 @@ fn coordinator_workers_and_sql_as_separate_processes() {
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(procs);
 }
+
+#[test]
+fn the_binary_refuses_to_expose_an_open_coordinator_and_reads_tokens_from_the_environment() {
+    // No credentials, non-loopback address: refused, saying why and how to fix it.
+    let out = Command::new(SHOAL)
+        .args(["coordinator", "--listen", "0.0.0.0:0"])
+        .env_remove("SHOAL_TOKENS")
+        .output()
+        .expect("run shoal");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("without authentication") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    // Tokens from SHOAL_TOKENS on the coordinator, SHOAL_TOKEN for `shoal sql`.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("grpc://{listen}");
+    let token = "process-test-token-0123456789";
+    let coordinator = Command::new(SHOAL)
+        .args(["coordinator", "--listen", &listen])
+        .env("SHOAL_TOKENS", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shoal");
+    let _procs = Processes(vec![coordinator]);
+    let sql = |token: Option<&str>| {
+        let mut command = Command::new(SHOAL);
+        command.args([
+            "sql",
+            "--coordinator",
+            &url,
+            "--format",
+            "csv",
+            "--quiet",
+            "SELECT 1 AS one",
+        ]);
+        match token {
+            Some(t) => command.env("SHOAL_TOKEN", t),
+            None => command.env_remove("SHOAL_TOKEN"),
+        };
+        command.output().expect("run shoal sql")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = sql(Some(token));
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n1\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = sql(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires authentication"));
+}

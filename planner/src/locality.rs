@@ -261,7 +261,10 @@ impl WorkerResolver for CatalogWorkerResolver {
     fn get_urls(&self) -> Result<Vec<Url>> {
         let mut urls = self.catalog.live_urls();
         match urls.len() {
-            0 => Err(Error::NoWorkers.into()),
+            // Nothing to distribute to: datafusion-distributed then plans one task, which
+            // runs on the coordinator. Only queries that read no site data (SELECT 1,
+            // SHOW MODELS) can be planned then: site tables exist only once workers report.
+            0 => Ok(urls),
             1 => {
                 urls.push(urls[0].clone());
                 Ok(urls)

@@ -7,6 +7,7 @@ TPC-H lineitem at scale 0.2 (1,199,969 rows, enough for a result of over a milli
 generated once by `shoal tpch` under target/shoal-test-data.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -68,9 +69,16 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
+    with running_cluster(tmp_path_factory.mktemp("auth")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_cluster(scratch):
+    """Starts the processes (auth file under `scratch`); kills them on exit."""
     binary = shoal_bin()
     data = test_data(binary)
-    auth = tmp_path_factory.mktemp("auth") / "auth.toml"
+    auth = scratch / "auth.toml"
     auth.write_text(f'[[users]]\nname = "{USER}"\npassword = "{PASSWORD}"\n')
     auth.chmod(0o600)
     env = dict(os.environ, SHOAL_TOKENS=TOKEN, SHOAL_CLUSTER_SECRET=CLUSTER_SECRET)
