@@ -69,6 +69,22 @@ async fn query(
     Ok(to_rows(&batches))
 }
 
+/// One row of prepared-statement parameters: `$1` a number, `$2` a string.
+fn parameter_row(number: f64, text: &str) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("$1", DataType::Float64, true),
+        Field::new("$2", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Float64Array::from(vec![number])),
+            Arc::new(StringArray::from(vec![text])),
+        ],
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn statements_and_prepared_statements_with_parameters() {
     let cluster = cluster(options()).await;
@@ -91,32 +107,14 @@ async fn statements_and_prepared_statements_with_parameters() {
         let parameters = prepared.parameter_schema().unwrap().clone();
         assert_eq!(parameters.fields().len(), 2, "{parameters:?}");
         assert_eq!(prepared.dataset_schema().unwrap().fields().len(), 2);
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("$1", DataType::Float64, true),
-            Field::new("$2", DataType::Utf8, true),
-        ]));
-        let row = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Float64Array::from(vec![20.5])),
-                Arc::new(StringArray::from(vec!["R"])),
-            ],
-        )
-        .unwrap();
+        let row = parameter_row(20.5, "R");
         prepared.set_parameters(row).unwrap();
         let info = prepared.execute().await.unwrap();
         let rows = to_rows(&fetch(&mut client, info).await.unwrap());
         assert_eq!(rows, expected, "{sql}");
 
         // Re-bound and re-run: the new values apply.
-        let other = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Float64Array::from(vec![51.0])),
-                Arc::new(StringArray::from(vec!["N"])),
-            ],
-        )
-        .unwrap();
+        let other = parameter_row(51.0, "N");
         prepared.set_parameters(other).unwrap();
         let info = prepared.execute().await.unwrap();
         let rows = to_rows(&fetch(&mut client, info).await.unwrap());

@@ -7,11 +7,9 @@ use crate::security::Connector;
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{Any, TicketStatementQuery};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
-use prost::Message;
 use shoal_planner::QueryReport;
 use std::time::Duration;
 
@@ -84,7 +82,8 @@ pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<
         let Some(ticket) = endpoint.ticket else {
             continue;
         };
-        query_id = query_id.or_else(|| statement_query_id(&ticket.ticket));
+        query_id =
+            query_id.or_else(|| StatementHandle::from_ticket(&ticket.ticket).map(|h| h.query_id));
         let stream = client.do_get(ticket).await?;
         batches.extend(stream.try_collect::<Vec<_>>().await?);
     }
@@ -93,13 +92,6 @@ pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<
         batches,
         query_id,
     })
-}
-
-fn statement_query_id(ticket: &[u8]) -> Option<String> {
-    let any = Any::decode(ticket).ok()?;
-    let statement: TicketStatementQuery = any.unpack().ok()??;
-    let handle = StatementHandle::decode(&statement.statement_handle).ok()?;
-    Some(handle.query_id)
 }
 
 pub async fn query_report(connector: &Connector, url: &str, query_id: &str) -> Result<QueryReport> {

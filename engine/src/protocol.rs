@@ -82,4 +82,23 @@ impl StatementHandle {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("malformed statement handle: {e}"))
     }
+
+    /// The Flight ticket that carries this handle (a Flight SQL `TicketStatementQuery`).
+    pub fn to_ticket(&self) -> Vec<u8> {
+        use arrow_flight::sql::ProstMessageExt;
+        use prost::Message;
+        arrow_flight::sql::TicketStatementQuery {
+            statement_handle: self.encode().into(),
+        }
+        .as_any()
+        .encode_to_vec()
+    }
+
+    /// The handle in a ticket made by [`StatementHandle::to_ticket`]; `None` for any other.
+    pub fn from_ticket(ticket: &[u8]) -> Option<Self> {
+        use prost::Message;
+        let any = arrow_flight::sql::Any::decode(ticket).ok()?;
+        let statement: arrow_flight::sql::TicketStatementQuery = any.unpack().ok()??;
+        Self::decode(&statement.statement_handle).ok()
+    }
 }

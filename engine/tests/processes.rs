@@ -41,6 +41,49 @@ fn shoal(args: &[&str]) -> Output {
     Command::new(SHOAL).args(args).output().expect("run shoal")
 }
 
+/// `shoal sql --format csv --quiet` with `SHOAL_TOKEN` set to `token` (or unset).
+fn csv_query(url: &str, sql: &str, token: Option<&str>) -> Output {
+    let mut command = Command::new(SHOAL);
+    command.args([
+        "sql",
+        "--coordinator",
+        url,
+        "--format",
+        "csv",
+        "--quiet",
+        sql,
+    ]);
+    match token {
+        Some(t) => command.env("SHOAL_TOKEN", t),
+        None => command.env_remove("SHOAL_TOKEN"),
+    };
+    command.output().expect("run shoal sql")
+}
+
+/// Repeats `sql` until it prints `expected` or `timeout` passes (processes start and
+/// workers register within seconds); returns what the last attempt printed.
+fn wait_for_answer(
+    url: &str,
+    sql: &str,
+    token: Option<&str>,
+    expected: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = csv_query(url, sql, token);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if (out.status.success() && printed == expected) || Instant::now() >= deadline {
+            return printed;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models")
 }
@@ -76,28 +119,13 @@ fn coordinator_workers_and_sql_as_separate_processes() {
     // Workers register within seconds; until both have, the count is short or fails.
     // TPC-H lineitem at scale 0.005 has 30201 rows (tpchgen is deterministic).
     let expected = "n\n30201\n";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let out = shoal(&[
-            "sql",
-            "--coordinator",
-            &url,
-            "--format",
-            "csv",
-            "--quiet",
-            "SELECT count(*) AS n FROM lineitem",
-        ]);
-        last = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() && String::from_utf8_lossy(&out.stdout) == expected {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let last = wait_for_answer(
+        &url,
+        "SELECT count(*) AS n FROM lineitem",
+        None,
+        expected,
+        Duration::from_secs(60),
+    );
     assert_eq!(last, expected, "both sites answer the count");
 
     let out = shoal(&[
@@ -174,38 +202,15 @@ fn the_binary_refuses_to_expose_an_open_coordinator_and_reads_tokens_from_the_en
         .spawn()
         .expect("start shoal");
     let _procs = Processes(vec![coordinator]);
-    let sql = |token: Option<&str>| {
-        let mut command = Command::new(SHOAL);
-        command.args([
-            "sql",
-            "--coordinator",
-            &url,
-            "--format",
-            "csv",
-            "--quiet",
-            "SELECT 1 AS one",
-        ]);
-        match token {
-            Some(t) => command.env("SHOAL_TOKEN", t),
-            None => command.env_remove("SHOAL_TOKEN"),
-        };
-        command.output().expect("run shoal sql")
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = sql(Some(token));
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n1\n");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = sql(None);
+    let answer = wait_for_answer(
+        &url,
+        "SELECT 1 AS one",
+        Some(token),
+        "one\n1\n",
+        Duration::from_secs(30),
+    );
+    assert_eq!(answer, "one\n1\n");
+    let out = csv_query(&url, "SELECT 1 AS one", None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires authentication"));
 }

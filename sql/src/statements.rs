@@ -58,6 +58,12 @@ pub fn number_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(rewritten)
 }
 
+/// A client's statement as DataFusion plans it: shoal's statements rewritten, `?`
+/// placeholders numbered.
+pub fn to_datafusion_sql(sql: &str) -> String {
+    number_placeholders(&rewrite(sql)).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,23 +55,30 @@ pub fn bounded(
         }
     };
     let max_rows = limits.max_rows;
-    let limited = batches.take_until(stop).scan(0u64, move |seen, item| {
-        let out = match item {
-            Ok(batch) => {
-                *seen += batch.num_rows() as u64;
-                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                if *seen > max_rows {
-                    Err(Status::resource_exhausted(format!(
-                        "the result has more than {max_rows} rows (the coordinator's --max-result-rows); aggregate on the cluster or add a LIMIT"
-                    )))
-                } else {
-                    Ok(batch)
-                }
+    // (rows seen, failed): the stream ends after its first error, whoever consumes it.
+    let limited = batches
+        .take_until(stop)
+        .scan((0u64, false), move |(seen, failed), item| {
+            if *failed {
+                return futures::future::ready(None);
             }
-            Err(e) => Err(to_status(e)),
-        };
-        futures::future::ready(Some(out.map_err(|s| FlightError::Tonic(Box::new(s)))))
-    });
+            let out = match item {
+                Ok(batch) => {
+                    *seen += batch.num_rows() as u64;
+                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    if *seen > max_rows {
+                        Err(Status::resource_exhausted(format!(
+                            "the result has more than {max_rows} rows (the coordinator's --max-result-rows); aggregate on the cluster or add a LIMIT"
+                        )))
+                    } else {
+                        Ok(batch)
+                    }
+                }
+                Err(e) => Err(to_status(e)),
+            };
+            *failed = out.is_err();
+            futures::future::ready(Some(out.map_err(|s| FlightError::Tonic(Box::new(s)))))
+        });
     let why_stopped = futures::stream::once(async move { *stopped.lock() }).filter_map(
         move |stop| {
             let status = match stop {
@@ -159,6 +166,23 @@ mod tests {
                 .unwrap(),
             12
         );
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_at_its_first_error() {
+        let (_tx, rx) = oneshot::channel();
+        let items: Vec<_> = bounded(
+            "q".into(),
+            batches(4, false),
+            rx,
+            limits(10_000, 2),
+            Arc::new(AtomicU64::new(0)),
+            |e| Status::internal(e.to_string()),
+        )
+        .collect()
+        .await;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
     }
 
     #[tokio::test]

@@ -101,13 +101,12 @@ impl Coordinator {
         parameters: Option<ParamValues>,
     ) -> Result<PlannedQuery> {
         let ctx = self.session()?;
-        let sql = shoal_sql::statements::rewrite(sql);
-        let sql = shoal_sql::statements::number_placeholders(&sql);
+        let sql = shoal_sql::statements::to_datafusion_sql(sql);
         if let Some(inner) = explain_target(&sql) {
             let df = ctx.sql_with_options(inner, read_only()).await?;
             let plan = df.create_physical_plan().await?;
             let text = explain_stages(&plan, &self.catalog)?;
-            let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+            let schema = explain_schema();
             let lines = StringArray::from(text.lines().collect::<Vec<_>>());
             let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])?;
             return Ok(PlannedQuery::Batches {
@@ -128,13 +127,11 @@ impl Coordinator {
     /// typed where the query implies a type), without running it.
     pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
         let ctx = self.session()?;
-        let sql = shoal_sql::statements::rewrite(sql);
-        let sql = shoal_sql::statements::number_placeholders(&sql);
+        let sql = shoal_sql::statements::to_datafusion_sql(sql);
         if let Some(inner) = explain_target(&sql) {
             // Checked now, so a bad EXPLAIN fails at prepare time.
             ctx.sql_with_options(inner, read_only()).await?;
-            let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
-            return Ok((schema, Arc::new(Schema::empty())));
+            return Ok((explain_schema(), Arc::new(Schema::empty())));
         }
         let df = ctx.sql_with_options(&sql, read_only()).await?;
         let mut parameters: Vec<(usize, String, DataType)> = df
@@ -263,6 +260,11 @@ fn explain_target(sql: &str) -> Option<&str> {
     }
     let next = rest.split_whitespace().next()?.to_ascii_uppercase();
     (!matches!(next.as_str(), "ANALYZE" | "VERBOSE" | "FORMAT")).then_some(rest)
+}
+
+/// shoal's EXPLAIN answers one text column.
+fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]))
 }
 
 fn read_only() -> SQLOptions {

@@ -4,11 +4,16 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
+
+/// Query id -> (which fetch of it, its cancel). A client may fetch the same ticket twice; each
+/// fetch forgets only its own entry.
+type Cancels = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>;
 
 #[derive(Debug, Default)]
 pub struct RunningQueries {
-    cancels: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    cancels: Cancels,
 }
 
 /// Held while a statement streams; dropping it (end of stream, error, client gone)
@@ -16,23 +21,33 @@ pub struct RunningQueries {
 #[derive(Debug)]
 pub struct Running {
     id: String,
-    cancels: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    fetch: u64,
+    cancels: Cancels,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.cancels.lock().remove(&self.id);
+        let mut cancels = self.cancels.lock();
+        if cancels
+            .get(&self.id)
+            .is_some_and(|(fetch, _)| *fetch == self.fetch)
+        {
+            cancels.remove(&self.id);
+        }
     }
 }
 
 impl RunningQueries {
     /// Registers `id`; the receiver fires when someone cancels it.
     pub fn start(&self, id: &str) -> (Running, oneshot::Receiver<()>) {
+        static FETCHES: AtomicU64 = AtomicU64::new(0);
+        let fetch = FETCHES.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.cancels.lock().insert(id.to_string(), tx);
+        self.cancels.lock().insert(id.to_string(), (fetch, tx));
         (
             Running {
                 id: id.to_string(),
+                fetch,
                 cancels: self.cancels.clone(),
             },
             rx,
@@ -42,7 +57,7 @@ impl RunningQueries {
     /// Cancels `id`; false if it is not running (finished, or never started).
     pub fn cancel(&self, id: &str) -> bool {
         match self.cancels.lock().remove(id) {
-            Some(tx) => tx.send(()).is_ok(),
+            Some((_, tx)) => tx.send(()).is_ok(),
             None => false,
         }
     }
@@ -70,5 +85,11 @@ mod tests {
         let (guard, _rx) = running.start("q2");
         drop(guard);
         assert!(running.ids().is_empty());
+        // The same ticket fetched twice: the first fetch ending leaves the second cancellable.
+        let (first, _rx1) = running.start("q3");
+        let (_second, mut rx2) = running.start("q3");
+        drop(first);
+        assert!(running.cancel("q3"));
+        assert!(rx2.try_recv().is_ok());
     }
 }

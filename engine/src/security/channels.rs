@@ -21,6 +21,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opens channels with a bearer token and TLS trust.
 #[derive(Debug, Clone, Default)]
 pub struct Connector {
+    token: Option<String>,
+    /// `Bearer <token>`, marked sensitive (kept out of logs).
     bearer: Option<http::HeaderValue>,
     tls: Option<ClientTlsConfig>,
 }
@@ -37,13 +39,16 @@ impl Connector {
                 Ok::<_, Error>(value)
             })
             .transpose()?;
-        Ok(Self { bearer, tls })
+        Ok(Self {
+            token: token.map(str::to_string),
+            bearer,
+            tls,
+        })
     }
 
     /// The token as `FlightSqlServiceClient::set_token` wants it.
     pub fn token(&self) -> Option<String> {
-        let value = self.bearer.as_ref()?.to_str().ok()?;
-        value.strip_prefix("Bearer ").map(str::to_string)
+        self.token.clone()
     }
 
     /// Connects to `url` (`http://`, `https://`, `grpc://`, `grpc+tls://`).

@@ -24,12 +24,13 @@ pub fn check_exposure(
     authenticated: bool,
     insecure: bool,
 ) -> Result<()> {
-    if addr.ip().is_loopback() || authenticated || insecure {
-        if !addr.ip().is_loopback() && !authenticated {
-            tracing::warn!(
-                "{role} listens on {addr} without authentication (--insecure): anyone who can reach it can use it"
-            );
-        }
+    if addr.ip().is_loopback() || authenticated {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            "{role} listens on {addr} without authentication (--insecure): anyone who can reach it can use it"
+        );
         return Ok(());
     }
     let how = if role == "coordinator" {

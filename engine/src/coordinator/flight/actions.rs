@@ -8,7 +8,6 @@ use crate::protocol::{
     RegisterReply, SiteReport, SiteStatus, StatementHandle,
 };
 use crate::security::{Admission, Principal};
-use arrow_flight::sql::{Any, TicketStatementQuery};
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
 };
@@ -125,13 +124,8 @@ pub fn cancel(c: &Coordinator, info: Option<&FlightInfo>) -> CancelStatus {
         .into_iter()
         .flat_map(|info| info.endpoint.iter())
         .filter_map(|endpoint| endpoint.ticket.as_ref())
-        .filter_map(|ticket| {
-            let any = Any::decode(ticket.ticket.clone()).ok()?;
-            let statement: TicketStatementQuery = any.unpack().ok()??;
-            StatementHandle::decode(&statement.statement_handle)
-                .ok()
-                .map(|h| h.query_id)
-        })
+        .filter_map(|ticket| StatementHandle::from_ticket(&ticket.ticket))
+        .map(|handle| handle.query_id)
         .collect();
     if ids.is_empty() {
         return CancelStatus::NotCancellable;

@@ -12,6 +12,7 @@ use crate::protocol::StatementHandle;
 use crate::security::Admission;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::SqlInfoDataBuilder;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
@@ -99,6 +100,20 @@ fn flight_info(
     Ok(Response::new(info))
 }
 
+/// The FlightInfo of a metadata command: its ticket is the command itself, which the
+/// matching `do_get_*` answers.
+fn command_info(
+    command: &impl ProstMessageExt,
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    flight_info(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )
+}
+
 fn one_batch(batch: crate::Result<RecordBatch>) -> Result<Response<DoGetStream>, Status> {
     let batch = batch.map_err(to_status)?;
     let stream = FlightDataEncoderBuilder::new()
@@ -106,14 +121,6 @@ fn one_batch(batch: crate::Result<RecordBatch>) -> Result<Response<DoGetStream>,
         .build(futures::stream::once(async move { Ok(batch) }))
         .map_err(flight_status);
     Ok(Response::new(Box::pin(stream)))
-}
-
-fn statement_ticket(handle: &StatementHandle) -> Vec<u8> {
-    TicketStatementQuery {
-        statement_handle: handle.encode().into(),
-    }
-    .as_any()
-    .encode_to_vec()
 }
 
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
@@ -136,7 +143,7 @@ impl CoordinatorFlight {
             .plan_with_parameters(&handle.sql, parameters)
             .await
             .map_err(to_status)?;
-        flight_info(&planned.schema(), statement_ticket(&handle), descriptor)
+        flight_info(&planned.schema(), handle.to_ticket(), descriptor)
     }
 
     /// Runs a statement and streams its batches, bounded by the query timeout, the result
@@ -336,12 +343,7 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&query, &query.into_builder().schema(), request)
     }
 
     async fn do_get_catalogs(
@@ -357,12 +359,7 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&query, &query.clone().into_builder().schema(), request)
     }
 
     async fn do_get_schemas(
@@ -378,12 +375,7 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&query, &query.clone().into_builder().schema(), request)
     }
 
     async fn do_get_tables(
@@ -399,12 +391,7 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&query, &query.into_builder().schema(), request)
     }
 
     async fn do_get_table_types(
@@ -420,14 +407,7 @@ impl FlightSqlService for CoordinatorFlight {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = catalog_calls::sql_info(query.clone())
-            .map_err(to_status)?
-            .schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&query, SqlInfoDataBuilder::schema(), request)
     }
 
     async fn do_get_sql_info(
