@@ -25,4 +25,5 @@ pub mod udf;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
 pub use udf::inference::model_runs;
+pub use udf::feature::{FeatureFunction, feature_udfs};
 pub use udf::predict::{PredictKind, PredictUdf, ml_udfs};

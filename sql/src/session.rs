@@ -5,14 +5,15 @@ use crate::models_table::ModelsTable;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use shoal_operators::{ModelProvider, ml_udfs};
+use shoal_operators::{ModelProvider, feature_udfs, ml_udfs};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Name of the schema holding shoal's system tables (`shoal.models`).
 pub const SYSTEM_SCHEMA: &str = "shoal";
 
-/// Adds `predict` and `predict_proba` over `provider` to the builder's functions.
+/// Adds `predict` and `predict_proba` over `provider`, and the feature functions, to the
+/// builder's functions.
 /// (`SessionStateBuilder::with_scalar_functions` would replace the built-in ones.)
 pub fn with_shoal_functions(
     mut builder: SessionStateBuilder,
@@ -21,7 +22,7 @@ pub fn with_shoal_functions(
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)
-        .extend(ml_udfs(provider));
+        .extend(ml_udfs(provider).into_iter().chain(feature_udfs()));
     builder
 }
 

@@ -1,4 +1,5 @@
-//! ML scalar functions.
+//! Scalar functions: the ML functions (`predict`, `predict_proba`) and the feature kernels.
 
+pub mod feature;
 pub mod inference;
 pub mod predict;

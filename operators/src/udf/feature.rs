@@ -1,0 +1,342 @@
+//! The feature kernels as SQL functions. Parameters (statistics, vocabularies, boundaries,
+//! patterns) are constants, checked when the query is planned; the column is processed
+//! whole, once per Arrow batch.
+//!
+//! ```text
+//! scale_standard(x, mean, std)      scale_minmax(x, min, max)     impute(x, value)
+//! log1p(x)                          clip(x, lower, upper)         bucketize(x, b1, ..., bk)
+//! one_hot(x, 'w1', ..., 'wk')       ordinal_encode(x, 'w1', ...)  hash_bucket(x, buckets)
+//! token_count(text)                 hashed_ngrams(text, n, buckets)
+//! regex_extract(text, 'pattern', group)
+//! ```
+
+use crate::features::{categorical, numeric, text};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Result, ScalarValue, plan_datafusion_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeatureFunction {
+    ScaleStandard,
+    ScaleMinmax,
+    Impute,
+    Log1p,
+    Clip,
+    Bucketize,
+    OneHot,
+    OrdinalEncode,
+    HashBucket,
+    TokenCount,
+    HashedNgrams,
+    RegexExtract,
+}
+
+/// What the input column must be.
+#[derive(Clone, Copy, PartialEq)]
+enum Input {
+    Numeric,
+    /// Anything with a text form (strings, dictionaries, integer codes).
+    Category,
+    Text,
+}
+
+impl FeatureFunction {
+    pub const ALL: [FeatureFunction; 12] = [
+        Self::ScaleStandard,
+        Self::ScaleMinmax,
+        Self::Impute,
+        Self::Log1p,
+        Self::Clip,
+        Self::Bucketize,
+        Self::OneHot,
+        Self::OrdinalEncode,
+        Self::HashBucket,
+        Self::TokenCount,
+        Self::HashedNgrams,
+        Self::RegexExtract,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ScaleStandard => "scale_standard",
+            Self::ScaleMinmax => "scale_minmax",
+            Self::Impute => "impute",
+            Self::Log1p => "log1p",
+            Self::Clip => "clip",
+            Self::Bucketize => "bucketize",
+            Self::OneHot => "one_hot",
+            Self::OrdinalEncode => "ordinal_encode",
+            Self::HashBucket => "hash_bucket",
+            Self::TokenCount => "token_count",
+            Self::HashedNgrams => "hashed_ngrams",
+            Self::RegexExtract => "regex_extract",
+        }
+    }
+
+    /// Names of the constant parameters after the column; a trailing "..." means one or more.
+    fn parameters(self) -> &'static [&'static str] {
+        match self {
+            Self::ScaleStandard => &["mean", "std"],
+            Self::ScaleMinmax => &["min", "max"],
+            Self::Impute => &["value"],
+            Self::Log1p | Self::TokenCount => &[],
+            Self::Clip => &["lower", "upper"],
+            Self::Bucketize => &["boundary..."],
+            Self::OneHot | Self::OrdinalEncode => &["word..."],
+            Self::HashBucket => &["buckets"],
+            Self::HashedNgrams => &["n", "buckets"],
+            Self::RegexExtract => &["pattern", "group"],
+        }
+    }
+
+    fn input(self) -> Input {
+        match self {
+            Self::OneHot | Self::OrdinalEncode | Self::HashBucket => Input::Category,
+            Self::TokenCount | Self::HashedNgrams | Self::RegexExtract => Input::Text,
+            _ => Input::Numeric,
+        }
+    }
+
+    fn usage(self) -> String {
+        format!("{}(column, {})", self.name(), self.parameters().join(", "))
+            .replace(", )", ")")
+    }
+
+    fn return_type(self, params: &[ScalarValue]) -> Result<DataType> {
+        let list = |width: usize| {
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                width as i32,
+            )
+        };
+        Ok(match self {
+            Self::Bucketize | Self::OrdinalEncode | Self::TokenCount => DataType::Int32,
+            Self::HashBucket => DataType::Int64,
+            Self::RegexExtract => DataType::Utf8,
+            Self::OneHot => list(params.len()),
+            Self::HashedNgrams => list(self.count(params, 1)?),
+            _ => DataType::Float64,
+        })
+    }
+
+    fn check_arguments(self, fields: &[FieldRef], params: &[Option<&ScalarValue>]) -> Result<()> {
+        let declared = self.parameters();
+        let variadic = declared.last().is_some_and(|p| p.ends_with("..."));
+        let given = fields.len().saturating_sub(1);
+        let count_ok = if variadic {
+            given >= declared.len()
+        } else {
+            given == declared.len()
+        };
+        if fields.is_empty() || !count_ok {
+            return plan_err!(
+                "{} takes {}; got {} argument(s)",
+                self.name(),
+                self.usage(),
+                fields.len()
+            );
+        }
+        let input = fields[0].data_type();
+        let value_type = match input {
+            DataType::Dictionary(_, v) => v.as_ref(),
+            t => t,
+        };
+        let fits = match self.input() {
+            Input::Numeric => value_type.is_numeric() || *value_type == DataType::Null,
+            Input::Text => matches!(
+                value_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+            ),
+            Input::Category => !value_type.is_nested(),
+        };
+        if !fits {
+            let wanted = match self.input() {
+                Input::Numeric => "a numeric column",
+                Input::Text => "a text column",
+                Input::Category => "a column of strings or integer codes",
+            };
+            return plan_err!(
+                "{}: column '{}' is {input}, expected {wanted}",
+                self.name(),
+                fields[0].name()
+            );
+        }
+        for (i, p) in params.iter().enumerate() {
+            if p.is_none_or(|p| p.is_null()) {
+                let name = declared.get(i).or(declared.last()).unwrap_or(&"parameter");
+                return plan_err!(
+                    "{}: parameter {} ({}) must be a non-null constant, as in {}",
+                    self.name(),
+                    i + 2,
+                    name.trim_end_matches("..."),
+                    self.usage()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn number(self, params: &[ScalarValue], i: usize) -> Result<f64> {
+        let value = params[i].cast_to(&DataType::Float64).map_err(|_| {
+            plan_datafusion_err!(
+                "{}: parameter {} must be a number, found {}",
+                self.name(),
+                i + 2,
+                params[i]
+            )
+        })?;
+        match value {
+            ScalarValue::Float64(Some(v)) => Ok(v),
+            other => plan_err!("{}: parameter {} is {other}", self.name(), i + 2),
+        }
+    }
+
+    fn count(self, params: &[ScalarValue], i: usize) -> Result<usize> {
+        let v = self.number(params, i)?;
+        if v < 1.0 || v.fract() != 0.0 || v > 1e7 {
+            return plan_err!(
+                "{}: parameter {} must be a whole number from 1 to 10000000, found {v}",
+                self.name(),
+                i + 2
+            );
+        }
+        Ok(v as usize)
+    }
+
+    fn text(self, params: &[ScalarValue], i: usize) -> Result<String> {
+        match &params[i] {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Ok(s.clone()),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// Runs the kernel on one batch's column.
+    pub fn apply(self, x: &ArrayRef, params: &[ScalarValue]) -> Result<ArrayRef> {
+        let numbers = |from: usize| -> Result<Vec<f64>> {
+            (from..params.len()).map(|i| self.number(params, i)).collect()
+        };
+        let words = || -> Result<Vec<String>> {
+            (0..params.len()).map(|i| self.text(params, i)).collect()
+        };
+        let named = |e: datafusion::arrow::error::ArrowError| {
+            plan_datafusion_err!("{}: {e}", self.name())
+        };
+        let out: ArrayRef = match self {
+            Self::ScaleStandard => Arc::new(
+                numeric::scale_standard(x, self.number(params, 0)?, self.number(params, 1)?)
+                    .map_err(named)?,
+            ),
+            Self::ScaleMinmax => Arc::new(
+                numeric::scale_minmax(x, self.number(params, 0)?, self.number(params, 1)?)
+                    .map_err(named)?,
+            ),
+            Self::Impute => Arc::new(numeric::impute(x, self.number(params, 0)?).map_err(named)?),
+            Self::Log1p => Arc::new(numeric::log1p(x).map_err(named)?),
+            Self::Clip => Arc::new(
+                numeric::clip(x, self.number(params, 0)?, self.number(params, 1)?)
+                    .map_err(named)?,
+            ),
+            Self::Bucketize => Arc::new(numeric::bucketize(x, &numbers(0)?).map_err(named)?),
+            Self::OneHot => Arc::new(categorical::one_hot(x, &words()?).map_err(named)?),
+            Self::OrdinalEncode => {
+                Arc::new(categorical::ordinal_encode(x, &words()?).map_err(named)?)
+            }
+            Self::HashBucket => Arc::new(
+                categorical::hash_bucket(x, self.count(params, 0)? as u64).map_err(named)?,
+            ),
+            Self::TokenCount => Arc::new(text::token_count(x).map_err(named)?),
+            Self::HashedNgrams => Arc::new(
+                text::hashed_ngrams(x, self.count(params, 0)?, self.count(params, 1)?)
+                    .map_err(named)?,
+            ),
+            Self::RegexExtract => {
+                let pattern = self.text(params, 0)?;
+                let regex = regex::Regex::new(&pattern).map_err(|e| {
+                    plan_datafusion_err!("regex_extract: invalid pattern '{pattern}': {e}")
+                })?;
+                let group = self.number(params, 1)?;
+                if group < 0.0 || group.fract() != 0.0 {
+                    return plan_err!("regex_extract: group must be a whole number >= 0");
+                }
+                Arc::new(text::regex_extract(x, &regex, group as usize).map_err(named)?)
+            }
+        };
+        Ok(out)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FeatureUdf {
+    function: FeatureFunction,
+    signature: Signature,
+}
+
+impl FeatureUdf {
+    pub fn new(function: FeatureFunction) -> Self {
+        Self {
+            function,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+/// Every feature function, for registering in a session.
+pub fn feature_udfs() -> Vec<Arc<ScalarUDF>> {
+    FeatureFunction::ALL
+        .into_iter()
+        .map(|f| Arc::new(ScalarUDF::new_from_impl(FeatureUdf::new(f))))
+        .collect()
+}
+
+impl ScalarUDFImpl for FeatureUdf {
+    fn name(&self) -> &str {
+        self.function.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        plan_err!("{} derives its type from its constant parameters", self.name())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let params = args.scalar_arguments.get(1..).unwrap_or_default();
+        self.function.check_arguments(args.arg_fields, params)?;
+        let params: Vec<ScalarValue> = params.iter().flatten().map(|p| (*p).clone()).collect();
+        let data_type = self.function.return_type(&params)?;
+        Ok(Arc::new(Field::new(self.name(), data_type, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let mut values = args.args.into_iter();
+        let Some(column) = values.next() else {
+            return plan_err!("{} takes {}", self.name(), self.function.usage());
+        };
+        let params = values
+            .map(|v| match v {
+                ColumnarValue::Scalar(s) => Ok(s),
+                ColumnarValue::Array(_) => plan_err!(
+                    "{}: parameters must be constants, as in {}",
+                    self.name(),
+                    self.function.usage()
+                ),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let x = column.to_array(rows)?;
+        Ok(ColumnarValue::Array(self.function.apply(&x, &params)?))
+    }
+}
