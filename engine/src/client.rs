@@ -52,6 +52,36 @@ pub async fn action(
     }
 }
 
+/// Runs a shoal action whose reply is a stream of messages (a pipeline's events), calling
+/// `each` with every message body as it arrives. Not bounded by [`ACTION_TIMEOUT`]: the
+/// coordinator bounds the work (its query timeout).
+pub async fn action_stream(
+    connector: &Connector,
+    url: &str,
+    kind: &str,
+    body: Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let channel = connector.connect_authorized(url).await?;
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let refused = |status: tonic::Status| Error::Refused {
+        action: kind.to_string(),
+        message: status.message().to_string(),
+    };
+    let mut stream = client
+        .do_action(Action {
+            r#type: kind.to_string(),
+            body: body.into(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(item) = stream.message().await.map_err(refused)? {
+        each(&item.body)?;
+    }
+    Ok(())
+}
+
 /// A Flight SQL client for `url` carrying the connector's token.
 pub async fn flight_sql(
     connector: &Connector,

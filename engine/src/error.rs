@@ -37,6 +37,10 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// A pipeline file that does not validate, or a run that failed (the text says where).
+    #[error("{0}")]
+    Pipeline(String),
+
     #[error("worker '{site}' ({url}) failed or is unreachable: {message}")]
     Worker {
         site: String,

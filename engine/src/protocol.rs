@@ -15,6 +15,24 @@ pub const ACTION_QUERY_REPORT: &str = "shoal.query_report";
 /// The registered sites; body: empty, reply: JSON list of [`SiteStatus`].
 pub const ACTION_SITES: &str = "shoal.sites";
 
+/// Pipeline actions on the coordinator: body [`PipelineRequest`], reply: a stream of JSON
+/// [`PipelineEvent`]s, one per result message.
+pub const ACTION_PIPELINE: &str = "shoal.pipeline";
+/// Worker actions (the coordinator calls them on each worker that wrote a sink's files).
+/// Commit: body `SiteManifest`, reply the committed manifest. Abort: body [`SinkRun`].
+/// Status: body [`SinkRun`], reply the committed manifest or null.
+pub const ACTION_SINK_COMMIT: &str = "shoal.sink_commit";
+pub const ACTION_SINK_ABORT: &str = "shoal.sink_abort";
+pub const ACTION_SINK_STATUS: &str = "shoal.sink_status";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SinkRun {
+    pub path: String,
+    pub run_id: String,
+}
+
+pub use crate::coordinator::pipeline::{PipelineEvent, PipelineMode, PipelineRequest};
+
 /// Size of each chunk of model bytes in a fetch reply.
 pub const MODEL_CHUNK_BYTES: usize = 1 << 20;
 
@@ -30,6 +48,9 @@ pub struct Heartbeat {
     /// Model runs the worker's process has started ([`shoal_operators::model_runs`]).
     #[serde(default)]
     pub model_runs: u64,
+    /// Rows the worker's scans have produced since it started (progress of long runs).
+    #[serde(default)]
+    pub rows_scanned: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod error;
 pub mod explain;
 pub mod locality;
+pub mod pipeline;
 pub mod report;
 pub mod site_table;
 

@@ -33,7 +33,7 @@ pub struct DemoArgs {
 }
 
 /// The sample models shipped in the repository.
-fn default_models() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_models() -> anyhow::Result<PathBuf> {
     let candidates = [
         PathBuf::from("tests/data/models"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models"),

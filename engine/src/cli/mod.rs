@@ -2,10 +2,12 @@
 
 mod demo;
 mod output;
+mod pipeline;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_engine::client;
+use shoal_engine::protocol::PipelineMode;
 use shoal_engine::security::{
     AuthFile, CLUSTER_SECRET_ENV, Connector, ServerTls, client_tls, load_auth_file,
     read_secret_file,
@@ -83,7 +85,7 @@ impl ClientArgs {
 }
 
 /// The client's bearer token.
-const TOKEN_ENV: &str = "SHOAL_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "SHOAL_TOKEN";
 
 #[derive(Subcommand)]
 enum Command {
@@ -147,6 +149,9 @@ enum Command {
         /// Listen beyond loopback without a cluster secret.
         #[arg(long)]
         insecure: bool,
+        /// Where pipeline sinks write on this site (default: DATA/.shoal-output).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
@@ -159,6 +164,12 @@ enum Command {
         quiet: bool,
         query: String,
     },
+    /// Run a pipeline file: on --coordinator, or an embedded cluster on the sample data.
+    Run(pipeline::PipelineArgs),
+    /// Show a pipeline's steps, stages, placement and data movement without running it.
+    Explain(pipeline::PipelineArgs),
+    /// Check a pipeline file (keys, inputs, cycles, tables, models, columns, types).
+    Validate(pipeline::PipelineArgs),
     /// List the coordinator's models (same as `shoal sql "SHOW MODELS"`).
     Models {
         #[command(flatten)]
@@ -199,6 +210,13 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => pipeline::run(args, PipelineMode::Run).await,
+        Command::Explain(args) => pipeline::run(args, PipelineMode::Explain).await,
+        Command::Validate(args) => {
+            pipeline::run(args, PipelineMode::Validate).await?;
+            eprintln!("pipeline is valid");
+            Ok(())
+        }
         Command::Tpch {
             scale,
             sites,
@@ -276,8 +294,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster_secret_file,
             tls,
             insecure,
+            output,
         } => {
             let mut options = WorkerOptions::new(data, coordinator);
+            options.output_dir = output;
             options.listen = listen;
             options.name = name;
             options.cluster_secret = match &cluster_secret_file {

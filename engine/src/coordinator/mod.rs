@@ -4,6 +4,7 @@
 mod catalog_calls;
 mod flight;
 mod limits;
+pub mod pipeline;
 mod prepared;
 mod query;
 mod running;
@@ -86,6 +87,8 @@ pub struct Coordinator {
     prepared: PreparedStatements,
     /// Model runs per worker, from the heartbeats.
     model_runs: Mutex<HashMap<String, u64>>,
+    /// Rows scanned per worker since it started, from the heartbeats (pipeline progress).
+    rows_scanned: Mutex<HashMap<String, u64>>,
 }
 
 impl Coordinator {
@@ -117,6 +120,7 @@ impl Coordinator {
             running: RunningQueries::default(),
             prepared: PreparedStatements::default(),
             model_runs: Mutex::new(HashMap::new()),
+            rows_scanned: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -131,6 +135,15 @@ impl Coordinator {
 
     pub(crate) fn note_model_runs(&self, worker: &str, runs: u64) {
         self.model_runs.lock().insert(worker.to_string(), runs);
+    }
+
+    pub(crate) fn note_rows_scanned(&self, worker: &str, rows: u64) {
+        self.rows_scanned.lock().insert(worker.to_string(), rows);
+    }
+
+    /// Rows scanned by every worker, as of their last heartbeats.
+    pub(crate) fn rows_scanned_total(&self) -> u64 {
+        self.rows_scanned.lock().values().sum()
     }
 
     pub(crate) fn model_runs_of(&self, worker: &str) -> u64 {

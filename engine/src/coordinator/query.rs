@@ -67,7 +67,10 @@ impl Coordinator {
         let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config);
+        // shoal's extension nodes (sinks) are planned before the distributed planner wraps
+        // the query planner, so they land inside the workers' stages.
         let state = with_shoal_functions(builder, provider.clone())
+            .with_query_planner(Arc::new(shoal_operators::sink::ShoalQueryPlanner))
             .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_planner()
@@ -76,6 +79,13 @@ impl Coordinator {
             .with_distributed_scale_up_leaf_node_handler(locality.clone())
             .with_distributed_route_tasks_handler(locality)
             .build();
+        let mut state = state;
+        // Every branch of a UNION gets the stage's full task count: each task is one site,
+        // and a branch given fewer tasks than sites could not keep its scans local.
+        state
+            .config_mut()
+            .options_mut()
+            .set("distributed.children_isolator_unions", "false")?;
         let ctx = SessionContext::new_with_state(state);
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
         datafusion::catalog::CatalogProvider::register_schema(

@@ -4,6 +4,7 @@
 mod data_dir;
 mod models;
 mod scan_ledger;
+mod sink_actions;
 mod yielding_scan;
 
 pub use data_dir::describe_tables;
@@ -52,6 +53,9 @@ pub struct WorkerOptions {
     pub tls_ca: Option<PathBuf>,
     /// Allow listening beyond loopback without a cluster secret.
     pub insecure: bool,
+    /// Where pipeline sinks write on this site; defaults to `<data>/.shoal-output` (a hidden
+    /// folder, so it is never read as a table).
+    pub output_dir: Option<PathBuf>,
 }
 
 impl WorkerOptions {
@@ -67,6 +71,7 @@ impl WorkerOptions {
             tls: None,
             tls_ca: None,
             insecure: false,
+            output_dir: None,
         }
     }
 }
@@ -137,6 +142,14 @@ impl WorkerProcess {
             tokio::runtime::Handle::current(),
         ));
         let ledger = Arc::new(ScanLedger::new(name.clone()));
+        let output_root = options
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join(".shoal-output"));
+        let sink_site = shoal_operators::sink::SinkSite {
+            site: name.clone(),
+            output_root: output_root.clone(),
+        };
 
         // This site's files, and only these, are readable as shoal://<name>/...
         let store = LocalFileSystem::new_with_prefix(&data_dir).map_err(|e| Error::Io {
@@ -158,11 +171,14 @@ impl WorkerProcess {
                 let ledger = ledger.clone();
                 let runtime = runtime.clone();
                 let peers = peers.clone();
+                let sink_site = sink_site.clone();
                 async move {
                     let builder = ctx.builder.with_runtime_env(runtime);
                     Ok(with_shoal_functions(builder, provider.clone())
                         .with_distributed_channel_resolver(peers)
-                        .with_distributed_user_codec(ShoalCodec::new(provider))
+                        .with_distributed_user_codec(
+                            ShoalCodec::new(provider).with_sink_site(sink_site),
+                        )
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
                         .build())
                 }
@@ -175,10 +191,17 @@ impl WorkerProcess {
                 .tls_config(server_tls(tls)?)
                 .map_err(|e| Error::Security(format!("worker TLS: {e}")))?;
         }
-        let service = Guarded::worker(worker.into_worker_server(), auth);
+        let service = Guarded::worker(worker.into_worker_server(), auth.clone());
+        let actions = Guarded::worker(
+            arrow_flight::flight_service_server::FlightServiceServer::new(
+                sink_actions::WorkerActions { output_root },
+            ),
+            auth,
+        );
         let server = tokio::spawn(async move {
             let result = builder
                 .add_service(service)
+                .add_service(actions)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async {
@@ -292,6 +315,7 @@ async fn heartbeat_loop(
         let beat = Heartbeat {
             name: report.name.clone(),
             model_runs: shoal_operators::model_runs(),
+            rows_scanned: yielding_scan::rows_scanned(),
         };
         let Ok(body) = serde_json::to_vec(&beat) else {
             continue;

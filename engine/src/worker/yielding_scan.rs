@@ -22,10 +22,19 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions,
 };
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+
+/// Rows this process's scans have produced: a worker reports it in its heartbeat, and the
+/// coordinator turns the growth into progress of a long run.
+static ROWS_SCANNED: AtomicU64 = AtomicU64::new(0);
+
+pub fn rows_scanned() -> u64 {
+    ROWS_SCANNED.load(Ordering::Relaxed)
+}
 
 #[derive(Debug)]
 pub struct YieldingScan {
@@ -91,8 +100,10 @@ impl ExecutionPlan for YieldingScan {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let stream = self.inner.execute(partition, context)?;
-        let schema = stream.schema();
+        let stream = self.inner.execute(partition, context)?.inspect_ok(|batch| {
+            ROWS_SCANNED.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        });
+        let schema = self.inner.schema();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             YieldAfterItem {

@@ -124,7 +124,9 @@ pub fn take_strings(x: &ArrayRef) -> Result<ArrayRef> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use datafusion::arrow::array::{DictionaryArray, Int32Array as I32, StringArray, StringViewArray};
+    use datafusion::arrow::array::{
+        DictionaryArray, Int32Array as I32, StringArray, StringViewArray,
+    };
     use datafusion::arrow::datatypes::Int16Type;
     use proptest::prelude::*;
 
@@ -182,10 +184,19 @@ mod tests {
     #[test]
     fn string_views_and_integer_codes_are_read_as_text() {
         let view: ArrayRef = Arc::new(StringViewArray::from(vec![Some("SHIP"), None]));
-        assert_eq!(ordinal_encode(&view, &vocab()).unwrap().iter().collect::<Vec<_>>(), vec![Some(2), None]);
+        assert_eq!(
+            ordinal_encode(&view, &vocab())
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![Some(2), None]
+        );
         let ints: ArrayRef = Arc::new(I32::from(vec![1, 7]));
         let vocab = vec!["7".to_string(), "1".to_string()];
-        assert_eq!(ordinal_encode(&ints, &vocab).unwrap().values().to_vec(), vec![1, 0]);
+        assert_eq!(
+            ordinal_encode(&ints, &vocab).unwrap().values().to_vec(),
+            vec![1, 0]
+        );
     }
 
     #[test]
@@ -200,7 +211,12 @@ mod tests {
     fn duplicate_vocabulary_and_zero_buckets_are_refused() {
         let x: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
         let twice = vec!["a".to_string(), "a".to_string()];
-        assert!(one_hot(&x, &twice).unwrap_err().to_string().contains("'a' twice"));
+        assert!(
+            one_hot(&x, &twice)
+                .unwrap_err()
+                .to_string()
+                .contains("'a' twice")
+        );
         assert!(hash_bucket(&x, 0).is_err());
         let empty: ArrayRef = Arc::new(StringArray::from(Vec::<Option<&str>>::new()));
         assert_eq!(one_hot(&empty, &vocab()).unwrap().len(), 0);

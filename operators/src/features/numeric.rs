@@ -77,13 +77,21 @@ pub fn clip(x: &ArrayRef, lo: f64, hi: f64) -> Result<Float64Array> {
             "clip bounds are reversed: lower {lo} > upper {hi}"
         )));
     }
-    Ok(as_f64(x)?.unary(|v| if v < lo { lo } else if v > hi { hi } else { v }))
+    Ok(as_f64(x)?.unary(|v| {
+        if v < lo {
+            lo
+        } else if v > hi {
+            hi
+        } else {
+            v
+        }
+    }))
 }
 
 /// The bucket of each value for sorted `boundaries` b1 < ... < bk: 0 below b1, i for
 /// b(i) <= x < b(i+1), k at or above bk. NaN and null give null.
 pub fn bucketize(x: &ArrayRef, boundaries: &[f64]) -> Result<Int32Array> {
-    if let Some(pair) = boundaries.windows(2).find(|w| !(w[0] < w[1])) {
+    if let Some(pair) = boundaries.windows(2).find(|w| w[0] >= w[1]) {
         return Err(ArrowError::InvalidArgumentError(format!(
             "bucketize boundaries must be strictly increasing, found {} then {}",
             pair[0], pair[1]
@@ -195,7 +203,10 @@ mod tests {
     fn integers_decimals_and_dictionaries_are_read_as_numbers() {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
         let out = scale_standard(&ints, 1.0, 2.0).unwrap();
-        assert_eq!(out.iter().collect::<Vec<_>>(), vec![Some(0.0), None, Some(1.0)]);
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            vec![Some(0.0), None, Some(1.0)]
+        );
         let dict: ArrayRef = Arc::new(DictionaryArray::<Int8Type>::new(
             datafusion::arrow::array::Int8Array::from(vec![0, 1, 0]),
             Arc::new(I32::from(vec![10, 20])),
@@ -209,9 +220,24 @@ mod tests {
     #[test]
     fn strings_and_bad_bounds_are_refused_with_the_reason() {
         let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"]));
-        assert!(log1p(&text).unwrap_err().to_string().contains("expected a numeric column, found Utf8"));
+        assert!(
+            log1p(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("expected a numeric column, found Utf8")
+        );
         let x = column(&[Some(1.0)]);
-        assert!(clip(&x, 2.0, 1.0).unwrap_err().to_string().contains("reversed"));
-        assert!(bucketize(&x, &[2.0, 1.0]).unwrap_err().to_string().contains("strictly increasing"));
+        assert!(
+            clip(&x, 2.0, 1.0)
+                .unwrap_err()
+                .to_string()
+                .contains("reversed")
+        );
+        assert!(
+            bucketize(&x, &[2.0, 1.0])
+                .unwrap_err()
+                .to_string()
+                .contains("strictly increasing")
+        );
     }
 }

@@ -124,7 +124,15 @@ mod tests {
         ]));
         let level = Regex::new(r"\d{4}-\d\d-\d\d (\w+)").unwrap();
         let out = regex_extract(&lines, &level, 1).unwrap();
-        assert_eq!(out.iter().collect::<Vec<_>>(), vec![Some("ERROR"), None, None]);
-        assert!(regex_extract(&lines, &level, 2).unwrap_err().to_string().contains("has 1 group(s)"));
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            vec![Some("ERROR"), None, None]
+        );
+        assert!(
+            regex_extract(&lines, &level, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("has 1 group(s)")
+        );
     }
 }

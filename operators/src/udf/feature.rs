@@ -103,8 +103,7 @@ impl FeatureFunction {
     }
 
     fn usage(self) -> String {
-        format!("{}(column, {})", self.name(), self.parameters().join(", "))
-            .replace(", )", ")")
+        format!("{}(column, {})", self.name(), self.parameters().join(", ")).replace(", )", ")")
     }
 
     fn return_type(self, params: &[ScalarValue]) -> Result<DataType> {
@@ -220,14 +219,14 @@ impl FeatureFunction {
     /// Runs the kernel on one batch's column.
     pub fn apply(self, x: &ArrayRef, params: &[ScalarValue]) -> Result<ArrayRef> {
         let numbers = |from: usize| -> Result<Vec<f64>> {
-            (from..params.len()).map(|i| self.number(params, i)).collect()
+            (from..params.len())
+                .map(|i| self.number(params, i))
+                .collect()
         };
-        let words = || -> Result<Vec<String>> {
-            (0..params.len()).map(|i| self.text(params, i)).collect()
-        };
-        let named = |e: datafusion::arrow::error::ArrowError| {
-            plan_datafusion_err!("{}: {e}", self.name())
-        };
+        let words =
+            || -> Result<Vec<String>> { (0..params.len()).map(|i| self.text(params, i)).collect() };
+        let named =
+            |e: datafusion::arrow::error::ArrowError| plan_datafusion_err!("{}: {e}", self.name());
         let out: ArrayRef = match self {
             Self::ScaleStandard => Arc::new(
                 numeric::scale_standard(x, self.number(params, 0)?, self.number(params, 1)?)
@@ -248,9 +247,9 @@ impl FeatureFunction {
             Self::OrdinalEncode => {
                 Arc::new(categorical::ordinal_encode(x, &words()?).map_err(named)?)
             }
-            Self::HashBucket => Arc::new(
-                categorical::hash_bucket(x, self.count(params, 0)? as u64).map_err(named)?,
-            ),
+            Self::HashBucket => {
+                Arc::new(categorical::hash_bucket(x, self.count(params, 0)? as u64).map_err(named)?)
+            }
             Self::TokenCount => Arc::new(text::token_count(x).map_err(named)?),
             Self::HashedNgrams => Arc::new(
                 text::hashed_ngrams(x, self.count(params, 0)?, self.count(params, 1)?)
@@ -309,7 +308,10 @@ impl ScalarUDFImpl for FeatureUdf {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        plan_err!("{} derives its type from its constant parameters", self.name())
+        plan_err!(
+            "{} derives its type from its constant parameters",
+            self.name()
+        )
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {

@@ -51,6 +51,8 @@ pub struct PredictUdf {
     /// Model name -> content hash the plan was made with (empty on the planning side: it
     /// always uses the registry's current version).
     pins: BTreeMap<String, String>,
+    /// Rows per model run; None runs the model once per Arrow batch.
+    batch_rows: Option<usize>,
     signature: Signature,
 }
 
@@ -78,8 +80,19 @@ impl PredictUdf {
             kind,
             provider,
             pins,
+            batch_rows: None,
             signature: Signature::user_defined(Volatility::Immutable),
         }
+    }
+
+    /// Runs the model on at most `rows` rows at a time (a pipeline model node's batch_size).
+    pub fn with_batch_rows(mut self, rows: Option<usize>) -> Self {
+        self.batch_rows = rows.filter(|r| *r > 0);
+        self
+    }
+
+    pub fn batch_rows(&self) -> Option<usize> {
+        self.batch_rows
     }
 
     pub fn kind(&self) -> PredictKind {
@@ -112,6 +125,7 @@ impl PartialEq for PredictUdf {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
             && self.pins == other.pins
+            && self.batch_rows == other.batch_rows
             && Arc::ptr_eq(&self.provider, &other.provider)
     }
 }
@@ -122,6 +136,7 @@ impl Hash for PredictUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.kind.hash(state);
         self.pins.hash(state);
+        self.batch_rows.hash(state);
     }
 }
 
@@ -215,7 +230,21 @@ impl ScalarUDFImpl for PredictUdf {
             features.push(array);
         }
         let kind = self.kind;
-        let output = run_on_cpu_pool(|| infer(&model, kind, &features, rows))??;
+        let chunk = self.batch_rows.unwrap_or(rows).max(1);
+        let output = run_on_cpu_pool(|| {
+            if rows <= chunk {
+                return infer(&model, kind, &features, rows);
+            }
+            // One run per `chunk` rows: slices are views, only the outputs are concatenated.
+            let mut outputs = Vec::with_capacity(rows.div_ceil(chunk));
+            for start in (0..rows).step_by(chunk) {
+                let len = chunk.min(rows - start);
+                let slice: Vec<_> = features.iter().map(|f| f.slice(start, len)).collect();
+                outputs.push(infer(&model, kind, &slice, len)?);
+            }
+            let parts: Vec<&dyn Array> = outputs.iter().map(|a| a.as_ref()).collect();
+            Ok(datafusion::arrow::compute::concat(&parts)?)
+        })??;
         Ok(ColumnarValue::Array(output))
     }
 }

@@ -59,6 +59,7 @@ pub fn handle(
             require_cluster_member(c, admission)?;
             let beat: Heartbeat = parse(&action)?;
             c.note_model_runs(&beat.name, beat.model_runs);
+            c.note_rows_scanned(&beat.name, beat.rows_scanned);
             json_reply(&HeartbeatReply {
                 known: c.catalog().heartbeat(&beat.name),
                 models: c.models().list(),

@@ -76,6 +76,7 @@ fn to_status(e: crate::Error) -> Status {
                 | DataFusionError::NotImplemented(_)
                 | DataFusionError::SchemaError(..)
         ),
+        crate::Error::Pipeline(_) => true,
         _ => false,
     };
     if clients_fault {
@@ -437,10 +438,46 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
-        actions::handle(&self.coordinator, request.into_inner(), admission.as_ref())
+        let action = request.into_inner();
+        if action.r#type == crate::protocol::ACTION_PIPELINE {
+            return pipeline_action(self.coordinator.clone(), &action);
+        }
+        actions::handle(&self.coordinator, action, admission.as_ref())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Runs a pipeline on its own task; its events stream back as JSON results, and an error
+/// ends the stream with its status. A client that hangs up cancels the run.
+fn pipeline_action(
+    coordinator: Arc<Coordinator>,
+    action: &Action,
+) -> Result<Response<<CoordinatorFlight as FlightService>::DoActionStream>, Status> {
+    let request: crate::protocol::PipelineRequest = parse(action)?;
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(64);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<arrow_flight::Result, Status>>(64);
+    let run = tokio::spawn(async move { coordinator.pipeline(request, events_tx).await });
+    tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            let item = serde_json::to_vec(&event)
+                .map(|body| arrow_flight::Result { body: body.into() })
+                .map_err(|e| Status::internal(e.to_string()));
+            if out_tx.send(item).await.is_err() {
+                run.abort();
+                return;
+            }
+        }
+        let end = match run.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => to_status(e),
+            Err(e) => Status::internal(format!("the pipeline task failed: {e}")),
+        };
+        let _ = out_tx.send(Err(end)).await;
+    });
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(out_rx),
+    )))
 }
 
 fn prepared_handle(bytes: &[u8]) -> Result<String, Status> {

@@ -1,0 +1,480 @@
+//! Pipelines on the coordinator: validate, explain or run a pipeline file, streaming events
+//! (steps, warnings, fitted statistics, progress, result rows, manifests) to the caller.
+//!
+//! A `local_parquet` sink runs in three steps: abort any staging a previous attempt with the
+//! same run id left, run the query (each worker writes its files to a hidden staging folder
+//! and returns manifest rows), then commit on every worker that wrote (one rename each). A
+//! failure or cancel at any point aborts the run on every worker, so nothing partial is
+//! visible. A run id that is already committed is not run again: its manifests are returned.
+
+use super::Coordinator;
+use super::query::uuid_like;
+use crate::client;
+use crate::error::{Error, Result};
+use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkRun};
+use base64::Engine;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::StreamExt;
+use shoal_operators::sink::staging::{ManifestFile, SiteManifest, check_run_id};
+use shoal_planner::explain::explain_stages;
+use shoal_planner::pipeline::{CompiledOutput, Mode, Pipeline, SinkKind, compile_file};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often a running pipeline reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum PipelineMode {
+    Validate,
+    Explain,
+    Run,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PipelineRequest {
+    /// Name shown in errors (the path the client read).
+    pub file: String,
+    pub text: String,
+    /// `--set name=value` overrides.
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+    pub mode: PipelineMode,
+    /// Names the run's output folders; a committed run id is never written twice.
+    #[serde(default)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PipelineEvent {
+    /// What one node does.
+    Step {
+        line: String,
+    },
+    Warning {
+        message: String,
+    },
+    /// A statistic or vocabulary a pre-pass fitted.
+    Fitted {
+        line: String,
+    },
+    /// Stages and placement of one output.
+    Explain {
+        output: String,
+        text: String,
+    },
+    /// Rows the workers' scans produced for this output so far, of `rows_total` in the
+    /// pipeline's source tables.
+    Progress {
+        output: String,
+        rows_done: u64,
+        rows_total: u64,
+        elapsed_ms: u64,
+    },
+    /// Result rows of a client sink: one Arrow IPC stream (schema + batch), base64.
+    Rows {
+        output: String,
+        ipc: String,
+    },
+    /// An output finished.
+    Output {
+        output: String,
+        kind: String,
+        rows: u64,
+        files: Vec<ManifestFile>,
+        already_committed: bool,
+        elapsed_ms: u64,
+        bytes_scanned: u64,
+        bytes_to_coordinator: u64,
+    },
+    Done {
+        run_id: Option<String>,
+        elapsed_ms: u64,
+    },
+}
+
+impl PipelineEvent {
+    /// The batch a `Rows` event carries.
+    pub fn decode_rows(ipc: &str) -> Result<Vec<RecordBatch>> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(ipc)
+            .map_err(|e| Error::Internal(format!("malformed rows event: {e}")))?;
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)?;
+        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+}
+
+fn encode_rows(batch: &RecordBatch) -> Result<String> {
+    let mut buf = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+struct Events(mpsc::Sender<PipelineEvent>);
+
+impl Events {
+    /// Sends; a caller that went away stops the run.
+    async fn send(&self, event: PipelineEvent) -> Result<()> {
+        self.0
+            .send(event)
+            .await
+            .map_err(|_| Error::Internal("the client stopped listening; pipeline cancelled".into()))
+    }
+}
+
+impl Coordinator {
+    /// Validates, explains or runs a pipeline, sending its events to `events`.
+    pub async fn pipeline(
+        self: &Arc<Self>,
+        request: PipelineRequest,
+        events: mpsc::Sender<PipelineEvent>,
+    ) -> Result<()> {
+        let events = Events(events);
+        let started = Instant::now();
+        let run_id = match request.mode {
+            PipelineMode::Run => {
+                let id = request
+                    .run_id
+                    .clone()
+                    .unwrap_or_else(|| format!("run-{}", uuid_like()));
+                check_run_id(&id).map_err(Error::Pipeline)?;
+                Some(id)
+            }
+            _ => None,
+        };
+        let mode = match (&request.mode, &run_id) {
+            (PipelineMode::Validate, _) => Mode::Validate,
+            (PipelineMode::Explain, _) => Mode::Explain,
+            (PipelineMode::Run, Some(id)) => Mode::Run { run_id: id.clone() },
+            (PipelineMode::Run, None) => Mode::Validate,
+        };
+        let ctx = self.session()?;
+        let (pipeline, compiled) =
+            compile_file(&request.text, &request.file, &request.params, &ctx, &mode)
+                .await
+                .map_err(|e| Error::Pipeline(e.to_string()))?;
+        for line in compiled.steps {
+            events.send(PipelineEvent::Step { line }).await?;
+        }
+        for message in compiled.warnings {
+            events.send(PipelineEvent::Warning { message }).await?;
+        }
+        for line in compiled.fitted {
+            events.send(PipelineEvent::Fitted { line }).await?;
+        }
+        match request.mode {
+            PipelineMode::Validate => {}
+            PipelineMode::Explain => {
+                for output in &compiled.outputs {
+                    let plan = output.dataframe.clone().create_physical_plan().await?;
+                    let mut text = explain_stages(&plan, &self.catalog)?;
+                    text.push_str(&self.movement(&pipeline, output));
+                    events
+                        .send(PipelineEvent::Explain {
+                            output: output.sink.clone(),
+                            text,
+                        })
+                        .await?;
+                }
+            }
+            PipelineMode::Run => {
+                let run_id = run_id.clone().unwrap_or_default();
+                for output in &compiled.outputs {
+                    self.run_output(&pipeline, output, &run_id, &events).await?;
+                }
+            }
+        }
+        events
+            .send(PipelineEvent::Done {
+                run_id,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            })
+            .await
+    }
+
+    /// Rows in the pipeline's source tables, from the files the workers reported.
+    fn source_rows(&self, pipeline: &Pipeline) -> u64 {
+        pipeline
+            .spec
+            .source
+            .iter()
+            .filter_map(|(_, s)| pipeline.substitute(&s.table, "").ok())
+            .filter_map(|t| self.catalog.table(&t))
+            .map(|t| t.files.iter().map(|(_, f)| f.rows).sum::<u64>())
+            .sum()
+    }
+
+    /// The explain's last lines: what the output reads and what crosses the network.
+    fn movement(&self, pipeline: &Pipeline, output: &CompiledOutput) -> String {
+        let rows = self.source_rows(pipeline);
+        let back = match &output.kind {
+            SinkKind::LocalParquet { path } => format!(
+                "files written on the sites under {path}/run-<run id>/; one manifest row per file returns"
+            ),
+            SinkKind::Client if pipeline.spec.aggregate.is_empty() => {
+                "every output row streams to the coordinator and on to the client".to_string()
+            }
+            SinkKind::Client => {
+                "partial aggregates (one row per group per task) return; raw rows stay on the sites"
+                    .to_string()
+            }
+        };
+        format!("\nData movement: reads up to {rows} source rows on the sites; {back}\n")
+    }
+
+    async fn run_output(
+        self: &Arc<Self>,
+        pipeline: &Pipeline,
+        output: &CompiledOutput,
+        run_id: &str,
+        events: &Events,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let name = output.sink.clone();
+        let kind = match &output.kind {
+            SinkKind::Client => "client",
+            SinkKind::LocalParquet { .. } => "local_parquet",
+        };
+        let run = match &output.kind {
+            SinkKind::LocalParquet { path } => {
+                let run = SinkRun {
+                    path: path.clone(),
+                    run_id: run_id.to_string(),
+                };
+                let done = self.committed_manifests(&run).await?;
+                if !done.is_empty() {
+                    let files: Vec<ManifestFile> = done.into_iter().flat_map(|m| m.files).collect();
+                    return events
+                        .send(PipelineEvent::Output {
+                            output: name,
+                            kind: kind.into(),
+                            rows: files.iter().map(|f| f.rows).sum(),
+                            files,
+                            already_committed: true,
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                            bytes_scanned: 0,
+                            bytes_to_coordinator: 0,
+                        })
+                        .await;
+                }
+                self.on_every_worker(ACTION_SINK_ABORT, &run).await?;
+                Some(run)
+            }
+            SinkKind::Client => None,
+        };
+        let plan = output.dataframe.clone().create_physical_plan().await?;
+        let task_ctx = Arc::new(output.dataframe.clone().task_ctx());
+        let result = self
+            .stream_output(
+                pipeline,
+                &name,
+                plan.clone(),
+                task_ctx,
+                run.is_none(),
+                events,
+            )
+            .await;
+        let (rows, manifest) = match (result, &run) {
+            (Ok(done), _) => done,
+            (Err(e), Some(run)) => {
+                if let Err(abort) = self.on_every_worker(ACTION_SINK_ABORT, run).await {
+                    tracing::warn!("aborting run {}: {abort}", run.run_id);
+                }
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
+        let files = match &run {
+            Some(run) => self.commit(run, manifest).await?,
+            None => Vec::new(),
+        };
+        let report = self
+            .finish(
+                &uuid_like(),
+                &super::PlannedQuery::Plan {
+                    plan,
+                    task_ctx: Arc::new(datafusion::execution::TaskContext::default()),
+                },
+                rows,
+                started,
+            )
+            .await;
+        events
+            .send(PipelineEvent::Output {
+                output: name,
+                kind: kind.into(),
+                rows: if run.is_some() {
+                    files.iter().map(|f| f.rows).sum()
+                } else {
+                    rows
+                },
+                files,
+                already_committed: false,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                bytes_scanned: report.bytes_scanned,
+                bytes_to_coordinator: report.bytes_to_coordinator,
+            })
+            .await
+    }
+
+    /// Runs one output's plan, sending its rows (client sinks) or gathering its manifest
+    /// rows (sinks), with a progress event every [`PROGRESS_EVERY`].
+    async fn stream_output(
+        &self,
+        pipeline: &Pipeline,
+        name: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<datafusion::execution::TaskContext>,
+        send_rows: bool,
+        events: &Events,
+    ) -> Result<(u64, Vec<RecordBatch>)> {
+        let started = Instant::now();
+        let total = self.source_rows(pipeline);
+        let scanned_at_start = self.rows_scanned_total();
+        let mut stream = execute_stream(plan, task_ctx)?;
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        ticker.tick().await;
+        let deadline = tokio::time::sleep(self.options.query_timeout);
+        tokio::pin!(deadline);
+        let mut rows = 0u64;
+        let mut manifest = Vec::new();
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => break,
+                    Some(batch) => {
+                        let batch = batch.map_err(|e| self.name_worker(e))?;
+                        rows += batch.num_rows() as u64;
+                        if rows > self.options.max_result_rows && send_rows {
+                            return Err(Error::Pipeline(format!(
+                                "output '{name}' returns more than {} rows (--max-result-rows): aggregate it or write it with a local_parquet sink",
+                                self.options.max_result_rows
+                            )));
+                        }
+                        if send_rows {
+                            if batch.num_rows() > 0 {
+                                events.send(PipelineEvent::Rows { output: name.into(), ipc: encode_rows(&batch)? }).await?;
+                            }
+                        } else {
+                            manifest.push(batch);
+                        }
+                    }
+                },
+                _ = ticker.tick() => {
+                    events.send(PipelineEvent::Progress {
+                        output: name.into(),
+                        rows_done: self.rows_scanned_total().saturating_sub(scanned_at_start).min(total),
+                        rows_total: total,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    }).await?;
+                }
+                _ = &mut deadline => {
+                    return Err(Error::Pipeline(format!(
+                        "output '{name}' ran past the query timeout of {:?}; it was stopped on every worker",
+                        self.options.query_timeout
+                    )));
+                }
+            }
+        }
+        Ok((rows, manifest))
+    }
+
+    /// Commits the sink's files on each worker that wrote some; aborts everywhere if any
+    /// commit fails.
+    async fn commit(&self, run: &SinkRun, manifest: Vec<RecordBatch>) -> Result<Vec<ManifestFile>> {
+        let mut per_site: BTreeMap<String, Vec<ManifestFile>> = BTreeMap::new();
+        for batch in &manifest {
+            let text = |i: usize| batch.column(i).as_string::<i32>().clone();
+            let (site, file, sha) = (text(0), text(1), text(4));
+            let rows = batch.column(2).as_primitive::<UInt64Type>();
+            let bytes = batch.column(3).as_primitive::<UInt64Type>();
+            for r in 0..batch.num_rows() {
+                per_site
+                    .entry(site.value(r).to_string())
+                    .or_default()
+                    .push(ManifestFile {
+                        site: site.value(r).to_string(),
+                        file: file.value(r).to_string(),
+                        rows: rows.value(r),
+                        bytes: bytes.value(r),
+                        sha256: sha.value(r).to_string(),
+                    });
+            }
+        }
+        let mut committed = Vec::new();
+        for (site, files) in per_site {
+            let site_manifest = SiteManifest {
+                run_id: run.run_id.clone(),
+                path: run.path.clone(),
+                files,
+            };
+            let outcome = async {
+                let url = self.catalog.url_of(&site)?;
+                let body = serde_json::to_vec(&site_manifest)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                client::action(
+                    self.channels.connector(),
+                    url.as_str(),
+                    ACTION_SINK_COMMIT,
+                    body,
+                )
+                .await
+            }
+            .await;
+            if let Err(e) = outcome {
+                // Workers not yet committed drop their staging; the error names the site.
+                let _ = self.on_every_worker(ACTION_SINK_ABORT, run).await;
+                return Err(Error::Pipeline(format!(
+                    "committing run '{}' on worker '{site}' failed: {e}",
+                    run.run_id
+                )));
+            }
+            committed.extend(site_manifest.files);
+        }
+        Ok(committed)
+    }
+
+    /// The manifests of `run` already committed on live workers.
+    async fn committed_manifests(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
+        let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut found = Vec::new();
+        for url in self.catalog.live_urls() {
+            let reply = client::action(
+                self.channels.connector(),
+                url.as_str(),
+                ACTION_SINK_STATUS,
+                body.clone(),
+            )
+            .await?;
+            if let Some(m) = serde_json::from_slice::<Option<SiteManifest>>(&reply)
+                .map_err(|e| Error::Internal(e.to_string()))?
+            {
+                found.push(m);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn on_every_worker(&self, action: &str, run: &SinkRun) -> Result<()> {
+        let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
+        for url in self.catalog.live_urls() {
+            client::action(
+                self.channels.connector(),
+                url.as_str(),
+                action,
+                body.clone(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The worker's own Flight actions, for the coordinator: commit, abort and look up the
+//! local Parquet output of a pipeline run. Served beside datafusion-distributed's worker
+//! service on the same port, behind the same cluster-secret gate.
+
+use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkRun};
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::stream::BoxStream;
+use shoal_operators::sink::staging::{self, SiteManifest};
+use std::path::PathBuf;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, Clone)]
+pub struct WorkerActions {
+    pub output_root: PathBuf,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
+    serde_json::from_slice(&action.body)
+        .map_err(|e| Status::invalid_argument(format!("malformed {} body: {e}", action.r#type)))
+}
+
+fn reply<T: serde::Serialize>(
+    value: &T,
+) -> Result<Response<BoxStream<'static, Result<arrow_flight::Result, Status>>>, Status> {
+    let body = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    let item = arrow_flight::Result { body: body.into() };
+    Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
+}
+
+fn checked(run: &SinkRun) -> Result<(), Status> {
+    staging::check_sink_path(&run.path)
+        .and_then(|_| staging::check_run_id(&run.run_id))
+        .map_err(Status::invalid_argument)
+}
+
+fn unimplemented<T>() -> Result<T, Status> {
+    Err(Status::unimplemented(
+        "a worker serves only shoal's sink actions on Flight",
+    ))
+}
+
+#[tonic::async_trait]
+impl FlightService for WorkerActions {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let root = self.output_root.clone();
+        let io = |e: std::io::Error| Status::internal(e.to_string());
+        match action.r#type.as_str() {
+            ACTION_SINK_COMMIT => {
+                let manifest: SiteManifest = parse(&action)?;
+                checked(&SinkRun {
+                    path: manifest.path.clone(),
+                    run_id: manifest.run_id.clone(),
+                })?;
+                let done = tokio::task::spawn_blocking(move || staging::commit(&root, &manifest))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(io)?;
+                reply(&done)
+            }
+            ACTION_SINK_ABORT => {
+                let run: SinkRun = parse(&action)?;
+                checked(&run)?;
+                tokio::task::spawn_blocking(move || staging::abort(&root, &run.path, &run.run_id))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(io)?;
+                reply(&true)
+            }
+            ACTION_SINK_STATUS => {
+                let run: SinkRun = parse(&action)?;
+                checked(&run)?;
+                reply(&staging::committed(&root, &run.path, &run.run_id).map_err(io)?)
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown worker action '{other}'"
+            ))),
+        }
+    }
+
+    async fn handshake(
+        &self,
+        _r: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unimplemented()
+    }
+    async fn list_flights(
+        &self,
+        _r: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unimplemented()
+    }
+    async fn get_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unimplemented()
+    }
+    async fn poll_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unimplemented()
+    }
+    async fn get_schema(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unimplemented()
+    }
+    async fn do_get(&self, _r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        unimplemented()
+    }
+    async fn do_put(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unimplemented()
+    }
+    async fn list_actions(
+        &self,
+        _r: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unimplemented()
+    }
+    async fn do_exchange(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unimplemented()
+    }
+}

@@ -1,0 +1,258 @@
+//! Pipelines on the 3-worker embedded cluster: every example pipeline against the same job
+//! written in SQL on single-node DataFusion, the local Parquet sink's commit, and the
+//! validation errors a user sees.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use shoal_engine::EmbeddedCluster;
+use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
+use shoal_tests::{assert_same_rows, local_context, repo_root, start_cluster, to_rows, tpch_sites};
+
+fn example(name: &str) -> (String, String) {
+    let dir = repo_root().join("examples/pipelines");
+    let toml = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
+    let sql = std::fs::read_to_string(dir.join(format!("{name}.sql"))).unwrap();
+    (toml, sql)
+}
+
+async fn run(
+    cluster: &EmbeddedCluster,
+    file: &str,
+    text: &str,
+    mode: PipelineMode,
+    run_id: Option<&str>,
+) -> Result<Vec<PipelineEvent>, String> {
+    let request = PipelineRequest {
+        file: file.into(),
+        text: text.into(),
+        params: vec![],
+        mode,
+        run_id: run_id.map(String::from),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let coordinator = cluster.coordinator.clone();
+    let task = tokio::spawn(async move { coordinator.pipeline(request, tx).await });
+    let mut events = Vec::new();
+    while let Some(e) = rx.recv().await {
+        events.push(e);
+    }
+    task.await.unwrap().map_err(|e| e.to_string())?;
+    Ok(events)
+}
+
+fn rows_of(events: &[PipelineEvent]) -> Vec<RecordBatch> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Rows { ipc, .. } => Some(PipelineEvent::decode_rows(ipc).unwrap()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn example_pipelines_equal_their_sql() {
+    let cluster = start_cluster().await;
+    let local = local_context().await;
+    for name in ["return_risk_by_flag", "ab_compare", "shipping_text"] {
+        let (toml, sql) = example(name);
+        let events = run(&cluster, name, &toml, PipelineMode::Run, None)
+            .await
+            .unwrap();
+        let actual = to_rows(&rows_of(&events));
+        let expected = to_rows(&local.sql(&sql).await.unwrap().collect().await.unwrap());
+        assert!(!expected.is_empty(), "{name}: the SQL returned nothing");
+        assert_same_rows(name, &expected, &actual);
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_parquet_sink_commits_once_and_equals_sql() {
+    let cluster = start_cluster().await;
+    let (toml, sql) = example("price_predictions");
+    let run_id = format!("test-{}", std::process::id());
+    let events = run(
+        &cluster,
+        "price_predictions",
+        &toml,
+        PipelineMode::Run,
+        Some(&run_id),
+    )
+    .await
+    .unwrap();
+    let files = events
+        .iter()
+        .find_map(|e| match e {
+            PipelineEvent::Output {
+                files,
+                already_committed: false,
+                ..
+            } => Some(files.clone()),
+            _ => None,
+        })
+        .expect("an output event");
+    assert!(files.len() >= 3, "one file or more per site: {files:?}");
+    // Read back what each site wrote, where it wrote it.
+    let sites = tpch_sites();
+    let mut written = Vec::new();
+    for f in &files {
+        let index: usize = f.site.trim_start_matches("site-").parse().unwrap();
+        let path = sites[index - 1].join(".shoal-output").join(&f.file);
+        let bytes = std::fs::read(&path).unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            f.sha256,
+            "{}",
+            path.display()
+        );
+        let reader = ParquetRecordBatchReader::try_new(bytes::Bytes::from(bytes), 8192).unwrap();
+        written.extend(reader.map(Result::unwrap));
+        let staging = path
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join(format!(".staging-{run_id}"));
+        assert!(
+            !staging.exists(),
+            "staging left behind: {}",
+            staging.display()
+        );
+    }
+    let mut actual = to_rows(&written);
+    let local = local_context().await;
+    let mut expected = to_rows(&local.sql(&sql).await.unwrap().collect().await.unwrap());
+    actual.sort();
+    expected.sort();
+    assert_eq!(
+        files.iter().map(|f| f.rows).sum::<u64>() as usize,
+        expected.len()
+    );
+    assert_same_rows("price_predictions", &expected, &actual);
+
+    // The same run id again: nothing is rewritten, the stored manifest comes back.
+    let again = run(
+        &cluster,
+        "price_predictions",
+        &toml,
+        PipelineMode::Run,
+        Some(&run_id),
+    )
+    .await
+    .unwrap();
+    let (repeat, committed) = again
+        .iter()
+        .find_map(|e| match e {
+            PipelineEvent::Output {
+                files,
+                already_committed,
+                ..
+            } => Some((files.clone(), *already_committed)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(committed);
+    let mut a: Vec<_> = repeat.iter().map(|f| f.file.clone()).collect();
+    let mut b: Vec<_> = files.iter().map(|f| f.file.clone()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_errors_name_key_position_and_nearest_name() {
+    let cluster = start_cluster().await;
+    let base = example("return_risk_by_flag").0;
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            base.replace("model = \"return_risk\"", "modle = \"return_risk\""),
+            &[
+                "unknown field `modle`",
+                "did you mean 'model'?",
+                "bad.toml:23:1",
+            ],
+        ),
+        (
+            base.replace("input = \"priced\"", "input = \"prised\""),
+            &[
+                "[model.risk.input] no node named 'prised'",
+                "did you mean 'priced'?",
+                "bad.toml:22:9",
+            ],
+        ),
+        (
+            base.replace("model = \"return_risk\"", "model = \"return_rsk\""),
+            &["no model named 'return_rsk'", "did you mean 'return_risk'?"],
+        ),
+        (
+            base.replace("\"l_tax\"]\npredict_proba", "\"l_taxx\"]\npredict_proba"),
+            &[
+                "[model.risk.features[3]]",
+                "l_taxx",
+                "did you mean 'l_tax'?",
+            ],
+        ),
+        (
+            base.replace("${since}", "${sinse}"),
+            &["unknown parameter '${sinse}'", "did you mean 'since'?"],
+        ),
+        (
+            base.replace(
+                "predict_proba = \"risk\"",
+                "predict_proba = \"risk\"\nbatch_size = \"big\"",
+            ),
+            &[
+                "invalid type: string \"big\", expected u64",
+                "model.risk.batch_size",
+            ],
+        ),
+        (
+            base.replace("input = \"items\"", "input = \"by_flag\""),
+            &["form a cycle"],
+        ),
+        (
+            base.replace("table = \"lineitem\"", "table = \"lineitems\""),
+            &["no table named 'lineitems'", "did you mean 'lineitem'?"],
+        ),
+        (
+            base.replace(
+                "[sink.report]\ninput = \"by_flag\"\nkind = \"client\"\n",
+                "",
+            ),
+            &["the pipeline has no sink"],
+        ),
+    ];
+    for (text, wanted) in cases {
+        let err = run(&cluster, "bad.toml", &text, PipelineMode::Validate, None)
+            .await
+            .expect_err("the pipeline is invalid");
+        for w in wanted {
+            assert!(err.contains(w), "expected {w:?} in:\n{err}");
+        }
+    }
+    // The example itself validates and explains without running anything.
+    run(&cluster, "ok.toml", &base, PipelineMode::Validate, None)
+        .await
+        .unwrap();
+    let explain = run(&cluster, "ok.toml", &base, PipelineMode::Explain, None)
+        .await
+        .unwrap();
+    let text = explain
+        .iter()
+        .find_map(|e| match e {
+            PipelineEvent::Explain { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        text.contains("worker 'site-1'") && text.contains("Data movement"),
+        "{text}"
+    );
+    cluster.stop().await;
+}
