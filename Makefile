@@ -1,13 +1,17 @@
 # The two commands of the README. Builds use the `ci` profile for tests (no debug info)
 # for the demo too, so `make test` after `make demo` reuses its build. A release build of
 # this stack takes ~30 min on 2 cores: only `make bench` makes one.
-.PHONY: setup demo test test-rust test-examples test-python lint bench bench-client
+.PHONY: setup demo test test-rust test-examples test-python lint bench bench-client pipelines
 
 setup:
 	./scripts/setup.sh
 
 demo: setup
 	cargo run --profile ci --bin shoal -- demo $(ARGS)
+
+pipelines: setup
+	cargo build --profile ci --bin shoal
+	for f in examples/pipelines/*.toml; do echo "== $$f"; target/ci/shoal run $$f || exit 1; done
 
 lint:
 	cargo fmt --all --check
