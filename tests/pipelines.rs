@@ -8,6 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use shoal_engine::EmbeddedCluster;
 use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
+use shoal_operators::sink::staging::ManifestFile;
 use shoal_tests::{assert_same_rows, local_context, repo_root, start_cluster, to_rows, tpch_sites};
 
 fn example(name: &str) -> (String, String) {
@@ -53,6 +54,21 @@ fn rows_of(events: &[PipelineEvent]) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// The files of the first output event, and whether they were already committed.
+fn output_files(events: &[PipelineEvent]) -> (Vec<ManifestFile>, bool) {
+    events
+        .iter()
+        .find_map(|e| match e {
+            PipelineEvent::Output {
+                files,
+                already_committed,
+                ..
+            } => Some((files.clone(), *already_committed)),
+            _ => None,
+        })
+        .expect("an output event")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn example_pipelines_equal_their_sql() {
     let cluster = start_cluster().await;
@@ -84,17 +100,8 @@ async fn local_parquet_sink_commits_once_and_equals_sql() {
     )
     .await
     .unwrap();
-    let files = events
-        .iter()
-        .find_map(|e| match e {
-            PipelineEvent::Output {
-                files,
-                already_committed: false,
-                ..
-            } => Some(files.clone()),
-            _ => None,
-        })
-        .expect("an output event");
+    let (files, committed_before) = output_files(&events);
+    assert!(!committed_before, "a new run id was run");
     assert!(files.len() >= 3, "one file or more per site: {files:?}");
     // Read back what each site wrote, where it wrote it.
     let sites = tpch_sites();
@@ -145,17 +152,7 @@ async fn local_parquet_sink_commits_once_and_equals_sql() {
     )
     .await
     .unwrap();
-    let (repeat, committed) = again
-        .iter()
-        .find_map(|e| match e {
-            PipelineEvent::Output {
-                files,
-                already_committed,
-                ..
-            } => Some((files.clone(), *already_committed)),
-            _ => None,
-        })
-        .unwrap();
+    let (repeat, committed) = output_files(&again);
     assert!(committed);
     let mut a: Vec<_> = repeat.iter().map(|f| f.file.clone()).collect();
     let mut b: Vec<_> = files.iter().map(|f| f.file.clone()).collect();
@@ -253,6 +250,104 @@ async fn validation_errors_name_key_position_and_nearest_name() {
     assert!(
         text.contains("worker 'site-1'") && text.contains("Data movement"),
         "{text}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_sink_run_leaves_nothing_behind_on_any_site() {
+    let cluster = start_cluster().await;
+    // Scoring fails on the workers part-way: a null feature in some rows of every site.
+    let text = r#"
+[source.items]
+table = "lineitem"
+
+[features.holes]
+input = "items"
+columns = { qty = "CASE WHEN l_linenumber = 7 THEN NULL ELSE l_quantity END" }
+
+[model.price]
+input = "holes"
+model = "price"
+features = ["qty", "l_discount"]
+predict = "price_hat"
+
+[sink.out]
+input = "price"
+kind = "local_parquet"
+path = "predictions/failing"
+"#;
+    let run_id = format!("failing-{}", std::process::id());
+    let err = run(
+        &cluster,
+        "failing.toml",
+        text,
+        PipelineMode::Run,
+        Some(&run_id),
+    )
+    .await
+    .expect_err("a null feature fails the run");
+    assert!(err.contains("null") && err.contains("price"), "{err}");
+    for site in tpch_sites() {
+        let folder = site.join(".shoal-output/predictions/failing");
+        for name in [format!(".staging-{run_id}"), format!("run-{run_id}")] {
+            assert!(
+                !folder.join(&name).exists(),
+                "{} left in {}",
+                name,
+                folder.display()
+            );
+        }
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipeline_runs_through_the_flight_action_as_shoal_run_sends_it() {
+    let cluster = start_cluster().await;
+    let (toml, sql) = example("return_risk_by_flag");
+    let request = PipelineRequest {
+        file: "return_risk_by_flag.toml".into(),
+        text: toml.replace("1995-01-01", "1994-06-01"),
+        params: vec![("since".into(), "1995-01-01".into())],
+        mode: PipelineMode::Run,
+        run_id: None,
+    };
+    let connector = shoal_engine::security::Connector::new(None, None).unwrap();
+    let mut events = Vec::new();
+    shoal_engine::client::action_stream(
+        &connector,
+        &cluster.url,
+        shoal_engine::protocol::ACTION_PIPELINE,
+        serde_json::to_vec(&request).unwrap(),
+        |body| {
+            events.push(serde_json::from_slice::<PipelineEvent>(body).unwrap());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(events.last(), Some(PipelineEvent::Done { .. })));
+    let local = local_context().await;
+    let expected = to_rows(&local.sql(&sql).await.unwrap().collect().await.unwrap());
+    assert_same_rows("over Flight", &expected, &to_rows(&rows_of(&events)));
+
+    // A pipeline error comes back as the action's status, with the file position.
+    let mut bad = request.clone();
+    bad.text = bad.text.replace("input = \"priced\"", "input = \"prised\"");
+    let err = shoal_engine::client::action_stream(
+        &connector,
+        &cluster.url,
+        shoal_engine::protocol::ACTION_PIPELINE,
+        serde_json::to_vec(&bad).unwrap(),
+        |_| Ok(()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("return_risk_by_flag.toml:22:9") && err.contains("did you mean 'priced'?"),
+        "{err}"
     );
     cluster.stop().await;
 }

@@ -23,28 +23,14 @@ pub async fn action(
     kind: &str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let channel = connector.connect_authorized(url).await?;
-    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let call = async {
-        let mut stream = client
-            .do_action(Action {
-                r#type: kind.to_string(),
-                body: body.into(),
-            })
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(item) = stream.message().await? {
-            out.extend_from_slice(&item.body);
-        }
-        Ok::<_, tonic::Status>(out)
-    };
+    let mut out = Vec::new();
+    let call = action_stream(connector, url, kind, body, |chunk| {
+        out.extend_from_slice(chunk);
+        Ok(())
+    });
     match tokio::time::timeout(ACTION_TIMEOUT, call).await {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(status)) => Err(Error::Refused {
-            action: kind.to_string(),
-            message: status.message().to_string(),
-        }),
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Refused {
             action: kind.to_string(),
             message: format!("no answer in {ACTION_TIMEOUT:?}"),
@@ -63,7 +49,7 @@ pub async fn action_stream(
     mut each: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let channel = connector.connect_authorized(url).await?;
-    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let refused = |status: tonic::Status| Error::Refused {
         action: kind.to_string(),
         message: status.message().to_string(),

@@ -8,10 +8,13 @@
 //! visible. A run id that is already committed is not run again: its manifests are returned.
 
 use super::Coordinator;
+use super::flight::to_status;
+use super::limits::{StreamLimits, bounded};
 use super::query::uuid_like;
 use crate::client;
 use crate::error::{Error, Result};
 use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkRun};
+use arrow_flight::error::FlightError;
 use base64::Engine;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
@@ -23,6 +26,7 @@ use shoal_planner::explain::explain_stages;
 use shoal_planner::pipeline::{CompiledOutput, Mode, Pipeline, SinkKind, compile_file};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -140,22 +144,17 @@ impl Coordinator {
     ) -> Result<()> {
         let events = Events(events);
         let started = Instant::now();
-        let run_id = match request.mode {
+        let (mode, run_id) = match request.mode {
+            PipelineMode::Validate => (Mode::Validate, None),
+            PipelineMode::Explain => (Mode::Explain, None),
             PipelineMode::Run => {
                 let id = request
                     .run_id
                     .clone()
                     .unwrap_or_else(|| format!("run-{}", uuid_like()));
                 check_run_id(&id).map_err(Error::Pipeline)?;
-                Some(id)
+                (Mode::Run { run_id: id.clone() }, Some(id))
             }
-            _ => None,
-        };
-        let mode = match (&request.mode, &run_id) {
-            (PipelineMode::Validate, _) => Mode::Validate,
-            (PipelineMode::Explain, _) => Mode::Explain,
-            (PipelineMode::Run, Some(id)) => Mode::Run { run_id: id.clone() },
-            (PipelineMode::Run, None) => Mode::Validate,
         };
         let ctx = self.session()?;
         let (pipeline, compiled) =
@@ -297,17 +296,7 @@ impl Coordinator {
             Some(run) => self.commit(run, manifest).await?,
             None => Vec::new(),
         };
-        let report = self
-            .finish(
-                &uuid_like(),
-                &super::PlannedQuery::Plan {
-                    plan,
-                    task_ctx: Arc::new(datafusion::execution::TaskContext::default()),
-                },
-                rows,
-                started,
-            )
-            .await;
+        let report = self.report_plan(&uuid_like(), plan, rows, started).await;
         events
             .send(PipelineEvent::Output {
                 output: name,
@@ -327,9 +316,11 @@ impl Coordinator {
     }
 
     /// Runs one output's plan, sending its rows (client sinks) or gathering its manifest
-    /// rows (sinks), with a progress event every [`PROGRESS_EVERY`].
+    /// rows (sinks), with a progress event every [`PROGRESS_EVERY`]. The stream is bounded
+    /// like a Flight SQL statement's (query timeout, result-row limit) and listed among the
+    /// running queries while it runs.
     async fn stream_output(
-        &self,
+        self: &Arc<Self>,
         pipeline: &Pipeline,
         name: &str,
         plan: Arc<dyn ExecutionPlan>,
@@ -340,32 +331,38 @@ impl Coordinator {
         let started = Instant::now();
         let total = self.source_rows(pipeline);
         let scanned_at_start = self.rows_scanned_total();
-        let mut stream = execute_stream(plan, task_ctx)?;
+        let query_id = format!("pipeline-{}", uuid_like());
+        let (_running, cancel) = self.running.start(&query_id);
+        let limits = StreamLimits {
+            timeout: self.options.query_timeout,
+            max_rows: self.options.max_result_rows,
+        };
+        let naming = self.clone();
+        let stream = bounded(
+            query_id,
+            execute_stream(plan, task_ctx)?,
+            cancel,
+            limits,
+            Arc::new(AtomicU64::new(0)),
+            move |e| to_status(naming.name_worker(e)),
+        );
+        tokio::pin!(stream);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
         ticker.tick().await;
-        let deadline = tokio::time::sleep(self.options.query_timeout);
-        tokio::pin!(deadline);
         let mut rows = 0u64;
         let mut manifest = Vec::new();
         loop {
             tokio::select! {
                 next = stream.next() => match next {
                     None => break,
-                    Some(batch) => {
-                        let batch = batch.map_err(|e| self.name_worker(e))?;
+                    Some(Err(FlightError::Tonic(status))) => return Err(Error::Rpc(status)),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(batch)) => {
                         rows += batch.num_rows() as u64;
-                        if rows > self.options.max_result_rows && send_rows {
-                            return Err(Error::Pipeline(format!(
-                                "output '{name}' returns more than {} rows (--max-result-rows): aggregate it or write it with a local_parquet sink",
-                                self.options.max_result_rows
-                            )));
-                        }
-                        if send_rows {
-                            if batch.num_rows() > 0 {
-                                events.send(PipelineEvent::Rows { output: name.into(), ipc: encode_rows(&batch)? }).await?;
-                            }
-                        } else {
+                        if !send_rows {
                             manifest.push(batch);
+                        } else if batch.num_rows() > 0 {
+                            events.send(PipelineEvent::Rows { output: name.into(), ipc: encode_rows(&batch)? }).await?;
                         }
                     }
                 },
@@ -376,12 +373,6 @@ impl Coordinator {
                         rows_total: total,
                         elapsed_ms: started.elapsed().as_millis() as u64,
                     }).await?;
-                }
-                _ = &mut deadline => {
-                    return Err(Error::Pipeline(format!(
-                        "output '{name}' ran past the query timeout of {:?}; it was stopped on every worker",
-                        self.options.query_timeout
-                    )));
                 }
             }
         }

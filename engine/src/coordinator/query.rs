@@ -190,30 +190,46 @@ impl Coordinator {
         rows: u64,
         started: Instant,
     ) -> QueryReport {
-        let elapsed = started.elapsed();
-        let report = match planned {
+        match planned {
             PlannedQuery::Plan { plan, .. } => {
-                let reading = QueryReport::from_executed_plan(plan.clone(), rows, elapsed);
-                match tokio::time::timeout(METRICS_WAIT, reading).await {
-                    Ok(Ok(report)) => report,
-                    Ok(Err(e)) => {
-                        tracing::warn!(query_id, "reading query metrics failed: {e}");
-                        QueryReport::default()
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            query_id,
-                            "worker metrics did not arrive in {METRICS_WAIT:?}"
-                        );
-                        QueryReport::default()
-                    }
-                }
+                self.report_plan(query_id, plan.clone(), rows, started)
+                    .await
             }
-            PlannedQuery::Batches { .. } => QueryReport {
-                rows_returned: rows,
-                elapsed_ms: elapsed.as_millis() as u64,
-                ..Default::default()
-            },
+            PlannedQuery::Batches { .. } => {
+                let report = QueryReport {
+                    rows_returned: rows,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    ..Default::default()
+                };
+                self.keep_report(query_id.to_string(), report.clone());
+                report
+            }
+        }
+    }
+
+    /// The report of an executed plan (waiting up to [`METRICS_WAIT`] for the workers'
+    /// metrics); keeps it under `query_id`.
+    pub(crate) async fn report_plan(
+        &self,
+        query_id: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        rows: u64,
+        started: Instant,
+    ) -> QueryReport {
+        let reading = QueryReport::from_executed_plan(plan, rows, started.elapsed());
+        let report = match tokio::time::timeout(METRICS_WAIT, reading).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                tracing::warn!(query_id, "reading query metrics failed: {e}");
+                QueryReport::default()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    query_id,
+                    "worker metrics did not arrive in {METRICS_WAIT:?}"
+                );
+                QueryReport::default()
+            }
         };
         self.keep_report(query_id.to_string(), report.clone());
         report

@@ -217,15 +217,28 @@ async fn write_partition(
         hasher: Sha256::new(),
         bytes: 0,
     };
+    // Parquet encoding and file IO run on the blocking pool, never on the runtime threads
+    // that also carry the worker's network streams and heartbeats.
+    let blocking = |e: tokio::task::JoinError| {
+        datafusion::error::DataFusionError::Execution(format!("writing {}: {e}", path.display()))
+    };
     let mut writer = ArrowWriter::try_new(sink, input.schema(), Some(props))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        writer.write(&batch)?;
+        writer = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
+            .await
+            .map_err(blocking)??;
     }
-    let sink = writer.into_inner()?;
-    sink.file.sync_all().map_err(|e| io("syncing", &path, e))?;
+    let sink = tokio::task::spawn_blocking(move || {
+        let sink = writer.into_inner()?;
+        sink.file.sync_all()?;
+        Ok::<_, datafusion::error::DataFusionError>(sink)
+    })
+    .await
+    .map_err(blocking)?
+    .map_err(|e| io("writing", &path, std::io::Error::other(e.to_string())))?;
     if rows == 0 {
         std::fs::remove_file(&path).map_err(|e| io("removing", &path, e))?;
         return Ok(RecordBatch::new_empty(manifest_schema()));

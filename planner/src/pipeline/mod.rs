@@ -10,11 +10,14 @@
 //!                         DataFusion LogicalPlan ──► datafusion-distributed stages
 //! ```
 
+mod combine;
 mod compile;
 mod diagnostic;
 mod feature_ops;
+mod features_node;
 mod ordered;
 mod parse;
+mod sink_node;
 pub mod spec;
 
 pub use compile::{Compiled, CompiledOutput, Mode, SinkKind, compile};

@@ -65,8 +65,11 @@ fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
 
 /// Planning errors are the client's (bad SQL, unknown table or model, refused statement);
 /// the rest are ours.
-fn to_status(e: crate::Error) -> Status {
+pub(super) fn to_status(e: crate::Error) -> Status {
     use datafusion::error::DataFusionError;
+    if let crate::Error::Rpc(status) = e {
+        return *status;
+    }
     let message = e.to_string();
     let clients_fault = match &e {
         crate::Error::DataFusion(inner) => matches!(
@@ -449,7 +452,8 @@ impl FlightSqlService for CoordinatorFlight {
 }
 
 /// Runs a pipeline on its own task; its events stream back as JSON results, and an error
-/// ends the stream with its status. A client that hangs up cancels the run.
+/// ends the stream with its status. A client that hangs up cancels the run (within one
+/// progress interval).
 fn pipeline_action(
     coordinator: Arc<Coordinator>,
     action: &Action,
@@ -464,7 +468,8 @@ fn pipeline_action(
                 .map(|body| arrow_flight::Result { body: body.into() })
                 .map_err(|e| Status::internal(e.to_string()));
             if out_tx.send(item).await.is_err() {
-                run.abort();
+                // The client hung up: dropping the receiver makes the run's next event
+                // fail, so it stops its query and aborts its sink staging.
                 return;
             }
         }
