@@ -2,6 +2,7 @@
 //! registers them with the coordinator, and heartbeats on its own task.
 
 mod data_dir;
+mod kill_switch;
 mod models;
 mod scan_ledger;
 mod sink_actions;
@@ -85,6 +86,7 @@ pub struct WorkerProcess {
     server: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    kill_switch: kill_switch::KillSwitch,
 }
 
 impl WorkerProcess {
@@ -198,12 +200,19 @@ impl WorkerProcess {
             ),
             auth,
         );
+        let kill_switch = kill_switch::KillSwitch::default();
+        let incoming = {
+            use tokio_stream::StreamExt;
+            let kill_switch = kill_switch.clone();
+            tokio_stream::wrappers::TcpListenerStream::new(listener)
+                .map(move |accepted| accepted.map(|stream| kill_switch.wrap(stream)))
+        };
         let server = tokio::spawn(async move {
             let result = builder
                 .add_service(service)
                 .add_service(actions)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    incoming,
                     async {
                         let _ = shutdown_rx.await;
                     },
@@ -237,6 +246,7 @@ impl WorkerProcess {
             server,
             heartbeat,
             shutdown: Some(shutdown_tx),
+            kill_switch,
         })
     }
 
@@ -254,6 +264,9 @@ impl WorkerProcess {
     /// Stops the worker abruptly, as a crash would (no goodbye to the coordinator).
     pub fn kill(self) {
         self.heartbeat.abort();
+        // Cut open connections first: the abort below takes effect only when the runtime
+        // next polls the server task, and its connections would otherwise close gracefully.
+        self.kill_switch.pull();
         self.server.abort();
     }
 }
