@@ -211,12 +211,9 @@ impl WorkerProcess {
             let result = builder
                 .add_service(service)
                 .add_service(actions)
-                .serve_with_incoming_shutdown(
-                    incoming,
-                    async {
-                        let _ = shutdown_rx.await;
-                    },
-                )
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = shutdown_rx.await;
+                })
                 .await;
             if let Err(e) = result {
                 tracing::error!("worker server stopped: {e}");

@@ -1,7 +1,8 @@
 //! A model ready to run: its bytes, content hash, signature and session pool.
 
 use super::session_pool::SessionPool;
-use super::signature::ModelSignature;
+use super::signature::{InputLayout, ModelSignature, TensorElem};
+use super::trees::NativeTrees;
 use super::{ModelInfo, content_hash};
 use crate::error::{Error, Result};
 use crate::runtime;
@@ -14,6 +15,8 @@ pub struct LoadedModel {
     pub bytes: Arc<[u8]>,
     pub signature: ModelSignature,
     pub sessions: SessionPool,
+    /// The native evaluator, for graphs that are one tree ensemble (see [`NativeTrees`]).
+    pub native: Option<NativeTrees>,
 }
 
 impl LoadedModel {
@@ -32,12 +35,14 @@ impl LoadedModel {
         })?;
         let signature = ModelSignature::from_outlets(name, first.inputs(), first.outputs())?;
         let sessions = SessionPool::new(name, bytes.clone(), first, runtime::inference_slots());
+        let native = native_trees(name, &bytes, &signature);
         Ok(Self {
             name: name.to_string(),
             hash,
             bytes,
             signature,
             sessions,
+            native,
         })
     }
 
@@ -55,5 +60,30 @@ impl LoadedModel {
 impl From<&LoadedModel> for ModelInfo {
     fn from(m: &LoadedModel) -> Self {
         m.info()
+    }
+}
+
+/// The native tree evaluator for this model, when its graph is one tree ensemble over one
+/// float [N, width] input and the evaluator is not turned off.
+fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<NativeTrees> {
+    let InputLayout::Stacked {
+        width,
+        elem: TensorElem::Float32,
+    } = signature.layout
+    else {
+        return None;
+    };
+    if !NativeTrees::enabled() {
+        return None;
+    }
+    match NativeTrees::from_onnx(bytes, width) {
+        Ok(trees) => {
+            tracing::info!(model = name, "tree ensemble evaluated natively");
+            Some(trees)
+        }
+        Err(reason) => {
+            tracing::debug!(model = name, "runs on ONNX Runtime: {reason}");
+            None
+        }
     }
 }

@@ -4,6 +4,7 @@ mod directory;
 mod loaded;
 mod session_pool;
 mod signature;
+pub mod trees;
 
 pub use directory::{DirectoryModels, content_hash};
 pub use loaded::LoadedModel;

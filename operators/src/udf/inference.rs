@@ -3,13 +3,15 @@
 use super::predict::PredictKind;
 use crate::error::{Error, Result};
 use crate::features::{as_matrix_view, cast_all, stack_as_f32, stack_row_major};
+use crate::model::trees::NativeTensor;
 use crate::model::{InputLayout, LoadedModel, ModelSignature, TensorElem, TensorSpec};
 use datafusion::arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
-use ort::session::{SessionInputValue, SessionOutputs};
+use ort::session::SessionInputValue;
 use ort::value::TensorRef;
+use ort::value::{DynValue, PrimitiveTensorElementType};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -122,6 +124,18 @@ pub fn infer(
             }
         }
     }
+    if let (Some(native), InputLayout::Stacked { .. }, [matrix]) =
+        (&model.native, sig.layout, f32_buffers.as_slice())
+    {
+        let outputs = native.run(matrix, rows);
+        return to_arrow(
+            model,
+            kind,
+            Output::Native(&outputs[output_index]),
+            output_index,
+            rows,
+        );
+    }
     let (mut f32_iter, mut f64_iter, mut i64_iter) =
         (f32_buffers.iter(), f64_buffers.iter(), i64_buffers.iter());
     let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
@@ -156,20 +170,83 @@ pub fn infer(
     }
     model.sessions.with_session(|session| {
         let outputs = session.run(inputs).map_err(failed)?;
-        to_arrow(model, kind, &outputs, output_index, rows)
+        to_arrow(
+            model,
+            kind,
+            Output::Ort(&outputs[output_index]),
+            output_index,
+            rows,
+        )
     })
 }
+
+/// One output of a model run: from ONNX Runtime, or from shoal's native tree evaluator.
+#[derive(Clone, Copy)]
+enum Output<'a> {
+    Ort(&'a DynValue),
+    Native(&'a NativeTensor),
+}
+
+impl<'a> Output<'a> {
+    /// The tensor's shape and values as `T`; fails when the element type is another.
+    fn extract<T: PrimitiveTensorElementType + NativeElement>(
+        self,
+    ) -> std::result::Result<(Vec<i64>, &'a [T]), String> {
+        match self {
+            Output::Ort(value) => value
+                .try_extract_tensor::<T>()
+                .map(|(shape, data)| (shape.iter().copied().collect(), data))
+                .map_err(|e| e.to_string()),
+            Output::Native(tensor) => T::from_native(tensor)
+                .map(|(dims, data)| (dims.to_vec(), data))
+                .ok_or_else(|| format!("the tree evaluator returned {tensor:?}")),
+        }
+    }
+}
+
+/// Element types the native evaluator can return.
+trait NativeElement: Sized {
+    fn from_native(tensor: &NativeTensor) -> Option<(&[i64], &[Self])>;
+}
+
+impl NativeElement for f32 {
+    fn from_native(tensor: &NativeTensor) -> Option<(&[i64], &[Self])> {
+        match tensor {
+            NativeTensor::Float32 { dims, data } => Some((dims, data)),
+            NativeTensor::Int64 { .. } => None,
+        }
+    }
+}
+
+impl NativeElement for i64 {
+    fn from_native(tensor: &NativeTensor) -> Option<(&[i64], &[Self])> {
+        match tensor {
+            NativeTensor::Int64 { dims, data } => Some((dims, data)),
+            NativeTensor::Float32 { .. } => None,
+        }
+    }
+}
+
+macro_rules! not_native {
+    ($($t:ty),*) => {$(
+        impl NativeElement for $t {
+            fn from_native(_: &NativeTensor) -> Option<(&[i64], &[Self])> {
+                None
+            }
+        }
+    )*};
+}
+not_native!(f64, i32);
 
 fn to_arrow(
     model: &LoadedModel,
     kind: PredictKind,
-    outputs: &SessionOutputs<'_>,
+    value: Output<'_>,
     index: usize,
     rows: usize,
 ) -> Result<ArrayRef> {
-    let value = &outputs[index];
     let spec_name = model.signature.outputs[index].name().to_string();
-    let failed = |e: ort::Error| Error::Inference {
+    let failed = |e: String| Error::Inference {
         model: model.name.clone(),
         rows,
         message: format!("reading output '{spec_name}': {e}"),
@@ -183,8 +260,7 @@ fn to_arrow(
     let target = output_type(&model.signature, kind)?;
     macro_rules! primitive {
         ($t:ty, $array:ty) => {{
-            let (shape, data) = value.try_extract_tensor::<$t>().map_err(failed)?;
-            let dims: Vec<i64> = shape.iter().copied().collect();
+            let (dims, data) = value.extract::<$t>().map_err(failed)?;
             if dims.first().copied() != Some(rows as i64) {
                 return Err(shape_error(&dims));
             }
@@ -230,7 +306,12 @@ fn to_arrow(
             Ok(Arc::new(Int32Array::from(data[..rows].to_vec())))
         }
         (_, DataType::Utf8) => {
-            let (shape, strings) = value.try_extract_strings().map_err(failed)?;
+            let Output::Ort(value) = value else {
+                return Err(failed("the tree evaluator returns no strings".into()));
+            };
+            let (shape, strings) = value
+                .try_extract_strings()
+                .map_err(|e| failed(e.to_string()))?;
             if shape.first().copied() != Some(rows as i64) {
                 return Err(shape_error(&shape.iter().copied().collect::<Vec<_>>()));
             }
