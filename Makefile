@@ -1,7 +1,7 @@
 # The two commands of the README. Builds use the `ci` profile for tests (no debug info)
 # for the demo too, so `make test` after `make demo` reuses its build. A release build of
 # this stack takes ~30 min on 2 cores: only `make bench` makes one.
-.PHONY: setup demo test test-rust test-examples test-python lint bench bench-client pipelines
+.PHONY: setup demo test test-rust test-examples test-python lint bench bench-kernels bench-client pipelines
 
 setup:
 	./scripts/setup.sh
@@ -30,8 +30,15 @@ test-python:
 
 test: setup lint test-rust test-examples test-python
 
+# shoal vs the floor and vs DuckDB, DataFusion-python, Daft and Ray Data (installed into
+# .shoal/bench-venv by scripts/bench-setup.sh, with the bench models).
 bench: setup
+	./scripts/bench-setup.sh
 	cargo bench -p shoal-benches --bench end_to_end
+
+# criterion benches of the hot kernels (tensor input, feature kernels, trees, merge).
+bench-kernels: setup
+	cargo bench -p shoal-benches --bench kernels
 
 # Time to first batch and rows/s of a 1.2M-row result through ADBC (Flight SQL).
 bench-client: setup

@@ -2,11 +2,17 @@
 
 use crate::error::{Error, Result};
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use std::path::{Path, PathBuf};
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::LineItemArrow;
+
+/// Bumped when the files' layout changes, so data made by an older shoal is regenerated.
+/// 2: no Arrow schema hint in the files (plain Parquet types: strings are read as strings by
+/// every reader; tpchgen's Utf8View hint broke Daft).
+const FILE_FORMAT: u32 = 2;
 
 /// Marker written last: a folder with it holds complete data for that scale and layout.
 const MARKER: &str = ".shoal-tpch";
@@ -22,7 +28,8 @@ pub fn generate_lineitem(
     let dirs: Vec<PathBuf> = (1..=sites)
         .map(|i| root.join(format!("site-{i}")))
         .collect();
-    let marker = format!("scale={scale} sites={sites} files_per_site={files_per_site}");
+    let marker =
+        format!("scale={scale} sites={sites} files_per_site={files_per_site} format={FILE_FORMAT}");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
@@ -64,7 +71,10 @@ fn write_part(path: &Path, scale: f64, part: i32, parts: i32) -> Result<()> {
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(128 * 1024))
         .build();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(file, schema, options)
         .map_err(|e| Error::DataGen(e.to_string()))?;
     for batch in batches {
         writer
