@@ -400,7 +400,8 @@ fn trivial_line(p: &Measured) -> String {
     t.sort_by(f64::total_cmp);
     let at = |q: f64| t[((t.len() as f64 - 1.0) * q).round() as usize] * 1e3;
     format!(
-        "\nTrivial query (`SELECT count(*) FROM lineitem` over Flight SQL, 3 workers on loopback, {} runs, submit to last batch): p50 {:.1} ms (of which planning, GetFlightInfo: {:.1} ms), p95 {:.1} ms, max {:.1} ms\n",
+        "\nTrivial query (`{}` over Flight SQL, 3 workers on loopback, {} runs, submit to last batch): p50 {:.1} ms (of which planning, GetFlightInfo: {:.1} ms), p95 {:.1} ms, max {:.1} ms\n",
+        phases::TRIVIAL_SQL,
         t.len(),
         at(0.5),
         p.answer["plan_p50"].as_f64().unwrap_or(f64::NAN) * 1e3,

@@ -9,6 +9,7 @@
 //! ```
 //! Coordinator and worker share only [`protocol`]: the actions and messages between them.
 
+mod accept;
 pub mod client;
 pub mod coordinator;
 pub mod embedded;

@@ -210,10 +210,7 @@ impl Coordinator {
         .max_encoding_message_size(64 << 20);
         builder
             .add_service(Guarded::coordinator(service, auth))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(crate::accept::accept_nodelay(listener), shutdown)
             .await
             .map_err(|e| Error::Listen {
                 addr: "coordinator".into(),

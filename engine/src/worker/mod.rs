@@ -204,7 +204,7 @@ impl WorkerProcess {
         let incoming = {
             use tokio_stream::StreamExt;
             let kill_switch = kill_switch.clone();
-            tokio_stream::wrappers::TcpListenerStream::new(listener)
+            crate::accept::accept_nodelay(listener)
                 .map(move |accepted| accepted.map(|stream| kill_switch.wrap(stream)))
         };
         let server = tokio::spawn(async move {

@@ -10,6 +10,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+
+/// Rows per row group in files a sink writes.
+const SINK_ROW_GROUP_ROWS: usize = 128 * 1024;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -209,8 +212,11 @@ async fn write_partition(
     let name = format!("part-{}-{partition}-{}.parquet", site.site, unique_suffix());
     let path = staging.join(&name);
     let file = std::fs::File::create(&path).map_err(|e| io("creating", &path, e))?;
+    // Row groups of 128k rows: the writer buffers a whole row group before it flushes, so
+    // this bounds a sink's memory whatever the size of its input (the default is 1M rows).
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(SINK_ROW_GROUP_ROWS))
         .build();
     let sink = HashingFile {
         file,
