@@ -55,3 +55,41 @@ async fn files_are_scanned_only_by_their_holder_and_aggregates_move_little() {
     );
     cluster.stop().await;
 }
+
+/// Sites holding different numbers of files (one file on one site, two on another) still
+/// plan: every task gets the same partition count, and the answer is the single-node one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_with_different_file_counts_plan_and_answer_right() {
+    let one_file = tempfile::tempdir().expect("tempdir");
+    let table = one_file.path().join("lineitem");
+    std::fs::create_dir_all(&table).expect("mkdir");
+    let sites = tpch_sites();
+    std::fs::copy(
+        sites[0].join("lineitem/part-1.parquet"),
+        table.join("part-1.parquet"),
+    )
+    .expect("copy");
+    let options = shoal_engine::CoordinatorOptions {
+        models_dir: Some(shoal_tests::models_dir()),
+        ..Default::default()
+    };
+    let cluster_sites = vec![one_file.path().to_path_buf(), sites[1].clone()];
+    let cluster = shoal_engine::EmbeddedCluster::start(options, &cluster_sites)
+        .await
+        .expect("cluster");
+    let sql = "SELECT l_returnflag, count(*), sum(l_quantity) FROM lineitem \
+               GROUP BY l_returnflag ORDER BY l_returnflag";
+    let actual = cluster.sql(sql).await.expect("plans and runs");
+
+    let dirs: Vec<&std::path::Path> = cluster_sites.iter().map(|p| p.as_path()).collect();
+    let local = shoal_sql::local_context(&dirs, shoal_tests::registry())
+        .await
+        .expect("local");
+    let expected = local.sql(sql).await.unwrap().collect().await.unwrap();
+    shoal_tests::assert_same_rows(
+        sql,
+        &shoal_tests::to_rows(&expected),
+        &shoal_tests::to_rows(&actual.batches),
+    );
+    cluster.stop().await;
+}

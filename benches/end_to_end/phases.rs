@@ -5,7 +5,7 @@
 
 use crate::jobs::{FEATURES, Job};
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Float32Type, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use ort::session::Session;
@@ -351,27 +351,38 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Rows and the sum of `p` over written Parquet files.
+/// Rows and the sum of `p` over written Parquet files, as a streaming aggregate: reading
+/// them back must not weigh on the phase's peak memory.
 async fn predictions_answer(files: &[PathBuf]) -> Value {
-    let ctx = SessionContext::new();
-    let mut rows = 0usize;
-    let mut sum = 0.0f64;
-    for file in files {
-        let batches = ctx
-            .read_parquet(
-                file.to_string_lossy().to_string(),
-                ParquetReadOptions::default(),
-            )
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        for b in batches {
-            let p = b.column_by_name("p").unwrap().as_primitive::<Float32Type>();
-            rows += p.len();
-            sum += p.values().iter().map(|v| f64::from(*v)).sum::<f64>();
-        }
+    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    use datafusion::prelude::{cast, col};
+    if files.is_empty() {
+        return json!({ "rows": 0, "sum": 0.0 });
     }
+    let ctx = SessionContext::new();
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect();
+    let batches = ctx
+        .read_parquet(paths, ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .aggregate(
+            vec![],
+            vec![
+                count(col("p")),
+                sum(cast(
+                    col("p"),
+                    datafusion::arrow::datatypes::DataType::Float64,
+                )),
+            ],
+        )
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let sum = batches[0].column(1).as_primitive::<Float64Type>().value(0);
     json!({ "rows": rows, "sum": sum })
 }

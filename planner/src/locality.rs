@@ -102,12 +102,19 @@ impl ScaleUpLeafNodeHandler for SiteLocality {
         let target_partitions = ev.session_config.target_partitions();
         Some((|| {
             let tasks = assign_tasks(files_by_site(config), ev.task_count)?;
+            // datafusion-distributed needs every task's variant to have the same partition
+            // count; a site with fewer files (or byte ranges) than another gets empty groups.
+            let partitions = tasks
+                .iter()
+                .map(|(_, files)| files.len().clamp(1, target_partitions.max(1)))
+                .max()
+                .unwrap_or(1);
             let variants = tasks
                 .into_iter()
                 .map(|(site, files)| {
                     let mut per_site = config.clone();
                     per_site.object_store_url = ObjectStoreUrl::parse(site_store_url(&site))?;
-                    per_site.file_groups = spread(files, target_partitions);
+                    per_site.file_groups = spread(files, partitions);
                     Ok(DataSourceExec::from_data_source(per_site) as Arc<dyn ExecutionPlan>)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -233,10 +240,10 @@ fn unit_bytes(f: &PartitionedFile) -> u64 {
     }
 }
 
-/// Spreads one task's files over up to `target_partitions` groups so the worker reads them
-/// in parallel.
-fn spread(files: Vec<PartitionedFile>, target_partitions: usize) -> Vec<FileGroup> {
-    let n = files.len().clamp(1, target_partitions.max(1));
+/// Spreads one task's files round-robin over exactly `partitions` groups (the worker reads
+/// them in parallel); groups beyond the file count stay empty.
+fn spread(files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
+    let n = partitions.max(1);
     let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
     for (i, f) in files.into_iter().enumerate() {
         groups[i % n].push(f);
@@ -303,6 +310,17 @@ mod tests {
             .collect();
         assert_eq!(ranges, [(0, 50), (50, 100)]);
         assert_eq!(tasks[2].1.len(), 2);
+    }
+
+    #[test]
+    fn spread_gives_every_task_the_same_partition_count() {
+        let groups = spread(vec![file("a/1.parquet", 10)], 2);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].files().len(), 1);
+        assert!(groups[1].files().is_empty());
+        let groups = spread((0..5).map(|i| file(&format!("b/{i}"), 1)).collect(), 2);
+        let sizes: Vec<usize> = groups.iter().map(|g| g.files().len()).collect();
+        assert_eq!(sizes, vec![3, 2]);
     }
 
     #[test]
