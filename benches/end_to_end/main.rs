@@ -229,10 +229,9 @@ fn orchestrate() {
     let data = root.join(format!("target/shoal-bench-data/tpch-{scale}"));
     let small = root.join(format!("target/shoal-bench-data/tpch-{}", scale / 10.0));
     shoal_engine::tpch::generate_lineitem(&data, scale, 3, 4).unwrap();
-    // One file per site for the small set, so its row groups are as large (128k rows) as
-    // the full set's: what is compared is the number of rows, not the files' layout (a
-    // reader holds one row group's column chunks per file it reads).
-    shoal_engine::tpch::generate_lineitem(&small, scale / 10.0, 3, 1).unwrap();
+    // The same layout (3 sites x 4 files) with a tenth of the rows: memory must not grow
+    // with the rows. (Its files hold one row group of 50k rows each, the full set's 128k.)
+    shoal_engine::tpch::generate_lineitem(&small, scale / 10.0, 3, 4).unwrap();
     let models = root.join("target/shoal-bench-models");
     let python = root.join(".shoal/bench-venv/bin/python");
     assert!(
