@@ -19,13 +19,9 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-
-def features(rng, n):
-    quantity = rng.integers(1, 51, n).astype(np.float32)
-    price = (quantity * rng.uniform(900, 2100, n)).astype(np.float32)
-    discount = (rng.integers(0, 11, n) / 100).astype(np.float32)
-    tax = (rng.integers(0, 9, n) / 100).astype(np.float32)
-    return np.stack([quantity, price, discount, tax], axis=1)
+# The lineitem-like features the test models are trained on.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"))
+from make_models import features  # noqa: E402
 
 
 def main(out):

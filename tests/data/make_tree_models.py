@@ -28,15 +28,9 @@ from sklearn.ensemble import (GradientBoostingClassifier, GradientBoostingRegres
                               RandomForestClassifier, RandomForestRegressor)
 from sklearn.neural_network import MLPRegressor
 
+from make_models import features  # the same lineitem-like features as the other test models
+
 OUT = pathlib.Path(__file__).parent / "tree_models"
-
-
-def features(rng, n):
-    quantity = rng.integers(1, 51, n).astype(np.float32)
-    price = (quantity * rng.uniform(900, 2100, n)).astype(np.float32)
-    discount = (rng.integers(0, 11, n) / 100).astype(np.float32)
-    tax = (rng.integers(0, 9, n) / 100).astype(np.float32)
-    return np.stack([quantity, price, discount, tax], axis=1)
 
 
 def save(model, x, name, zipmap=True):
