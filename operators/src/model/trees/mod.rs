@@ -97,6 +97,20 @@ impl NativeTrees {
                 forest.min_width - 1
             ));
         }
+        // Two classes, votes for both columns possible but none for the second, no binary
+        // case: ONNX Runtime refuses to write such scores; leave the model to it.
+        if let Head::Classifier {
+            labels,
+            base_values,
+            binary_case: false,
+            ..
+        } = &head
+            && labels.len() == 2
+            && base_values.len() != 2
+            && !forest.scored.get(1).copied().unwrap_or(false)
+        {
+            return Err("a two-class ensemble with no votes for the second class".into());
+        }
         let graph_outputs = graph
             .output
             .iter()
