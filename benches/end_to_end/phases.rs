@@ -267,15 +267,20 @@ fn ort_alone(model: &[u8], matrices: &[(usize, Vec<f32>)], slots: usize) -> f64 
             let input = TensorRef::from_array_view(([*n, FEATURES.len()], m.as_slice())).unwrap();
             let out = session.run(ort::inputs![input]).unwrap();
             let (_, p) = out[1].try_extract_tensor::<f32>().unwrap();
-            sum += p
-                .iter()
-                .skip(1)
-                .step_by(2)
-                .map(|v| f64::from(*v))
-                .sum::<f64>();
+            sum += positive_sum(p);
         }
         sum
     })
+}
+
+/// Sum of P(positive) over a binary classifier's [N, 2] probabilities, row-major.
+fn positive_sum(probabilities: &[f32]) -> f64 {
+    probabilities
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|v| f64::from(*v))
+        .sum()
 }
 
 /// shoal's native tree evaluator alone, on the same matrices and threads.
@@ -286,12 +291,7 @@ fn native_alone(model: &[u8], matrices: &[(usize, Vec<f32>)], slots: usize) -> f
         for (n, m) in chunk {
             let outputs = trees.run(m, *n);
             if let shoal_operators::model::trees::NativeTensor::Float32 { data, .. } = &outputs[1] {
-                sum += data
-                    .iter()
-                    .skip(1)
-                    .step_by(2)
-                    .map(|v| f64::from(*v))
-                    .sum::<f64>();
+                sum += positive_sum(data);
             }
         }
         sum
