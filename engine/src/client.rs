@@ -89,6 +89,42 @@ pub struct StatementResult {
 
 /// Runs `sql` through Flight SQL, exactly as pyarrow or ADBC would.
 pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
+    run_statement(connector, url, sql)
+        .await
+        .map_err(server_message)
+}
+
+/// The coordinator's own words for a failed statement: its status message, rather than the
+/// status wrapped in the Flight and Arrow errors that carried it.
+fn server_message(error: Error) -> Error {
+    use arrow_flight::error::FlightError;
+    fn status_of<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a tonic::Status> {
+        if let Some(status) = error.downcast_ref::<tonic::Status>() {
+            return Some(status);
+        }
+        if let Some(FlightError::Tonic(status)) = error.downcast_ref::<FlightError>() {
+            return Some(status);
+        }
+        error.source().and_then(status_of)
+    }
+    let status = match &error {
+        Error::Rpc(status) => Some(status.as_ref()),
+        Error::Flight(FlightError::Tonic(status)) => Some(status.as_ref()),
+        Error::Arrow(datafusion::arrow::error::ArrowError::ExternalError(inner)) => {
+            status_of(inner.as_ref())
+        }
+        _ => None,
+    };
+    match status {
+        Some(status) => Error::Server {
+            code: status.code(),
+            message: status.message().to_string(),
+        },
+        None => error,
+    }
+}
+
+async fn run_statement(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
     let mut client = flight_sql(connector, url).await?;
     let info = client.execute(sql.to_string(), None).await?;
     let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);

@@ -48,6 +48,15 @@ pub enum Error {
         message: String,
     },
 
+    #[error(
+        "the statement made no progress for {seconds:.1} s (no rows scanned on any worker, no \
+         result batch; --stall-timeout {limit} s) although every worker answers heartbeats: stopped"
+    )]
+    Stalled { seconds: f64, limit: f64 },
+
+    #[error("worker '{site}' was lost mid-query {message}")]
+    WorkerLost { site: String, message: String },
+
     #[error("the coordinator refused {action}: {message}")]
     Refused { action: String, message: String },
 
@@ -74,10 +83,24 @@ pub enum Error {
 
     #[error("{0}")]
     Rpc(Box<tonic::Status>),
+
+    /// A statement the coordinator answered with an error: its message, as it said it.
+    #[error("{message}")]
+    Server { code: tonic::Code, message: String },
 }
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Error::Rpc(Box::new(status))
+    }
+}
+
+impl Error {
+    /// As a DataFusion error, unwrapping one that already is.
+    pub fn into_datafusion(self) -> datafusion::error::DataFusionError {
+        match self {
+            Error::DataFusion(e) => e,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
     }
 }

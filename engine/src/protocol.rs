@@ -8,6 +8,8 @@ pub use shoal_planner::{SiteFile, SiteReport, SiteTableReport};
 pub const ACTION_REGISTER: &str = "shoal.register";
 /// A worker is alive; body: [`Heartbeat`], reply: [`HeartbeatReply`].
 pub const ACTION_HEARTBEAT: &str = "shoal.heartbeat";
+/// A worker stops gracefully: no new tasks for it; body: [`Leave`], reply: empty.
+pub const ACTION_LEAVE: &str = "shoal.leave";
 /// Model bytes by content hash; body: [`FetchModel`], reply: the bytes in chunks.
 pub const ACTION_FETCH_MODEL: &str = "shoal.fetch_model";
 /// The bytes-moved report of a finished query; body: [`QueryReportRequest`].
@@ -51,6 +53,14 @@ pub struct Heartbeat {
     /// Rows the worker's scans have produced since it started (progress of long runs).
     #[serde(default)]
     pub rows_scanned: u64,
+    /// Scan partitions streaming now (the worker's load).
+    #[serde(default)]
+    pub active_scans: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Leave {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

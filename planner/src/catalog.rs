@@ -2,6 +2,7 @@
 //! Built only from what workers report; the coordinator never lists or reads site files.
 
 use crate::error::{Error, Result};
+use crate::placement::{LostFile, place_files};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ pub struct SiteFile {
     pub rows: u64,
     /// Set when the site could not read the footer: queries on the table fail naming it.
     pub error: Option<String>,
+    /// SHA-256 of the Parquet footer (hex): with the size, what makes two sites' reports
+    /// the same file (a replica). Empty when unknown: such a file is never merged.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -41,6 +46,10 @@ struct SiteState {
     report: SiteReport,
     url: Url,
     last_seen: Instant,
+    /// Scans in flight on the worker, as of its last heartbeat.
+    active_scans: u64,
+    /// The worker is stopping: it finishes its running tasks but gets no new ones.
+    draining: bool,
 }
 
 /// A table as the cluster holds it: one schema, files spread over sites.
@@ -48,8 +57,11 @@ struct SiteState {
 pub struct ClusterTable {
     pub name: String,
     pub schema: SchemaRef,
-    /// (site, file) pairs in site-name order.
+    /// (serving site, file) pairs in site-name order: each distinct file once, placed on
+    /// a live holder (see [`crate::placement`]).
     pub files: Vec<(String, SiteFile)>,
+    /// Files only down sites hold.
+    pub lost: Vec<LostFile>,
 }
 
 #[derive(Debug)]
@@ -122,29 +134,71 @@ impl SiteCatalog {
                 report,
                 url,
                 last_seen: Instant::now(),
+                active_scans: 0,
+                draining: false,
             },
         );
         Ok(())
     }
 
-    /// Records a heartbeat; false when the site is unknown (it must register again, e.g.
-    /// after the coordinator restarted).
-    pub fn heartbeat(&self, site: &str) -> bool {
+    /// Records a heartbeat and the scans the site has in flight; false when the site is
+    /// unknown (it must register again, e.g. after the coordinator restarted).
+    pub fn heartbeat(&self, site: &str, active_scans: u64) -> bool {
         match self.sites.write().get_mut(site) {
             Some(state) => {
                 state.last_seen = Instant::now();
+                state.active_scans = active_scans;
                 true
             }
             None => false,
         }
     }
 
+    /// Treats a site as down now (a query found it unreachable), without waiting for its
+    /// heartbeat timeout. Its next heartbeat or registration brings it back.
+    pub fn mark_down(&self, site: &str) {
+        if let Some(state) = self.sites.write().get_mut(site) {
+            let expired = self.heartbeat_timeout + Duration::from_millis(1);
+            state.last_seen = Instant::now()
+                .checked_sub(expired)
+                .unwrap_or(state.last_seen);
+        }
+    }
+
+    /// A stopping site: no new tasks are planned on it (it is not live), while the tasks it
+    /// runs may finish.
+    pub fn set_draining(&self, site: &str) {
+        if let Some(state) = self.sites.write().get_mut(site) {
+            state.draining = true;
+        }
+    }
+
+    /// Whether `site` has sent a heartbeat within the timeout (draining or not): what a
+    /// running query watches to tell a lost worker from a slow one.
+    pub fn is_responsive(&self, site: &str) -> bool {
+        self.sites
+            .read()
+            .get(site)
+            .is_some_and(|state| state.last_seen.elapsed() <= self.heartbeat_timeout)
+    }
+
+    /// (name, url) of the live sites.
+    pub fn live_sites(&self) -> Vec<(String, Url)> {
+        self.sites
+            .read()
+            .iter()
+            .filter(|(_, s)| self.is_live(s))
+            .map(|(name, s)| (name.clone(), s.url.clone()))
+            .collect()
+    }
+
     pub fn remove(&self, site: &str) {
         self.sites.write().remove(site);
     }
 
+    /// Live: may be given new tasks.
     fn is_live(&self, state: &SiteState) -> bool {
-        state.last_seen.elapsed() <= self.heartbeat_timeout
+        !state.draining && state.last_seen.elapsed() <= self.heartbeat_timeout
     }
 
     /// URLs of the live sites, in site-name order.
@@ -206,17 +260,24 @@ impl SiteCatalog {
                 files.extend(t.files.iter().map(|f| (site.clone(), f.clone())));
             }
         }
+        let placement = place_files(files, |site| {
+            sites
+                .get(site)
+                .filter(|state| self.is_live(state))
+                .map(|state| state.active_scans)
+        });
         Some(ClusterTable {
             name: name.to_string(),
             schema: schema?,
-            files,
+            files: placement.files,
+            lost: placement.lost,
         })
     }
 
-    /// Fails, naming the site and its files, when a site holding part of `table` is down or
-    /// reported a file it could not read: answering without them would silently drop rows.
+    /// Fails, naming the sites and the files, when some of `table`'s files are held only by
+    /// sites that are down, or a site reported a file it could not read: answering without
+    /// them would silently drop rows.
     pub fn check_servable(&self, table: &ClusterTable) -> Result<()> {
-        let sites = self.sites.read();
         for (site, file) in &table.files {
             if let Some(message) = &file.error {
                 return Err(Error::BadFile {
@@ -227,29 +288,42 @@ impl SiteCatalog {
                 });
             }
         }
-        for (site, state) in sites.iter() {
-            if self.is_live(state) {
-                continue;
-            }
-            let held: Vec<&str> = table
-                .files
-                .iter()
-                .filter(|(s, _)| s == site)
-                .map(|(_, f)| f.path.as_str())
-                .collect();
-            if !held.is_empty() {
-                return Err(Error::SiteDown {
-                    table: table.name.clone(),
-                    site: site.clone(),
-                    url: state.url.to_string(),
-                    files: held.len(),
-                    examples: held.iter().take(3).copied().collect::<Vec<_>>().join(", "),
-                    silent_ms: state.last_seen.elapsed().as_millis() as u64,
-                    timeout_ms: self.heartbeat_timeout.as_millis() as u64,
-                });
-            }
+        if table.lost.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let sites = self.sites.read();
+        let mut down: Vec<&str> = table
+            .lost
+            .iter()
+            .flat_map(|l| l.holders.iter().map(String::as_str))
+            .collect();
+        down.sort();
+        down.dedup();
+        let urls: Vec<String> = down
+            .iter()
+            .filter_map(|s| sites.get(*s).map(|state| state.url.to_string()))
+            .collect();
+        let silent_ms = down
+            .iter()
+            .filter_map(|s| sites.get(*s))
+            .map(|state| state.last_seen.elapsed().as_millis() as u64)
+            .min()
+            .unwrap_or(0);
+        Err(Error::SiteDown {
+            table: table.name.clone(),
+            site: down.join("', '"),
+            url: urls.join(", "),
+            files: table.lost.len(),
+            examples: table
+                .lost
+                .iter()
+                .take(3)
+                .map(|l| l.file.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            silent_ms,
+            timeout_ms: self.heartbeat_timeout.as_millis() as u64,
+        })
     }
 }
 
@@ -287,6 +361,7 @@ mod tests {
                     size_bytes: 10,
                     rows: 1,
                     error: None,
+                    fingerprint: format!("{name}-file"),
                 }],
             }],
         }

@@ -18,8 +18,9 @@ pub enum Error {
     },
 
     #[error(
-        "table '{table}': worker '{site}' ({url}) holding {files} file(s) [{examples}] has not sent a \
-         heartbeat for {silent_ms} ms (timeout {timeout_ms} ms); the query cannot be answered without it"
+        "table '{table}': {files} file(s) [{examples}] are held only by worker '{site}' ({url}), silent for \
+         {silent_ms} ms (heartbeat timeout {timeout_ms} ms); no live worker can serve them, so the query \
+         cannot be answered"
     )]
     SiteDown {
         table: String,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod explain;
 pub mod locality;
 pub mod pipeline;
+pub mod placement;
 pub mod report;
 pub mod site_table;
 

@@ -17,6 +17,12 @@ pub struct QueryReport {
     /// Whether the query ran on workers at all (false for e.g. `SELECT 1`, `SHOW MODELS`).
     pub distributed: bool,
     pub elapsed_ms: u64,
+    /// Times the query was planned again and re-run because workers were lost mid-query.
+    #[serde(default)]
+    pub retries: u32,
+    /// The workers lost along the way, in the order they were found lost.
+    #[serde(default)]
+    pub lost_workers: Vec<String>,
 }
 
 impl QueryReport {
@@ -54,6 +60,8 @@ impl QueryReport {
             rows_returned,
             distributed,
             elapsed_ms: elapsed.as_millis() as u64,
+            retries: 0,
+            lost_workers: Vec::new(),
         })
     }
 
@@ -66,6 +74,18 @@ impl QueryReport {
     }
 
     pub fn summary(&self) -> String {
+        let mut summary = self.moved_summary();
+        if self.retries > 0 {
+            summary.push_str(&format!(
+                "; re-run {} time(s) after losing worker(s) '{}'",
+                self.retries,
+                self.lost_workers.join("', '")
+            ));
+        }
+        summary
+    }
+
+    fn moved_summary(&self) -> String {
         if !self.distributed {
             return format!(
                 "{} row(s) in {} ms, answered by the coordinator (no site data read)",

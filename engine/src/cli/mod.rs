@@ -114,6 +114,17 @@ enum Command {
         /// Seconds of silence after which a worker counts as down.
         #[arg(long, default_value_t = 5.0)]
         heartbeat_timeout: f64,
+        /// Seconds between a worker's heartbeats (told to each worker as it registers).
+        #[arg(long, default_value_t = 1.0)]
+        heartbeat_interval: f64,
+        /// Times a statement is planned again and re-run on the remaining holders of its
+        /// files when a worker is lost mid-query.
+        #[arg(long, default_value_t = 2)]
+        task_retries: u32,
+        /// Seconds without progress (no row scanned on any worker, no result batch) after
+        /// which a statement fails.
+        #[arg(long, default_value_t = 300.0)]
+        stall_timeout: f64,
         /// TOML file with client tokens, users and the cluster secret (see README); also
         /// read: SHOAL_TOKENS (comma-separated tokens), SHOAL_CLUSTER_SECRET.
         #[arg(long)]
@@ -152,6 +163,14 @@ enum Command {
         /// Where pipeline sinks write on this site (default: DATA/.shoal-output).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Memory the worker's queries and models may hold, e.g. 512MiB or 4GiB (default:
+        /// 70% of the machine's memory). Past it, queries spill or fail with a
+        /// resources-exhausted error; the worker keeps running.
+        #[arg(long, value_parser = parse_bytes)]
+        memory_limit: Option<usize>,
+        /// Seconds a stopping worker (Ctrl-C, SIGTERM) lets its running tasks finish.
+        #[arg(long, default_value_t = 30.0)]
+        drain_timeout: f64,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
@@ -176,6 +195,11 @@ enum Command {
         client: ClientArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// List the workers the coordinator knows: name, URL, live or down, tables.
+    Sites {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -240,6 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             models,
             heartbeat_timeout,
+            heartbeat_interval,
+            task_retries,
+            stall_timeout,
             auth_file,
             tls,
             insecure,
@@ -254,6 +281,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = CoordinatorOptions {
                 models_dir: models,
                 heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+                heartbeat_interval: Duration::from_secs_f64(heartbeat_interval),
+                task_retries,
+                stall_timeout: Duration::from_secs_f64(stall_timeout),
                 users: auth.user_pairs(),
                 tokens: auth.tokens,
                 cluster_secret: auth.cluster_secret,
@@ -262,7 +292,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 insecure,
                 query_timeout: Duration::from_secs_f64(query_timeout),
                 max_result_rows,
-                ..Default::default()
             };
             let coordinator = Coordinator::new(options)?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -295,9 +324,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
             insecure,
             output,
+            memory_limit,
+            drain_timeout,
         } => {
             let mut options = WorkerOptions::new(data, coordinator);
             options.output_dir = output;
+            if memory_limit.is_some() {
+                options.memory_limit = memory_limit;
+            }
+            options.drain_timeout = Duration::from_secs_f64(drain_timeout);
             options.listen = listen;
             options.name = name;
             options.cluster_secret = match &cluster_secret_file {
@@ -338,9 +373,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::execute_sql(&connector, &client.coordinator, "SHOW MODELS").await?;
             output::print(&result.schema, &result.batches, format)
         }
+        Command::Sites { client } => {
+            let connector = client.connector()?;
+            let reply = client::action(
+                &connector,
+                &client.coordinator,
+                shoal_engine::protocol::ACTION_SITES,
+                Vec::new(),
+            )
+            .await?;
+            let sites: Vec<shoal_engine::protocol::SiteStatus> = serde_json::from_slice(&reply)?;
+            for site in sites {
+                println!(
+                    "{}\t{}\t{}\t{} table(s)",
+                    site.name,
+                    site.url,
+                    if site.live { "live" } else { "down" },
+                    site.tables
+                );
+            }
+            Ok(())
+        }
     }
 }
 
+/// Ctrl-C or SIGTERM (what `kill` and service managers send): both stop gracefully.
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+/// `512MiB`, `4GiB`, `1.5GB`, `100000` (bytes).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 512MiB or 4GiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}': use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    Ok((number * scale) as usize)
 }

@@ -7,6 +7,7 @@ mod limits;
 pub mod pipeline;
 mod prepared;
 mod query;
+mod resilient;
 mod running;
 
 pub use flight::CoordinatorFlight;
@@ -54,6 +55,11 @@ pub struct CoordinatorOptions {
     pub query_timeout: Duration,
     /// A statement returning more rows fails (add a LIMIT or aggregate on the cluster).
     pub max_result_rows: u64,
+    /// Times a statement is planned again and re-run when a worker is lost mid-query.
+    pub task_retries: u32,
+    /// A statement during which no worker scans a row and no batch arrives for this long
+    /// fails with a no-progress error.
+    pub stall_timeout: Duration,
 }
 
 impl Default for CoordinatorOptions {
@@ -70,6 +76,8 @@ impl Default for CoordinatorOptions {
             insecure: false,
             query_timeout: Duration::from_secs(3600),
             max_result_rows: 100_000_000,
+            task_retries: 2,
+            stall_timeout: Duration::from_secs(300),
         }
     }
 }

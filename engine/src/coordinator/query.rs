@@ -1,6 +1,7 @@
 //! Planning and running one statement on the cluster.
 
 use super::Coordinator;
+use super::resilient::{Attempts, Replan};
 use crate::error::Result;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -182,29 +183,36 @@ impl Coordinator {
         }
     }
 
-    /// The report of a query that has finished streaming; keeps it under `query_id`.
+    /// The report of a query that has finished streaming (of its last attempt, with the
+    /// workers lost on the way); keeps it under `query_id`.
     pub async fn finish(
         &self,
         query_id: &str,
-        planned: &PlannedQuery,
+        attempts: &Attempts,
         rows: u64,
         started: Instant,
     ) -> QueryReport {
-        match planned {
-            PlannedQuery::Plan { plan, .. } => {
-                self.report_plan(query_id, plan.clone(), rows, started)
+        let planned = attempts.last_plan.lock().clone();
+        let mut report = match planned.as_deref() {
+            Some(PlannedQuery::Plan { plan, .. }) => {
+                self.read_report(query_id, plan.clone(), rows, started)
                     .await
             }
-            PlannedQuery::Batches { .. } => {
-                let report = QueryReport {
-                    rows_returned: rows,
-                    elapsed_ms: started.elapsed().as_millis() as u64,
-                    ..Default::default()
-                };
-                self.keep_report(query_id.to_string(), report.clone());
-                report
-            }
-        }
+            _ => QueryReport {
+                rows_returned: rows,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                ..Default::default()
+            },
+        };
+        report.retries = *attempts.retries.lock();
+        report.lost_workers = attempts
+            .lost
+            .lock()
+            .iter()
+            .map(|l| l.site.clone())
+            .collect();
+        self.keep_report(query_id.to_string(), report.clone());
+        report
     }
 
     /// The report of an executed plan (waiting up to [`METRICS_WAIT`] for the workers'
@@ -216,8 +224,22 @@ impl Coordinator {
         rows: u64,
         started: Instant,
     ) -> QueryReport {
+        let report = self.read_report(query_id, plan, rows, started).await;
+        self.keep_report(query_id.to_string(), report.clone());
+        report
+    }
+
+    /// The report of an executed plan, waiting up to [`METRICS_WAIT`] for the workers'
+    /// metrics (without them when they do not come).
+    async fn read_report(
+        &self,
+        query_id: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        rows: u64,
+        started: Instant,
+    ) -> QueryReport {
         let reading = QueryReport::from_executed_plan(plan, rows, started.elapsed());
-        let report = match tokio::time::timeout(METRICS_WAIT, reading).await {
+        match tokio::time::timeout(METRICS_WAIT, reading).await {
             Ok(Ok(report)) => report,
             Ok(Err(e)) => {
                 tracing::warn!(query_id, "reading query metrics failed: {e}");
@@ -230,26 +252,38 @@ impl Coordinator {
                 );
                 QueryReport::default()
             }
-        };
-        self.keep_report(query_id.to_string(), report.clone());
-        report
+        }
     }
 
-    /// Plans, runs and collects `sql` in process (the embedded cluster, tests, the demo).
-    pub async fn run(&self, sql: &str) -> Result<QueryOutput> {
+    /// Plans, runs and collects `sql` in process (the embedded cluster, tests, the demo),
+    /// re-running it when a worker is lost mid-query.
+    pub async fn run(self: &Arc<Self>, sql: &str) -> Result<QueryOutput> {
         let started = Instant::now();
-        let planned = self.plan(sql).await?;
-        let batches: Vec<RecordBatch> = self
-            .execute(&planned)?
+        let planned = Arc::new(self.plan(sql).await?);
+        let schema = planned.schema();
+        let (stream, attempts) = self.execute_resilient(planned, self.replan(sql, None));
+        let batches: Vec<RecordBatch> = stream
             .try_collect()
             .await
             .map_err(|e| self.name_worker(e))?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let report = self.finish(&uuid_like(), &planned, rows, started).await;
+        let report = self.finish(&uuid_like(), &attempts, rows, started).await;
         Ok(QueryOutput {
-            schema: planned.schema(),
+            schema,
             batches,
             report,
+        })
+    }
+
+    /// Plans `sql` again with the same parameters: what a retry runs.
+    pub fn replan(self: &Arc<Self>, sql: &str, parameters: Option<ParamValues>) -> Replan {
+        let coordinator = self.clone();
+        let sql = sql.to_string();
+        Arc::new(move || {
+            let coordinator = coordinator.clone();
+            let sql = sql.clone();
+            let parameters = parameters.clone();
+            Box::pin(async move { coordinator.plan_with_parameters(&sql, parameters).await })
         })
     }
 }
@@ -258,6 +292,16 @@ impl Coordinator {
     /// Transport errors from datafusion-distributed name only an address: say which worker
     /// it is, so the user knows which site failed.
     pub fn name_worker(&self, error: datafusion::error::DataFusionError) -> crate::Error {
+        // shoal's own errors (a lost worker) already say which worker.
+        let error = match error {
+            datafusion::error::DataFusionError::External(inner) => {
+                match inner.downcast::<crate::Error>() {
+                    Ok(ours) => return *ours,
+                    Err(inner) => datafusion::error::DataFusionError::External(inner),
+                }
+            }
+            other => other,
+        };
         let message = error.to_string();
         for (site, url, _, _) in self.catalog.sites() {
             let address = format!(

@@ -2,6 +2,7 @@
 //! registers them with the coordinator, and heartbeats on its own task.
 
 mod data_dir;
+mod heartbeat;
 mod kill_switch;
 mod models;
 mod scan_ledger;
@@ -14,13 +15,12 @@ pub use scan_ledger::ScanLedger;
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    ACTION_HEARTBEAT, ACTION_REGISTER, Heartbeat, HeartbeatReply, RegisterReply, SiteReport,
-};
+use crate::protocol::{ACTION_LEAVE, ACTION_REGISTER, Leave, RegisterReply, SiteReport};
 use crate::security::{
     Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
     server_tls,
 };
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
@@ -57,6 +57,13 @@ pub struct WorkerOptions {
     /// Where pipeline sinks write on this site; defaults to `<data>/.shoal-output` (a hidden
     /// folder, so it is never read as a table).
     pub output_dir: Option<PathBuf>,
+    /// Bytes the worker's queries and loaded models may hold (DataFusion's memory pool);
+    /// operators that can spill do so past it, the others fail with a resources-exhausted
+    /// error. None: no limit.
+    pub memory_limit: Option<usize>,
+    /// On a graceful stop, how long running tasks may take to finish before they are cut
+    /// (the coordinator then re-runs them on another holder of the files).
+    pub drain_timeout: Duration,
 }
 
 impl WorkerOptions {
@@ -73,6 +80,8 @@ impl WorkerOptions {
             tls_ca: None,
             insecure: false,
             output_dir: None,
+            memory_limit: default_memory_limit(),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -84,9 +93,11 @@ pub struct WorkerProcess {
     pub url: String,
     pub ledger: Arc<ScanLedger>,
     server: JoinHandle<()>,
-    heartbeat: JoinHandle<()>,
+    heartbeat: heartbeat::HeartbeatThread,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     kill_switch: kill_switch::KillSwitch,
+    coordinator: Coordinator,
+    drain_timeout: Duration,
 }
 
 impl WorkerProcess {
@@ -134,7 +145,8 @@ impl WorkerProcess {
             options.cluster_secret.as_deref(),
         ));
 
-        let models = Arc::new(RemoteModels::new(
+        let memory = memory_pool(options.memory_limit);
+        let mut models = RemoteModels::new(
             options.coordinator.clone(),
             connector.clone(),
             options
@@ -142,7 +154,11 @@ impl WorkerProcess {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("shoal-models").join(&name)),
             tokio::runtime::Handle::current(),
-        ));
+        );
+        if let Some(pool) = &memory {
+            models = models.with_memory_pool(pool.clone());
+        }
+        let models = Arc::new(models);
         let ledger = Arc::new(ScanLedger::new(name.clone()));
         let output_root = options
             .output_dir
@@ -158,7 +174,11 @@ impl WorkerProcess {
             path: data_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(pool) = memory {
+            runtime = runtime.with_memory_pool(pool);
+        }
+        let runtime = runtime.build_arc()?;
         let store_url = url::Url::parse(&site_store_url(&name)).map_err(|e| Error::Listen {
             addr: name.clone(),
             message: e.to_string(),
@@ -234,7 +254,17 @@ impl WorkerProcess {
             .inspect_err(|_| server.abort())?;
         models.set_registry(reply.models);
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
-        let heartbeat = tokio::spawn(heartbeat_loop(coordinator, report, models, interval));
+        let heartbeat = heartbeat::HeartbeatThread::start(
+            coordinator.clone(),
+            report,
+            models,
+            interval,
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| {
+            server.abort();
+            Error::Internal(format!("starting the heartbeat thread: {e}"))
+        })?;
         tracing::info!(worker = %name, %url, "worker serving {}", data_dir.display());
         Ok(Self {
             name,
@@ -244,23 +274,41 @@ impl WorkerProcess {
             heartbeat,
             shutdown: Some(shutdown_tx),
             kill_switch,
+            coordinator,
+            drain_timeout: options.drain_timeout,
         })
     }
 
-    /// Stops heartbeats and the server.
+    /// Leaves gracefully: tells the coordinator (which plans no new task here), lets the
+    /// running tasks finish for up to the drain timeout, then cuts what is left (the
+    /// coordinator re-runs those tasks on another holder of the files).
     pub async fn stop(mut self) {
-        self.heartbeat.abort();
+        let leave = serde_json::to_vec(&Leave {
+            name: self.name.clone(),
+        })
+        .unwrap_or_default();
+        if let Err(e) = self.coordinator.action(ACTION_LEAVE, leave).await {
+            tracing::warn!(worker = %self.name, "telling the coordinator we leave: {e}");
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // In-flight streams are cut after a short grace period.
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+        let drained = tokio::time::timeout(self.drain_timeout, &mut self.server).await;
+        if drained.is_err() {
+            tracing::warn!(
+                worker = %self.name,
+                "tasks still running after {:?}: cutting them",
+                self.drain_timeout
+            );
+            self.kill_switch.pull();
+        }
+        self.heartbeat.stop();
         self.server.abort();
     }
 
     /// Stops the worker abruptly, as a crash would (no goodbye to the coordinator).
-    pub fn kill(self) {
-        self.heartbeat.abort();
+    pub fn kill(mut self) {
+        self.heartbeat.stop();
         // Cut open connections first: the abort below takes effect only when the runtime
         // next polls the server task, and its connections would otherwise close gracefully.
         self.kill_switch.pull();
@@ -268,7 +316,34 @@ impl WorkerProcess {
     }
 }
 
+/// The default memory limit: 70% of the machine's memory, leaving room for the process
+/// itself and the page cache. None where the total cannot be read.
+pub fn default_memory_limit() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: usize = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 10 * 7)
+}
+
+/// A pool that spills fairly between the operators that can, and whose errors name the
+/// largest consumers (so "out of memory" says what took it).
+fn memory_pool(limit: Option<usize>) -> Option<Arc<dyn MemoryPool>> {
+    let limit = limit?;
+    let top = std::num::NonZeroUsize::new(5)?;
+    Some(Arc::new(TrackConsumersPool::new(
+        FairSpillPool::new(limit),
+        top,
+    )))
+}
+
 /// Where the worker's coordinator is and how to talk to it.
+#[derive(Debug, Clone)]
 struct Coordinator {
     url: String,
     connector: Connector,
@@ -307,47 +382,6 @@ async fn register_with_retry(
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Runs on its own task, apart from query work, so a busy worker still reports in.
-async fn heartbeat_loop(
-    coordinator: Coordinator,
-    report: SiteReport,
-    models: Arc<RemoteModels>,
-    interval: Duration,
-) {
-    models.prefetch().await;
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let beat = Heartbeat {
-            name: report.name.clone(),
-            model_runs: shoal_operators::model_runs(),
-            rows_scanned: yielding_scan::rows_scanned(),
-        };
-        let Ok(body) = serde_json::to_vec(&beat) else {
-            continue;
-        };
-        let reply = coordinator.action(ACTION_HEARTBEAT, body).await;
-        match reply.and_then(|r| {
-            serde_json::from_slice::<HeartbeatReply>(&r).map_err(|e| Error::Refused {
-                action: ACTION_HEARTBEAT.into(),
-                message: e.to_string(),
-            })
-        }) {
-            Ok(reply) if reply.known => {
-                models.set_registry(reply.models);
-                models.prefetch().await;
-            }
-            Ok(_) => {
-                // The coordinator restarted and forgot us: register again.
-                if let Err(e) = register(&coordinator, &report).await {
-                    tracing::warn!(worker = %report.name, "re-registering: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(worker = %report.name, "heartbeat: {e}"),
         }
     }
 }

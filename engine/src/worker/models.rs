@@ -4,6 +4,7 @@
 use crate::client;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
 use crate::security::Connector;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
 use shoal_operators::{Error, LoadedModel, ModelInfo, ModelProvider, Result};
@@ -20,7 +21,16 @@ pub struct RemoteModels {
     /// Latest registry listing from the coordinator (name -> info).
     names: RwLock<BTreeMap<String, ModelInfo>>,
     loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    /// The worker's memory pool: every loaded model holds a reservation in it, so model
+    /// sessions and query operators share one limit.
+    memory: Option<Arc<dyn MemoryPool>>,
+    reservations: Mutex<HashMap<String, MemoryReservation>>,
 }
+
+/// What a loaded model is taken to occupy, as a multiple of its file size: the bytes kept
+/// for new sessions, ONNX Runtime's optimised graph and its buffers (an estimate; ORT does
+/// not report its own use).
+const MODEL_MEMORY_FACTOR: usize = 3;
 
 impl RemoteModels {
     pub fn new(
@@ -36,7 +46,38 @@ impl RemoteModels {
             runtime,
             names: RwLock::new(BTreeMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            memory: None,
+            reservations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accounts loaded models in `pool` (the worker's memory limit).
+    pub fn with_memory_pool(mut self, pool: Arc<dyn MemoryPool>) -> Self {
+        self.memory = Some(pool);
+        self
+    }
+
+    /// Reserves a model's memory before loading it; fails with a resources-exhausted
+    /// error naming the model when the worker's limit cannot hold it.
+    fn reserve(&self, name: &str, hash: &str, model_bytes: usize) -> Result<()> {
+        let Some(pool) = &self.memory else {
+            return Ok(());
+        };
+        if self.reservations.lock().contains_key(hash) {
+            return Ok(());
+        }
+        let reservation = MemoryConsumer::new(format!("model '{name}'")).register(pool);
+        reservation
+            .try_grow(model_bytes * MODEL_MEMORY_FACTOR)
+            .map_err(|e| {
+                Error::Store(format!(
+                    "model '{name}' does not fit in the worker's memory limit (--memory-limit): {e}"
+                ))
+            })?;
+        self.reservations
+            .lock()
+            .insert(hash.to_string(), reservation);
+        Ok(())
     }
 
     pub fn set_registry(&self, models: Vec<ModelInfo>) {
@@ -137,6 +178,7 @@ impl ModelProvider for RemoteModels {
             return Ok(model.clone());
         }
         let bytes = self.bytes_for(&hash)?;
+        self.reserve(name, &hash, bytes.len())?;
         let model = Arc::new(LoadedModel::from_bytes(
             name,
             "the coordinator's registry",

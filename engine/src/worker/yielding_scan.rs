@@ -36,6 +36,45 @@ pub fn rows_scanned() -> u64 {
     ROWS_SCANNED.load(Ordering::Relaxed)
 }
 
+/// Scan partitions streaming now: the load a worker reports, so the coordinator sends a
+/// replicated file to the less busy of its holders.
+static ACTIVE_SCANS: AtomicU64 = AtomicU64::new(0);
+
+pub fn active_scans() -> u64 {
+    ACTIVE_SCANS.load(Ordering::Relaxed)
+}
+
+/// Counts one active scan for as long as it lives.
+struct ActiveScan;
+
+impl ActiveScan {
+    fn start() -> Self {
+        ACTIVE_SCANS.fetch_add(1, Ordering::Relaxed);
+        ActiveScan
+    }
+}
+
+impl Drop for ActiveScan {
+    fn drop(&mut self) {
+        ACTIVE_SCANS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Fault injection for the fault-tolerance tests: `SHOAL_FAULT_BLOCK_SCAN_MS=N` makes every
+/// scanned batch hold its thread for N ms, so a query is reliably still running when a test
+/// kills or stops a worker, and every thread of the worker's runtime can be kept busy for
+/// longer than the heartbeat timeout. Unset in normal use.
+fn fault_block_per_batch() -> Option<std::time::Duration> {
+    static BLOCK: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *BLOCK.get_or_init(|| {
+        std::env::var("SHOAL_FAULT_BLOCK_SCAN_MS")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    })
+}
+
 #[derive(Debug)]
 pub struct YieldingScan {
     inner: Arc<dyn ExecutionPlan>,
@@ -100,15 +139,24 @@ impl ExecutionPlan for YieldingScan {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let stream = self.inner.execute(partition, context)?.inspect_ok(|batch| {
-            ROWS_SCANNED.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        });
+        let block = fault_block_per_batch();
+        let stream = self
+            .inner
+            .execute(partition, context)?
+            .inspect_ok(move |batch| {
+                ROWS_SCANNED.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                if let Some(block) = block {
+                    // Holds the runtime thread, as slow synchronous model inference does.
+                    std::thread::sleep(block);
+                }
+            });
         let schema = self.inner.schema();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             YieldAfterItem {
                 inner: stream,
                 yield_next: false,
+                _active: Some(ActiveScan::start()),
             },
         )))
     }
@@ -117,6 +165,7 @@ impl ExecutionPlan for YieldingScan {
 struct YieldAfterItem<S> {
     inner: S,
     yield_next: bool,
+    _active: Option<ActiveScan>,
 }
 
 impl<S: Stream + Unpin> Stream for YieldAfterItem<S> {
@@ -145,6 +194,7 @@ mod tests {
         let mut stream = YieldAfterItem {
             inner: futures::stream::iter([1, 2]),
             yield_next: false,
+            _active: None,
         };
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

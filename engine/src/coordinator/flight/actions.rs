@@ -3,9 +3,9 @@
 
 use super::{Coordinator, json_reply, parse};
 use crate::protocol::{
-    ACTION_FETCH_MODEL, ACTION_HEARTBEAT, ACTION_QUERY_REPORT, ACTION_REGISTER, ACTION_RUNNING,
-    ACTION_SITES, FetchModel, Heartbeat, HeartbeatReply, MODEL_CHUNK_BYTES, QueryReportRequest,
-    RegisterReply, SiteReport, SiteStatus, StatementHandle,
+    ACTION_FETCH_MODEL, ACTION_HEARTBEAT, ACTION_LEAVE, ACTION_QUERY_REPORT, ACTION_REGISTER,
+    ACTION_RUNNING, ACTION_SITES, FetchModel, Heartbeat, HeartbeatReply, Leave, MODEL_CHUNK_BYTES,
+    QueryReportRequest, RegisterReply, SiteReport, SiteStatus, StatementHandle,
 };
 use crate::security::{Admission, Principal};
 use arrow_flight::{
@@ -61,9 +61,16 @@ pub fn handle(
             c.note_model_runs(&beat.name, beat.model_runs);
             c.note_rows_scanned(&beat.name, beat.rows_scanned);
             json_reply(&HeartbeatReply {
-                known: c.catalog().heartbeat(&beat.name),
+                known: c.catalog().heartbeat(&beat.name, beat.active_scans),
                 models: c.models().list(),
             })
+        }
+        ACTION_LEAVE => {
+            require_cluster_member(c, admission)?;
+            let leave: Leave = parse(&action)?;
+            c.catalog().set_draining(&leave.name);
+            tracing::info!(worker = %leave.name, "worker leaving: no new tasks for it");
+            json_reply(&())
         }
         ACTION_FETCH_MODEL => {
             let fetch: FetchModel = parse(&action)?;

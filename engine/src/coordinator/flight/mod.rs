@@ -71,6 +71,18 @@ pub(super) fn to_status(e: crate::Error) -> Status {
         return *status;
     }
     let message = e.to_string();
+    match &e {
+        crate::Error::DataFusion(inner)
+            if matches!(inner.find_root(), DataFusionError::ResourcesExhausted(_)) =>
+        {
+            return Status::resource_exhausted(format!(
+                "a worker ran out of memory (its --memory-limit); the operators that can spill \
+                 did, this one could not: {message}"
+            ));
+        }
+        crate::Error::WorkerLost { .. } => return Status::unavailable(message),
+        _ => {}
+    }
     let clients_fault = match &e {
         crate::Error::DataFusion(inner) => matches!(
             inner.find_root(),
@@ -161,12 +173,15 @@ impl CoordinatorFlight {
         // state for a client that never comes back for its ticket.
         let planned = Arc::new(
             coordinator
-                .plan_with_parameters(&handle.sql, parameters)
+                .plan_with_parameters(&handle.sql, parameters.clone())
                 .await
                 .map_err(to_status)?,
         );
         let schema = planned.schema();
-        let batches = coordinator.execute(&planned).map_err(to_status)?;
+        // A worker lost before the first batch is sent makes the statement re-run on the
+        // remaining holders of the data.
+        let (batches, attempts) =
+            coordinator.execute_resilient(planned, coordinator.replan(&handle.sql, parameters));
         let (running, cancel) = coordinator.running.start(&handle.query_id);
         let rows = Arc::new(AtomicU64::new(0));
         let limits = StreamLimits {
@@ -188,7 +203,7 @@ impl CoordinatorFlight {
             coordinator
                 .finish(
                     &handle.query_id,
-                    &planned,
+                    &attempts,
                     rows.load(Ordering::Relaxed),
                     started,
                 )

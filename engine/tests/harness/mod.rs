@@ -1,0 +1,341 @@
+//! A cluster of real `shoal` processes for the fault tests: a coordinator and named workers,
+//! each its own process, that a test can kill (-9), stop (SIGSTOP), resume and replace.
+//! Every process is killed when the cluster is dropped, pass or fail.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// Rows of TPC-H lineitem at the harness's scale (tpchgen is deterministic).
+pub const ROWS: u64 = 30201;
+pub const SCALE: f64 = 0.005;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_path_buf()
+}
+
+/// Settings of one cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub heartbeat_timeout_s: f64,
+    pub heartbeat_interval_s: f64,
+    pub models: PathBuf,
+    /// `SHOAL_FAULT_BLOCK_SCAN_MS` for the workers: each scanned batch holds its thread.
+    pub block_scan_ms: u64,
+    /// Extra arguments for every worker (e.g. `--memory-limit`).
+    pub worker_args: Vec<String>,
+    /// Extra arguments for the coordinator (e.g. `--stall-timeout`).
+    pub coordinator_args: Vec<String>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout_s: 2.0,
+            heartbeat_interval_s: 0.25,
+            models: repo_root().join("tests/data/models"),
+            block_scan_ms: 0,
+            worker_args: Vec::new(),
+            coordinator_args: Vec::new(),
+        }
+    }
+}
+
+pub struct Worker {
+    pub data: PathBuf,
+    pub child: Child,
+}
+
+pub struct Cluster {
+    pub url: String,
+    pub spec: Spec,
+    coordinator: Child,
+    pub workers: BTreeMap<String, Worker>,
+    /// Where the processes' stderr goes (printed when a test fails to say why).
+    pub logs: PathBuf,
+}
+
+impl Cluster {
+    /// A coordinator and one worker per (name, data folder); returns once all are live.
+    pub fn start(spec: Spec, workers: &[(&str, PathBuf)], logs: &Path) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let coordinator = Command::new(SHOAL)
+            .args([
+                "coordinator",
+                "--listen",
+                &listen,
+                "--models",
+                spec.models.to_str().expect("utf-8 path"),
+                "--heartbeat-timeout",
+                &spec.heartbeat_timeout_s.to_string(),
+                "--heartbeat-interval",
+                &spec.heartbeat_interval_s.to_string(),
+            ])
+            .args(&spec.coordinator_args)
+            .stdout(Stdio::null())
+            .stderr(log_file(logs, "coordinator"))
+            .spawn()
+            .expect("start the coordinator");
+        let mut cluster = Self {
+            url: format!("http://{listen}"),
+            spec,
+            coordinator,
+            workers: BTreeMap::new(),
+            logs: logs.to_path_buf(),
+        };
+        for (name, data) in workers {
+            cluster.start_worker(name, data.clone());
+        }
+        cluster.wait_live(workers.len(), Duration::from_secs(60));
+        cluster
+    }
+
+    /// Starts (or replaces) worker `name` over `data`; does not wait for it to register.
+    pub fn start_worker(&mut self, name: &str, data: PathBuf) {
+        let mut command = Command::new(SHOAL);
+        command
+            .args([
+                "worker",
+                "--coordinator",
+                &self.url,
+                "--data",
+                data.to_str().expect("utf-8 path"),
+                "--name",
+                name,
+            ])
+            .args(&self.spec.worker_args)
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.logs, name));
+        if self.spec.block_scan_ms > 0 {
+            command.env(
+                "SHOAL_FAULT_BLOCK_SCAN_MS",
+                self.spec.block_scan_ms.to_string(),
+            );
+        }
+        let child = command.spawn().expect("start a worker");
+        if let Some(mut old) = self
+            .workers
+            .insert(name.to_string(), Worker { data, child })
+        {
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
+    }
+
+    /// `shoal sites`: name -> live.
+    pub fn sites(&self) -> BTreeMap<String, bool> {
+        let out = Command::new(SHOAL)
+            .args(["sites", "--coordinator", &self.url])
+            .output()
+            .expect("run shoal sites");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                let name = fields.next()?.to_string();
+                let live = fields.nth(1)? == "live";
+                Some((name, live))
+            })
+            .collect()
+    }
+
+    pub fn wait_live(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.sites().values().filter(|l| **l).count();
+            if live == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{live} of {n} workers live after {timeout:?}; logs in {}",
+                self.logs.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts `shoal sql --format csv` on `sql` without waiting.
+    pub fn spawn_sql(&self, sql: &str) -> Child {
+        Command::new(SHOAL)
+            .args(["sql", "--coordinator", &self.url, "--format", "csv", sql])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal sql")
+    }
+
+    pub fn sql(&self, sql: &str) -> Answer {
+        let started = Instant::now();
+        Answer::of(self.spawn_sql(sql), started)
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.workers
+            .get(name)
+            .unwrap_or_else(|| panic!("no worker {name}"))
+            .child
+            .id()
+    }
+
+    /// Kill -9: no goodbye, no drain.
+    pub fn kill9(&mut self, name: &str) {
+        let worker = self.workers.get_mut(name).expect("a worker");
+        worker.child.kill().expect("kill -9");
+        let _ = worker.child.wait();
+    }
+
+    pub fn signal(&self, name: &str, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid(name).to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {name}");
+    }
+
+    /// Waits up to `timeout` for worker `name`'s process to exit; whether it did.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.is_running(name) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Whether worker `name`'s process is still running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        let worker = self.workers.get_mut(name).expect("a worker");
+        matches!(worker.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for worker in self.workers.values_mut() {
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// What `shoal sql` printed, and when it finished.
+#[derive(Debug)]
+pub struct Answer {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub finished: Instant,
+    pub elapsed: Duration,
+}
+
+impl Answer {
+    pub fn of(child: Child, started: Instant) -> Self {
+        let out: Output = child.wait_with_output().expect("shoal sql output");
+        Self {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            finished: Instant::now(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// The three sites' folders of TPC-H lineitem at [`SCALE`], two files each.
+pub fn sites(root: &Path) -> Vec<PathBuf> {
+    shoal_engine::tpch::generate_lineitem(&root.join("sites"), SCALE, 3, 2).expect("test data")
+}
+
+/// Worker folders where every site's files are on two workers: w1 holds sites 1 and 2,
+/// w2 sites 2 and 3, w3 sites 3 and 1.
+pub fn replicated(root: &Path, sites: &[PathBuf]) -> Vec<(String, PathBuf)> {
+    (0..sites.len())
+        .map(|i| {
+            let dir = root.join(format!("replicated-w{}", i + 1));
+            for site in [&sites[i], &sites[(i + 1) % sites.len()]] {
+                copy_table(&site.join("lineitem"), &dir.join("lineitem"));
+            }
+            (format!("w{}", i + 1), dir)
+        })
+        .collect()
+}
+
+fn copy_table(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a table folder");
+    for entry in std::fs::read_dir(from).expect("read a table folder") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|x| x == "parquet") {
+            std::fs::copy(&path, to.join(path.file_name().expect("a name"))).expect("copy");
+        }
+    }
+}
+
+/// The exactness check: rows, and sums that change if any row is lost or counted twice.
+pub const CHECK_SQL: &str =
+    "SELECT count(*) AS n, sum(l_orderkey) AS k, sum(l_linenumber) AS l FROM lineitem";
+
+/// [`CHECK_SQL`]'s answer from single-node DataFusion over the original site folders, as
+/// the CSV `shoal sql` prints.
+pub fn single_node_answer(sites: &[PathBuf]) -> String {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let paths: Vec<String> = sites
+            .iter()
+            .map(|s| format!("{}/", s.join("lineitem").display()))
+            .collect();
+        for (i, path) in paths.iter().enumerate() {
+            ctx.register_parquet(
+                format!("site{i}"),
+                path,
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .expect("register a site");
+        }
+        let union = (0..paths.len())
+            .map(|i| format!("SELECT l_orderkey, l_linenumber FROM site{i}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let sql = CHECK_SQL.replace("FROM lineitem", &format!("FROM ({union})"));
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let batch = &batches[0];
+        let value = |i: usize| {
+            datafusion::arrow::util::display::array_value_to_string(batch.column(i), 0)
+                .expect("a value")
+        };
+        format!("n,k,l\n{},{},{}\n", value(0), value(1), value(2))
+    })
+}
