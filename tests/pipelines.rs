@@ -31,6 +31,7 @@ async fn run(
         params: vec![],
         mode,
         run_id: run_id.map(String::from),
+        resume: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();
@@ -312,6 +313,7 @@ async fn a_pipeline_runs_through_the_flight_action_as_shoal_run_sends_it() {
         params: vec![("since".into(), "1995-01-01".into())],
         mode: PipelineMode::Run,
         run_id: None,
+        resume: false,
     };
     let connector = shoal_engine::security::Connector::new(None, None).unwrap();
     let mut events = Vec::new();

@@ -306,6 +306,7 @@ async fn run_pipeline(cluster: &EmbeddedCluster, job: Job, run_id: &str) -> Vec<
         params: vec![],
         mode: PipelineMode::Run,
         run_id: Some(run_id.into()),
+        resume: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();

@@ -26,6 +26,11 @@ pub const ACTION_PIPELINE: &str = "shoal.pipeline";
 pub const ACTION_SINK_COMMIT: &str = "shoal.sink_commit";
 pub const ACTION_SINK_ABORT: &str = "shoal.sink_abort";
 pub const ACTION_SINK_STATUS: &str = "shoal.sink_status";
+/// Resumable runs. Waves: body [`SinkRun`], reply the list of the run's committed wave
+/// manifests on the worker (it drops waves that never committed). Seal: body [`SinkRun`],
+/// reply the run's manifest once its waves are one committed run, or null.
+pub const ACTION_SINK_WAVES: &str = "shoal.sink_waves";
+pub const ACTION_SINK_SEAL: &str = "shoal.sink_seal";
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SinkRun {

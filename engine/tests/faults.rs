@@ -113,8 +113,7 @@ fn a_worker_killed_without_replicas_fails_the_query_naming_it_and_the_cluster_re
 
     // w2 back: the whole answer again.
     let back = Instant::now();
-    cluster.start_worker("w2", sites[1].clone());
-    cluster.wait_live(3, Duration::from_secs(60));
+    cluster.restart_worker("w2", sites[1].clone());
     let healed = cluster.sql(CHECK_SQL);
     assert!(healed.ok && healed.stdout == expected, "{healed:?}");
     eprintln!(
@@ -324,8 +323,15 @@ fn a_worker_asked_to_stop_finishes_its_running_tasks_and_gets_no_new_ones() {
     let answer = harness::Answer::of(query, started);
     assert!(answer.ok, "{answer:?}; logs in {}", cluster.logs.display());
     assert_eq!(answer.stdout, expected);
-    assert!(!answer.stderr.contains("re-run"), "w2 drained, nothing re-ran: {}", answer.stderr);
-    assert!(cluster.wait_exit("w2", Duration::from_secs(20)), "w2 exits once drained");
+    assert!(
+        !answer.stderr.contains("re-run"),
+        "w2 drained, nothing re-ran: {}",
+        answer.stderr
+    );
+    assert!(
+        cluster.wait_exit("w2", Duration::from_secs(20)),
+        "w2 exits once drained"
+    );
     eprintln!(
         "FIGURE SIGTERM mid-query: the query finished {:.2} s later, w2 exited {:.2} s after the signal",
         (answer.finished - asked).as_secs_f64(),
@@ -350,8 +356,16 @@ fn a_statement_that_makes_no_progress_fails_with_a_no_progress_error() {
     let cluster = Cluster::start(spec, &named(&plain(&sites)), tmp.path());
     let answer = cluster.sql(CHECK_SQL);
     assert!(!answer.ok, "{answer:?}");
-    assert!(answer.stderr.contains("made no progress"), "{}", answer.stderr);
-    assert!(answer.elapsed < Duration::from_secs(12), "{:?}", answer.elapsed);
+    assert!(
+        answer.stderr.contains("made no progress"),
+        "{}",
+        answer.stderr
+    );
+    assert!(
+        answer.elapsed < Duration::from_secs(12),
+        "{:?}",
+        answer.elapsed
+    );
     eprintln!(
         "FIGURE stall: no-progress error after {:.2} s (--stall-timeout 2)",
         answer.elapsed.as_secs_f64()

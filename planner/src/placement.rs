@@ -20,6 +20,18 @@ pub struct Placement {
     pub lost: Vec<LostFile>,
 }
 
+/// A file's checkpoint key in resumable runs: the same for every replica of it.
+pub fn file_key(site: &str, file: &SiteFile) -> String {
+    if file.fingerprint.len() >= 16 {
+        format!("f{}", &file.fingerprint[..16])
+    } else {
+        let raw = format!("{site}-{}", file.path);
+        raw.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    }
+}
+
 /// What makes two reports the same file. Files whose footer could not be read (no
 /// fingerprint) are never merged: each stays its own, with its own error.
 fn identity(site: &str, file: &SiteFile) -> (String, u64, String) {

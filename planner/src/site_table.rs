@@ -55,6 +55,23 @@ pub struct SiteTableProvider {
     catalog: Arc<SiteCatalog>,
 }
 
+impl SiteTableProvider {
+    /// The table as placed when this provider was made (files and their serving sites).
+    pub fn cluster_table(&self) -> &ClusterTable {
+        &self.table
+    }
+
+    /// The same table reading only the files `keep` accepts (a resumable run's next wave).
+    pub fn restricted(&self, keep: impl Fn(&str, &crate::SiteFile) -> bool) -> Self {
+        let mut table = self.table.clone();
+        table.files.retain(|(site, file)| keep(site, file));
+        Self {
+            table,
+            catalog: self.catalog.clone(),
+        }
+    }
+}
+
 /// Path of a site file inside the cluster-wide store: `<site>/<path in the site's folder>`.
 pub fn cluster_path(site: &str, path: &str) -> String {
     format!("{site}/{path}")

@@ -28,8 +28,12 @@ pub struct PipelineArgs {
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
     /// Run id naming the output folders; a committed run id is not written again.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     run_id: Option<String>,
+    /// Finish run RUN_ID after a crash: only the input files no committed wave covers are
+    /// read again (outputs that only map rows: features, predict, filters, a local sink).
+    #[arg(long, value_name = "RUN_ID")]
+    resume: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// File holding the bearer token (default: SHOAL_TOKEN).
@@ -64,7 +68,8 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
         text,
         params,
         mode,
-        run_id: args.run_id.clone(),
+        run_id: args.resume.clone().or_else(|| args.run_id.clone()),
+        resume: args.resume.is_some(),
     };
     let mut printer = Printer::new(args.format);
     match &args.coordinator {

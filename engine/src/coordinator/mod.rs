@@ -9,6 +9,7 @@ mod prepared;
 mod query;
 mod resilient;
 mod running;
+mod waves;
 
 pub use flight::CoordinatorFlight;
 pub use query::{PlannedQuery, QueryOutput};

@@ -23,7 +23,7 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use shoal_operators::sink::staging::{ManifestFile, SiteManifest, check_run_id};
 use shoal_planner::explain::explain_stages;
-use shoal_planner::pipeline::{CompiledOutput, Mode, Pipeline, SinkKind, compile_file};
+use shoal_planner::pipeline::{CompiledOutput, Mode, Pipeline, SinkKind, compile_file, waves};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -52,6 +52,9 @@ pub struct PipelineRequest {
     /// Names the run's output folders; a committed run id is never written twice.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// Finish `run_id` from its committed waves instead of starting it over.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,11 +126,11 @@ fn encode_rows(batch: &RecordBatch) -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
-struct Events(mpsc::Sender<PipelineEvent>);
+pub(super) struct Events(mpsc::Sender<PipelineEvent>);
 
 impl Events {
     /// Sends; a caller that went away stops the run.
-    async fn send(&self, event: PipelineEvent) -> Result<()> {
+    pub(super) async fn send(&self, event: PipelineEvent) -> Result<()> {
         self.0
             .send(event)
             .await
@@ -188,7 +191,8 @@ impl Coordinator {
             PipelineMode::Run => {
                 let run_id = run_id.clone().unwrap_or_default();
                 for output in &compiled.outputs {
-                    self.run_output(&pipeline, output, &run_id, &events).await?;
+                    self.run_output(&pipeline, output, &run_id, request.resume, &events)
+                        .await?;
                 }
             }
         }
@@ -235,10 +239,22 @@ impl Coordinator {
         pipeline: &Pipeline,
         output: &CompiledOutput,
         run_id: &str,
+        resume: bool,
         events: &Events,
     ) -> Result<()> {
         let started = Instant::now();
         let name = output.sink.clone();
+        if let SinkKind::LocalParquet { path } = &output.kind
+            && waves::is_map_only(output.dataframe.logical_plan())
+        {
+            let run = SinkRun {
+                path: path.clone(),
+                run_id: run_id.to_string(),
+            };
+            return self
+                .run_output_in_waves(pipeline, output, &run, resume, events)
+                .await;
+        }
         let kind = match &output.kind {
             SinkKind::Client => "client",
             SinkKind::LocalParquet { .. } => "local_parquet",
@@ -293,7 +309,7 @@ impl Coordinator {
             (Err(e), None) => return Err(e),
         };
         let files = match &run {
-            Some(run) => self.commit(run, manifest).await?,
+            Some(run) => self.commit(run, manifest, &BTreeMap::new()).await?,
             None => Vec::new(),
         };
         let report = self.report_plan(&uuid_like(), plan, rows, started).await;
@@ -319,7 +335,7 @@ impl Coordinator {
     /// rows (sinks), with a progress event every [`PROGRESS_EVERY`]. The stream is bounded
     /// like a Flight SQL statement's (query timeout, result-row limit) and listed among the
     /// running queries while it runs.
-    async fn stream_output(
+    pub(super) async fn stream_output(
         self: &Arc<Self>,
         pipeline: &Pipeline,
         name: &str,
@@ -381,8 +397,17 @@ impl Coordinator {
 
     /// Commits the sink's files on each worker that wrote some; aborts everywhere if any
     /// commit fails.
-    async fn commit(&self, run: &SinkRun, manifest: Vec<RecordBatch>) -> Result<Vec<ManifestFile>> {
+    pub(super) async fn commit(
+        &self,
+        run: &SinkRun,
+        manifest: Vec<RecordBatch>,
+        inputs: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<ManifestFile>> {
         let mut per_site: BTreeMap<String, Vec<ManifestFile>> = BTreeMap::new();
+        // A site that read inputs but wrote no rows commits too: it covered those inputs.
+        for site in inputs.keys() {
+            per_site.entry(site.clone()).or_default();
+        }
         for batch in &manifest {
             let text = |i: usize| batch.column(i).as_string::<i32>().clone();
             let (site, file, sha) = (text(0), text(1), text(4));
@@ -407,6 +432,7 @@ impl Coordinator {
                 run_id: run.run_id.clone(),
                 path: run.path.clone(),
                 files,
+                inputs: inputs.get(&site).cloned().unwrap_or_default(),
             };
             let outcome = async {
                 let url = self.catalog.url_of(&site)?;
@@ -435,7 +461,7 @@ impl Coordinator {
     }
 
     /// The manifests of `run` already committed on live workers.
-    async fn committed_manifests(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
+    pub(super) async fn committed_manifests(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
         let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
         let mut found = Vec::new();
         for url in self.catalog.live_urls() {
@@ -455,7 +481,7 @@ impl Coordinator {
         Ok(found)
     }
 
-    async fn on_every_worker(&self, action: &str, run: &SinkRun) -> Result<()> {
+    pub(super) async fn on_every_worker(&self, action: &str, run: &SinkRun) -> Result<()> {
         let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
         for url in self.catalog.live_urls() {
             client::action(

@@ -2,7 +2,10 @@
 //! local Parquet output of a pipeline run. Served beside datafusion-distributed's worker
 //! service on the same port, behind the same cluster-secret gate.
 
-use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkRun};
+use crate::protocol::{
+    ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL, ACTION_SINK_STATUS, ACTION_SINK_WAVES,
+    SinkRun,
+};
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -86,6 +89,28 @@ impl FlightService for WorkerActions {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
                 reply(&staging::committed(&root, &run.path, &run.run_id).map_err(io)?)
+            }
+            ACTION_SINK_WAVES => {
+                let run: SinkRun = parse(&action)?;
+                checked(&run)?;
+                let waves = tokio::task::spawn_blocking(move || {
+                    staging::committed_waves(&root, &run.path, &run.run_id)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(io)?;
+                reply(&waves)
+            }
+            ACTION_SINK_SEAL => {
+                let run: SinkRun = parse(&action)?;
+                checked(&run)?;
+                let sealed = tokio::task::spawn_blocking(move || {
+                    staging::seal(&root, &run.path, &run.run_id)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(io)?;
+                reply(&sealed)
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown worker action '{other}'"

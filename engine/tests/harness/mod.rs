@@ -63,6 +63,7 @@ pub struct Worker {
 
 pub struct Cluster {
     pub url: String,
+    listen: String,
     pub spec: Spec,
     coordinator: Child,
     pub workers: BTreeMap<String, Worker>,
@@ -74,25 +75,10 @@ impl Cluster {
     /// A coordinator and one worker per (name, data folder); returns once all are live.
     pub fn start(spec: Spec, workers: &[(&str, PathBuf)], logs: &Path) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
-        let coordinator = Command::new(SHOAL)
-            .args([
-                "coordinator",
-                "--listen",
-                &listen,
-                "--models",
-                spec.models.to_str().expect("utf-8 path"),
-                "--heartbeat-timeout",
-                &spec.heartbeat_timeout_s.to_string(),
-                "--heartbeat-interval",
-                &spec.heartbeat_interval_s.to_string(),
-            ])
-            .args(&spec.coordinator_args)
-            .stdout(Stdio::null())
-            .stderr(log_file(logs, "coordinator"))
-            .spawn()
-            .expect("start the coordinator");
+        let coordinator = spawn_coordinator(&spec, &listen, logs, "coordinator");
         let mut cluster = Self {
             url: format!("http://{listen}"),
+            listen,
             spec,
             coordinator,
             workers: BTreeMap::new(),
@@ -105,8 +91,26 @@ impl Cluster {
         cluster
     }
 
+    /// Kill -9 the coordinator.
+    pub fn kill_coordinator(&mut self) {
+        self.coordinator.kill().expect("kill -9 the coordinator");
+        let _ = self.coordinator.wait();
+    }
+
+    /// A new coordinator on the same address (the workers re-register with it).
+    pub fn restart_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        self.coordinator = spawn_coordinator(&self.spec, &self.listen, &self.logs, "coordinator-2");
+    }
+
     /// Starts (or replaces) worker `name` over `data`; does not wait for it to register.
     pub fn start_worker(&mut self, name: &str, data: PathBuf) {
+        self.start_worker_with_env(name, data, &[]);
+    }
+
+    /// [`Cluster::start_worker`] with extra environment variables (fault injection).
+    pub fn start_worker_with_env(&mut self, name: &str, data: PathBuf, env: &[(&str, &str)]) {
         let mut command = Command::new(SHOAL);
         command
             .args([
@@ -127,6 +131,7 @@ impl Cluster {
                 self.spec.block_scan_ms.to_string(),
             );
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().expect("start a worker");
         if let Some(mut old) = self
             .workers
@@ -134,6 +139,41 @@ impl Cluster {
         {
             let _ = old.child.kill();
             let _ = old.child.wait();
+        }
+    }
+
+    /// `shoal sites`: name -> (url, live).
+    pub fn site_urls(&self) -> BTreeMap<String, (String, bool)> {
+        let out = Command::new(SHOAL)
+            .args(["sites", "--coordinator", &self.url])
+            .output()
+            .expect("run shoal sites");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                let name = fields.next()?.to_string();
+                let url = fields.next()?.to_string();
+                let live = fields.next()? == "live";
+                Some((name, (url, live)))
+            })
+            .collect()
+    }
+
+    /// Replaces worker `name` with a new process over `data` and waits until the
+    /// coordinator knows the new one (a new address, live).
+    pub fn restart_worker(&mut self, name: &str, data: PathBuf) {
+        let old = self.site_urls().get(name).map(|(url, _)| url.clone());
+        self.start_worker(name, data);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((url, true)) = self.site_urls().get(name)
+                && Some(url) != old.as_ref()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} did not come back");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -178,6 +218,24 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run shoal sql")
+    }
+
+    /// Starts `shoal run FILE --coordinator URL ARGS...` without waiting.
+    pub fn spawn_run(&self, file: &Path, args: &[&str]) -> Child {
+        Command::new(SHOAL)
+            .arg("run")
+            .arg(file)
+            .args(["--coordinator", &self.url])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal run")
+    }
+
+    /// Worker `name`'s output folder (the default, `DATA/.shoal-output`).
+    pub fn output_dir(&self, name: &str) -> PathBuf {
+        self.workers[name].data.join(".shoal-output")
     }
 
     pub fn sql(&self, sql: &str) -> Answer {
@@ -238,6 +296,26 @@ impl Drop for Cluster {
     }
 }
 
+fn spawn_coordinator(spec: &Spec, listen: &str, logs: &Path, log: &str) -> Child {
+    Command::new(SHOAL)
+        .args([
+            "coordinator",
+            "--listen",
+            listen,
+            "--models",
+            spec.models.to_str().expect("utf-8 path"),
+            "--heartbeat-timeout",
+            &spec.heartbeat_timeout_s.to_string(),
+            "--heartbeat-interval",
+            &spec.heartbeat_interval_s.to_string(),
+        ])
+        .args(&spec.coordinator_args)
+        .stdout(Stdio::null())
+        .stderr(log_file(logs, log))
+        .spawn()
+        .expect("start the coordinator")
+}
+
 fn log_file(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .map(Stdio::from)
@@ -270,6 +348,49 @@ impl Answer {
 /// The three sites' folders of TPC-H lineitem at [`SCALE`], two files each.
 pub fn sites(root: &Path) -> Vec<PathBuf> {
     shoal_engine::tpch::generate_lineitem(&root.join("sites"), SCALE, 3, 2).expect("test data")
+}
+
+/// Rows and distinct (l_orderkey, l_linenumber) keys in every Parquet file under `dirs`'
+/// `subpath` folders, read with single-node DataFusion.
+pub fn rows_and_distinct_keys(dirs: &[PathBuf]) -> (u64, u64) {
+    let files: Vec<String> = dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .flat_map(|d| std::fs::read_dir(d).expect("read an output folder"))
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let frame = ctx
+            .read_parquet(files, datafusion::prelude::ParquetReadOptions::default())
+            .await
+            .expect("read the output");
+        ctx.register_table("out", frame.into_view())
+            .expect("register");
+        let count = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx
+                    .sql(sql)
+                    .await
+                    .expect("plan")
+                    .collect()
+                    .await
+                    .expect("run");
+                datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0)
+                    .expect("a value")
+                    .parse::<u64>()
+                    .expect("a count")
+            }
+        };
+        let rows = count("SELECT count(*) FROM out").await;
+        let keys =
+            count("SELECT count(*) FROM (SELECT DISTINCT l_orderkey, l_linenumber FROM out)").await;
+        (rows, keys)
+    })
 }
 
 /// Worker folders where every site's files are on two workers: w1 holds sites 1 and 2,

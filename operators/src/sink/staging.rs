@@ -19,6 +19,9 @@ pub struct SiteManifest {
     pub run_id: String,
     pub path: String,
     pub files: Vec<ManifestFile>,
+    /// Checkpoint keys of the input files these files cover (resumable runs' waves).
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 /// A sink path must stay inside the output folder: relative, no `..`, no root.
@@ -32,9 +35,11 @@ pub fn check_sink_path(path: &str) -> Result<(), String> {
             "sink path '{path}' may not contain '..', '.' or a root: it must stay inside the worker's output folder"
         ));
     }
-    if p.components()
-        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-    {
+    // Hidden folders are the sink's own (staging, waves), except the waves of a run.
+    if p.components().any(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        name.starts_with('.') && !name.starts_with(WAVES_PREFIX)
+    }) {
         return Err(format!("sink path '{path}' may not contain hidden folders"));
     }
     Ok(())
@@ -84,6 +89,10 @@ pub fn commit(root: &Path, manifest: &SiteManifest) -> std::io::Result<SiteManif
         return Ok(done);
     }
     let staging = staging_dir(root, &manifest.path, &manifest.run_id);
+    if manifest.files.is_empty() {
+        // A wave whose inputs gave no rows here still records that it covered them.
+        std::fs::create_dir_all(&staging)?;
+    }
     for f in &manifest.files {
         let name = Path::new(&f.file).file_name().unwrap_or_default();
         if !staging.join(name).is_file() {
@@ -115,12 +124,112 @@ pub fn commit(root: &Path, manifest: &SiteManifest) -> std::io::Result<SiteManif
     Ok(manifest.clone())
 }
 
-/// Removes whatever a run staged here (nothing if it staged nothing).
-pub fn abort(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(staging_dir(root, path, run_id)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// Where a resumable run commits its waves before the seal: `<path>/.waves-<run id>`
+/// (relative to the output folder; hidden, so no reader takes them for output).
+pub fn waves_path(path: &str, run_id: &str) -> String {
+    format!("{path}/{WAVES_PREFIX}{run_id}")
+}
+
+const WAVES_PREFIX: &str = ".waves-";
+
+/// The waves of `run_id` committed here; removes the staging of waves that never
+/// committed (a crash mid-wave), which a resumed run redoes.
+pub fn committed_waves(
+    root: &Path,
+    path: &str,
+    run_id: &str,
+) -> std::io::Result<Vec<SiteManifest>> {
+    let dir = root.join(waves_path(path, run_id));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut waves = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".staging-") {
+            std::fs::remove_dir_all(entry.path())?;
+        } else if let Some(wave) = name.strip_prefix("run-")
+            && let Some(manifest) = committed(root, &waves_path(path, run_id), wave)?
+        {
+            waves.push(manifest);
+        }
     }
+    waves.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(waves)
+}
+
+/// Makes a resumable run's committed waves on this worker its output, in one rename: their
+/// files are linked into the run's staging folder, which is then committed as one run.
+/// Idempotent: a crash at any point leaves the waves intact and nothing visible, and sealing
+/// again finishes the job; sealing a sealed run returns its manifest. None when this worker
+/// holds no wave of the run.
+pub fn seal(root: &Path, path: &str, run_id: &str) -> std::io::Result<Option<SiteManifest>> {
+    if let Some(done) = committed(root, path, run_id)? {
+        let _ = std::fs::remove_dir_all(root.join(waves_path(path, run_id)));
+        return Ok(Some(done));
+    }
+    let waves = committed_waves(root, path, run_id)?;
+    if waves.is_empty() {
+        return Ok(None);
+    }
+    let staging = staging_dir(root, path, run_id);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(&staging)?;
+    let mut manifest = SiteManifest {
+        run_id: run_id.to_string(),
+        path: path.to_string(),
+        files: Vec::new(),
+        inputs: Vec::new(),
+    };
+    for wave in waves {
+        manifest.inputs.extend(wave.inputs);
+        for file in wave.files {
+            let source = root.join(&file.file);
+            let name = Path::new(&file.file)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::fs::hard_link(&source, staging.join(&name))
+                .or_else(|_| std::fs::copy(&source, staging.join(&name)).map(|_| ()))?;
+            crash_here_for_tests();
+            manifest.files.push(ManifestFile {
+                file: format!("{path}/run-{run_id}/{name}"),
+                ..file
+            });
+        }
+    }
+    manifest.inputs.sort();
+    let sealed = commit(root, &manifest)?;
+    std::fs::remove_dir_all(root.join(waves_path(path, run_id)))?;
+    Ok(Some(sealed))
+}
+
+/// Fault injection for the fault-tolerance tests: `SHOAL_FAULT_CRASH_IN_SEAL=1` makes the
+/// process abort in the middle of a seal, after its first file is staged.
+fn crash_here_for_tests() {
+    if std::env::var("SHOAL_FAULT_CRASH_IN_SEAL").is_ok_and(|v| v == "1") {
+        std::process::abort();
+    }
+}
+
+/// Removes whatever a run staged here, its waves included (nothing if it staged nothing).
+pub fn abort(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {
+    for dir in [
+        staging_dir(root, path, run_id),
+        root.join(waves_path(path, run_id)),
+    ] {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -155,6 +264,7 @@ mod tests {
                 bytes: 1,
                 sha256: "00".into(),
             }],
+            inputs: Vec::new(),
         };
         commit(root.path(), &manifest).unwrap();
         let done = committed_dir(root.path(), "out", "r1");
@@ -168,5 +278,43 @@ mod tests {
         abort(root.path(), "out", "r2").unwrap();
         assert!(!staging_dir(root.path(), "out", "r2").exists());
         abort(root.path(), "out", "never").unwrap();
+    }
+
+    #[test]
+    fn sealing_waves_is_one_run_and_idempotent() {
+        let root = tempfile::tempdir().unwrap();
+        let waves = waves_path("out", "r1");
+        for (wave, input) in [("w1", "fa"), ("w2", "fb")] {
+            let staging = staging_dir(root.path(), &waves, wave);
+            std::fs::create_dir_all(&staging).unwrap();
+            std::fs::write(staging.join(format!("part-{wave}.parquet")), b"x").unwrap();
+            let manifest = SiteManifest {
+                run_id: wave.into(),
+                path: waves.clone(),
+                files: vec![ManifestFile {
+                    site: "s".into(),
+                    file: format!("{waves}/run-{wave}/part-{wave}.parquet"),
+                    rows: 1,
+                    bytes: 1,
+                    sha256: "00".into(),
+                }],
+                inputs: vec![input.into()],
+            };
+            commit(root.path(), &manifest).unwrap();
+        }
+        // A wave that never committed is dropped when the waves are listed.
+        std::fs::create_dir_all(staging_dir(root.path(), &waves, "w3")).unwrap();
+        let listed = committed_waves(root.path(), "out", "r1").unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(!staging_dir(root.path(), &waves, "w3").exists());
+
+        let sealed = seal(root.path(), "out", "r1").unwrap().unwrap();
+        assert_eq!(sealed.inputs, ["fa", "fb"]);
+        let done = committed_dir(root.path(), "out", "r1");
+        assert!(done.join("part-w1.parquet").is_file() && done.join("part-w2.parquet").is_file());
+        assert_eq!(sealed.files[0].file, "out/run-r1/part-w1.parquet");
+        assert!(!root.path().join(&waves).exists());
+        assert_eq!(seal(root.path(), "out", "r1").unwrap(), Some(sealed));
+        assert_eq!(seal(root.path(), "out", "never").unwrap(), None);
     }
 }

@@ -19,6 +19,7 @@ mod ordered;
 mod parse;
 mod sink_node;
 pub mod spec;
+pub mod waves;
 
 pub use compile::{Compiled, CompiledOutput, Mode, SinkKind, compile};
 pub use diagnostic::{Diagnostic, PipelineError, nearest};
@@ -37,4 +38,19 @@ pub async fn compile_file(
         .await
         .map_err(|d| pipeline.error(d))?;
     Ok((pipeline, compiled))
+}
+
+/// The local Parquet sink `node` is, if it is one.
+pub fn sink_node_of(
+    node: &datafusion::logical_expr::LogicalPlan,
+) -> Option<&shoal_operators::sink::LocalParquetSinkNode> {
+    match node {
+        datafusion::logical_expr::LogicalPlan::Extension(extension) => {
+            extension
+                .node
+                .as_any()
+                .downcast_ref::<shoal_operators::sink::LocalParquetSinkNode>()
+        }
+        _ => None,
+    }
 }
