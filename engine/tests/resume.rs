@@ -90,8 +90,10 @@ fn a_coordinator_killed_halfway_through_a_million_row_run_resumes_with_every_row
         .iter()
         .map(|(n, d)| (n.as_str(), d.clone()))
         .collect();
+    // One file per site per wave: 4 waves of 3 site-waves, whatever the core count.
     let spec = Spec {
         block_scan_ms: 150,
+        coordinator_args: vec!["--wave-files".into(), "1".into()],
         ..Spec::default()
     };
     let mut cluster = Cluster::start(spec, &named, tmp.path());
@@ -143,7 +145,7 @@ fn a_coordinator_killed_halfway_through_a_million_row_run_resumes_with_every_row
         "{printed}"
     );
     eprintln!(
-        "FIGURE coordinator killed after {waves_at_crash} of 12 site-waves: run finished {:.2} s after the kill (restart + resume)",
+        "FIGURE {input_rows} rows, coordinator killed after {waves_at_crash} of 12 site-waves: run finished {:.2} s after the kill (restart + resume)",
         killed.elapsed().as_secs_f64()
     );
     let (rows, keys) = rows_and_distinct_keys(&run_dirs(&cluster, "big-1"));

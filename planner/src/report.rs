@@ -23,6 +23,10 @@ pub struct QueryReport {
     /// The workers lost along the way, in the order they were found lost.
     #[serde(default)]
     pub lost_workers: Vec<String>,
+    /// For each lost worker, when the coordinator found it lost, in ms since the
+    /// statement started.
+    #[serde(default)]
+    pub lost_at_ms: Vec<u64>,
 }
 
 impl QueryReport {
@@ -62,6 +66,7 @@ impl QueryReport {
             elapsed_ms: elapsed.as_millis() as u64,
             retries: 0,
             lost_workers: Vec::new(),
+            lost_at_ms: Vec::new(),
         })
     }
 
@@ -76,10 +81,12 @@ impl QueryReport {
     pub fn summary(&self) -> String {
         let mut summary = self.moved_summary();
         if self.retries > 0 {
+            let at: Vec<String> = self.lost_at_ms.iter().map(|ms| ms.to_string()).collect();
             summary.push_str(&format!(
-                "; re-run {} time(s) after losing worker(s) '{}'",
+                "; re-run {} time(s) after losing worker(s) '{}' (found lost at {} ms)",
                 self.retries,
-                self.lost_workers.join("', '")
+                self.lost_workers.join("', '"),
+                at.join(", ")
             ));
         }
         summary

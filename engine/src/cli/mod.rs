@@ -125,6 +125,10 @@ enum Command {
         /// which a statement fails.
         #[arg(long, default_value_t = 300.0)]
         stall_timeout: f64,
+        /// Input files each site reads per wave of a resumable pipeline run (0: the core
+        /// count); smaller waves checkpoint more often.
+        #[arg(long, default_value_t = 0)]
+        wave_files: usize,
         /// TOML file with client tokens, users and the cluster secret (see README); also
         /// read: SHOAL_TOKENS (comma-separated tokens), SHOAL_CLUSTER_SECRET.
         #[arg(long)]
@@ -267,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             heartbeat_interval,
             task_retries,
             stall_timeout,
+            wave_files,
             auth_file,
             tls,
             insecure,
@@ -284,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_secs_f64(heartbeat_interval),
                 task_retries,
                 stall_timeout: Duration::from_secs_f64(stall_timeout),
+                wave_files,
                 users: auth.user_pairs(),
                 tokens: auth.tokens,
                 cluster_secret: auth.cluster_secret,

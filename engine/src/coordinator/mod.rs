@@ -61,6 +61,9 @@ pub struct CoordinatorOptions {
     /// A statement during which no worker scans a row and no batch arrives for this long
     /// fails with a no-progress error.
     pub stall_timeout: Duration,
+    /// Input files each site reads per wave of a resumable run; 0: as many as a site reads
+    /// in parallel (the core count). Smaller waves checkpoint more often.
+    pub wave_files: usize,
 }
 
 impl Default for CoordinatorOptions {
@@ -79,6 +82,7 @@ impl Default for CoordinatorOptions {
             max_result_rows: 100_000_000,
             task_retries: 2,
             stall_timeout: Duration::from_secs(300),
+            wave_files: 0,
         }
     }
 }

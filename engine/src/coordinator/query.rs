@@ -205,12 +205,13 @@ impl Coordinator {
             },
         };
         report.retries = *attempts.retries.lock();
-        report.lost_workers = attempts
-            .lost
-            .lock()
+        let lost = attempts.lost.lock();
+        report.lost_workers = lost.iter().map(|l| l.site.clone()).collect();
+        report.lost_at_ms = lost
             .iter()
-            .map(|l| l.site.clone())
+            .map(|l| l.noticed.saturating_duration_since(started).as_millis() as u64)
             .collect();
+        drop(lost);
         self.keep_report(query_id.to_string(), report.clone());
         report
     }

@@ -1,5 +1,5 @@
-//! Resumable runs: a map-only output with a local Parquet sink is written in waves (one
-//! pending input file per site each, see [`shoal_planner::pipeline::waves`]). Each site's
+//! Resumable runs: a map-only output with a local Parquet sink is written in waves (as many
+//! pending input files per site as it reads in parallel, see [`shoal_planner::pipeline::waves`]). Each site's
 //! part of a wave commits on its own, listing the input files it covered: these are the
 //! run's checkpoints, kept on the workers, so they survive a crash of the coordinator. When
 //! every input is covered, each worker seals its waves into the run's folder in one rename.
@@ -95,9 +95,15 @@ impl Coordinator {
         }
         let waves_dir = waves_path(&run.path, &run.run_id);
         let (state, _) = output.dataframe.clone().into_parts();
+        // As many files per site as a site reads in parallel: waves cost a barrier each,
+        // not parallelism.
+        let per_site = match self.options.wave_files {
+            0 => state.config().target_partitions(),
+            n => n,
+        };
         let mut moved = Moved::default();
         while !pending.is_empty() {
-            let wave = next_wave(&pending);
+            let wave = next_wave(&pending, per_site);
             let wave_id = format!("wave-{}", wave[0].key);
             let plan = wave_plan(&logical, &wave, &waves_dir, &wave_id)?;
             let frame = DataFrame::new(state.clone(), plan);

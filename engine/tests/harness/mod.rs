@@ -179,18 +179,9 @@ impl Cluster {
 
     /// `shoal sites`: name -> live.
     pub fn sites(&self) -> BTreeMap<String, bool> {
-        let out = Command::new(SHOAL)
-            .args(["sites", "--coordinator", &self.url])
-            .output()
-            .expect("run shoal sites");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split('\t');
-                let name = fields.next()?.to_string();
-                let live = fields.nth(1)? == "live";
-                Some((name, live))
-            })
+        self.site_urls()
+            .into_iter()
+            .map(|(name, (_, live))| (name, live))
             .collect()
     }
 
@@ -459,4 +450,101 @@ pub fn single_node_answer(sites: &[PathBuf]) -> String {
         };
         format!("n,k,l\n{},{},{}\n", value(0), value(1), value(2))
     })
+}
+
+/// How the test data is spread over the workers.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// Worker i holds site i only.
+    Plain,
+    /// Every site on two workers (see [`replicated`]).
+    Replicated,
+}
+
+/// A test's cluster over fresh data, with the answer [`CHECK_SQL`] must give.
+pub struct Scene {
+    /// Declared first so it drops first: the processes stop before their folders go.
+    pub cluster: Cluster,
+    pub sites: Vec<PathBuf>,
+    pub workers: Vec<(String, PathBuf)>,
+    pub expected: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Scene {
+    /// Every worker process survived and the cluster still answers exactly.
+    pub fn assert_every_worker_serves(&mut self) {
+        for (name, _) in &self.workers {
+            assert!(self.cluster.is_running(name), "{name} survived");
+        }
+        self.answers_exactly();
+    }
+
+    /// Runs [`CHECK_SQL`], asserting the single-node answer; what `shoal sql` printed.
+    pub fn answers_exactly(&self) -> Answer {
+        let answer = self.cluster.sql(CHECK_SQL);
+        assert!(
+            answer.ok && answer.stdout == self.expected,
+            "{answer:?}; logs in {}",
+            self.cluster.logs.display()
+        );
+        answer
+    }
+}
+
+pub fn scene(layout: Layout, spec: Spec) -> Scene {
+    let dir = tempfile::tempdir().expect("a temp folder");
+    let sites = sites(dir.path());
+    let expected = single_node_answer(&sites);
+    assert!(
+        expected.starts_with(&format!("n,k,l\n{ROWS},")),
+        "{expected}"
+    );
+    let workers = match layout {
+        Layout::Plain => sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("w{}", i + 1), s.clone()))
+            .collect(),
+        Layout::Replicated => replicated(dir.path(), &sites),
+    };
+    let named: Vec<(&str, PathBuf)> = workers
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    let cluster = Cluster::start(spec, &named, dir.path());
+    Scene {
+        cluster,
+        sites,
+        workers,
+        expected,
+        dir,
+    }
+}
+
+/// A statement running while `fault` strikes `after` its start.
+pub struct Faulted {
+    pub answer: Answer,
+    /// From the statement's start to the fault.
+    pub fault_after: Duration,
+    /// When the fault struck.
+    pub fault_at: Instant,
+}
+
+pub fn query_with_fault(
+    cluster: &mut Cluster,
+    sql: &str,
+    after: Duration,
+    fault: impl FnOnce(&mut Cluster),
+) -> Faulted {
+    let started = Instant::now();
+    let query = cluster.spawn_sql(sql);
+    std::thread::sleep(after);
+    fault(cluster);
+    let fault_at = Instant::now();
+    Faulted {
+        answer: Answer::of(query, started),
+        fault_after: fault_at - started,
+        fault_at,
+    }
 }

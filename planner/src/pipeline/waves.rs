@@ -1,5 +1,5 @@
 //! Resumable runs of map-only outputs (scan, features, predict, filter, sink): the output is
-//! written in waves, each wave reading one pending input file per site, and each site's part
+//! written in waves, each wave reading a few pending input files per site, and each site's part
 //! of a wave is committed on its own with the input files it covered. The committed waves
 //! are the run's checkpoints: a resumed run reads only the files no committed wave covers,
 //! so every input row lands in the output exactly once.
@@ -86,12 +86,17 @@ pub fn input_files(plan: &LogicalPlan) -> Result<Vec<InputFile>> {
     Ok(files)
 }
 
-/// The next wave: one pending file per site (so every site works), in path order.
-pub fn next_wave(pending: &[InputFile]) -> Vec<InputFile> {
-    let mut sites = BTreeSet::new();
+/// The next wave: up to `per_site` pending files of every site (so every site works, its
+/// files read in parallel as in a run without waves), in path order.
+pub fn next_wave(pending: &[InputFile], per_site: usize) -> Vec<InputFile> {
+    let mut taken: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     let mut wave: Vec<InputFile> = pending
         .iter()
-        .filter(|f| sites.insert(f.site.clone()))
+        .filter(|f| {
+            let count = taken.entry(f.site.as_str()).or_default();
+            *count += 1;
+            *count <= per_site.max(1)
+        })
         .cloned()
         .collect();
     wave.sort_by(|a, b| (&a.site, &a.path).cmp(&(&b.site, &b.path)));
@@ -153,15 +158,18 @@ mod tests {
     }
 
     #[test]
-    fn a_wave_takes_one_pending_file_per_site() {
+    fn a_wave_takes_up_to_k_pending_files_per_site() {
         let pending = vec![
             file("a", "1"),
             file("a", "2"),
+            file("a", "5"),
             file("b", "3"),
             file("c", "4"),
         ];
-        let wave: Vec<String> = next_wave(&pending).into_iter().map(|f| f.path).collect();
-        assert_eq!(wave, ["1", "3", "4"]);
-        assert!(next_wave(&[]).is_empty());
+        let paths =
+            |k| -> Vec<String> { next_wave(&pending, k).into_iter().map(|f| f.path).collect() };
+        assert_eq!(paths(1), ["1", "3", "4"]);
+        assert_eq!(paths(2), ["1", "2", "3", "4"]);
+        assert!(next_wave(&[], 2).is_empty());
     }
 }
