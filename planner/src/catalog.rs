@@ -392,6 +392,34 @@ mod tests {
     }
 
     #[test]
+    fn a_replicated_file_is_served_by_a_live_holder_until_none_is_left() {
+        let catalog = SiteCatalog::new(Duration::from_secs(5));
+        for site in ["w1", "w2"] {
+            let mut copy = report(site, DataType::Int64);
+            copy.tables[0].files[0].fingerprint = "same-footer".into();
+            catalog.register(copy).unwrap();
+        }
+        let table = catalog.table("t").unwrap();
+        assert_eq!(table.files.len(), 1, "one file, held twice");
+        catalog.mark_down("w1");
+        let table = catalog.table("t").unwrap();
+        assert_eq!(table.files[0].0, "w2");
+        assert!(catalog.check_servable(&table).is_ok());
+        // A draining site answers heartbeats but takes no new work.
+        catalog.set_draining("w2");
+        assert!(catalog.is_responsive("w2") && catalog.live_sites().is_empty());
+        let table = catalog.table("t").unwrap();
+        let err = catalog.check_servable(&table).unwrap_err().to_string();
+        assert!(
+            err.contains("'w1', 'w2'") && err.contains("t/0.parquet"),
+            "{err}"
+        );
+        // A heartbeat brings a marked-down site back.
+        assert!(catalog.heartbeat("w1", 0));
+        assert_eq!(catalog.table("t").unwrap().files[0].0, "w1");
+    }
+
+    #[test]
     fn site_names_are_host_safe() {
         assert!(validate_site_name("site-1").is_ok());
         for bad in ["", "Site", "a_b", "cluster", "-a"] {

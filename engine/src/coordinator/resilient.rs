@@ -196,7 +196,10 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
             }
         }
         let running = state.running.as_mut()?;
+        // Biased to the stream: a ready batch always wins over the watchdog, so a caller
+        // that paused reading never finds its statement declared stalled on return.
         let outcome = tokio::select! {
+            biased;
             item = running.stream.next() => match item {
                 Some(Ok(batch)) => {
                     running.delivered.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +271,7 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                  repeating rows: run the statement again"
                     .to_string()
             } else {
-                format!("and the {retries} retr(y/ies) allowed (--task-retries) are used up")
+                format!("and the {retries} re-run(s) allowed (--task-retries) are used up")
             };
             let error = DataFusionError::External(Box::new(crate::Error::WorkerLost {
                 site: lost.join("', '"),

@@ -81,6 +81,7 @@ pub(super) fn to_status(e: crate::Error) -> Status {
             ));
         }
         crate::Error::WorkerLost { .. } => return Status::unavailable(message),
+        crate::Error::Stalled { .. } => return Status::deadline_exceeded(message),
         _ => {}
     }
     let clients_fault = match &e {
