@@ -462,36 +462,41 @@ impl Coordinator {
 
     /// The manifests of `run` already committed on live workers.
     pub(super) async fn committed_manifests(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
-        let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
         let mut found = Vec::new();
-        for url in self.catalog.live_urls() {
-            let reply = client::action(
-                self.channels.connector(),
-                url.as_str(),
-                ACTION_SINK_STATUS,
-                body.clone(),
-            )
-            .await?;
-            if let Some(m) = serde_json::from_slice::<Option<SiteManifest>>(&reply)
-                .map_err(|e| Error::Internal(e.to_string()))?
-            {
-                found.push(m);
-            }
+        for reply in self.ask_every_worker(ACTION_SINK_STATUS, run).await? {
+            found.extend(
+                serde_json::from_slice::<Option<SiteManifest>>(&reply)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            );
         }
         Ok(found)
     }
 
     pub(super) async fn on_every_worker(&self, action: &str, run: &SinkRun) -> Result<()> {
+        self.ask_every_worker(action, run).await.map(|_| ())
+    }
+
+    /// Sends `action` about `run` to every live worker; their replies, in site order.
+    pub(super) async fn ask_every_worker(
+        &self,
+        action: &str,
+        run: &SinkRun,
+    ) -> Result<Vec<Vec<u8>>> {
         let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
-        for url in self.catalog.live_urls() {
-            client::action(
+        let mut replies = Vec::new();
+        for (site, url) in self.catalog.live_sites() {
+            let reply = client::action(
                 self.channels.connector(),
                 url.as_str(),
                 action,
                 body.clone(),
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                Error::Pipeline(format!("run '{}' on worker '{site}': {e}", run.run_id))
+            })?;
+            replies.push(reply);
         }
-        Ok(())
+        Ok(replies)
     }
 }

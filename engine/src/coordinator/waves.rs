@@ -10,7 +10,6 @@
 
 use super::Coordinator;
 use super::pipeline::{Events, PipelineEvent};
-use crate::client;
 use crate::error::{Error, Result};
 use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_SEAL, ACTION_SINK_WAVES, SinkRun};
 use datafusion::prelude::DataFrame;
@@ -166,25 +165,6 @@ impl Coordinator {
             sealed.extend(manifest);
         }
         Ok(sealed)
-    }
-
-    async fn ask_every_worker(&self, action: &str, run: &SinkRun) -> Result<Vec<Vec<u8>>> {
-        let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut replies = Vec::new();
-        for (site, url) in self.catalog.live_sites() {
-            let reply = client::action(
-                self.channels.connector(),
-                url.as_str(),
-                action,
-                body.clone(),
-            )
-            .await
-            .map_err(|e| {
-                Error::Pipeline(format!("run '{}' on worker '{site}': {e}", run.run_id))
-            })?;
-            replies.push(reply);
-        }
-        Ok(replies)
     }
 
     async fn send_output(
