@@ -46,7 +46,6 @@ pub struct LostWorker {
     pub site: String,
     /// When the coordinator noticed (error or heartbeat timeout).
     pub noticed: Instant,
-    pub cause: String,
 }
 
 /// One attempt in flight.
@@ -143,6 +142,21 @@ impl Coordinator {
         })
     }
 
+    /// The sites of a failed attempt that are gone. A transport error with every site
+    /// still answering is probed again until the heartbeat timeout: a killed process's
+    /// connections can break a moment before its listening port closes.
+    async fn confirm_lost(&self, sites: &[(String, Url)], error: &DataFusionError) -> Vec<String> {
+        let mut lost = self.lost_sites(sites).await;
+        if lost.is_empty() && is_transport_error(error) {
+            let deadline = Instant::now() + self.catalog.heartbeat_timeout();
+            while lost.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                lost = self.lost_sites(sites).await;
+            }
+        }
+        lost
+    }
+
     /// The sites of a failed attempt that are gone: silent past the heartbeat timeout, or
     /// refusing connections. An error alone does not make a worker lost: a query error
     /// (a bad model, a bad file) is answered as it is, without a retry.
@@ -157,6 +171,23 @@ impl Coordinator {
             .flatten()
             .collect()
     }
+}
+
+/// Whether `error` came from the connection rather than from the work: what a killed or
+/// cut-off worker leaves its peers with.
+fn is_transport_error(error: &DataFusionError) -> bool {
+    const MARKS: [&str; 8] = [
+        "h2 protocol error",
+        "broken pipe",
+        "connection reset",
+        "connection refused",
+        "transport error",
+        "error reading a body",
+        "unavailable",
+        "tcp connect error",
+    ];
+    let text = error.to_string().to_ascii_lowercase();
+    MARKS.iter().any(|mark| text.contains(mark))
 }
 
 /// Whether something listens at the worker's address (a killed worker's port refuses).
@@ -241,7 +272,7 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                 (error, vec![silent])
             }
             Err(error) => {
-                let lost = state.coordinator.lost_sites(&sites).await;
+                let lost = state.coordinator.confirm_lost(&sites, &error).await;
                 (error, lost)
             }
         };
@@ -261,7 +292,6 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
             .extend(lost.iter().map(|site| LostWorker {
                 site: site.clone(),
                 noticed,
-                cause: error.to_string(),
             }));
         let retries = *state.attempts.retries.lock();
         if state.delivered || retries >= state.coordinator.options.task_retries {
@@ -280,5 +310,22 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
             return Some((Err(error), state));
         }
         *state.attempts.retries.lock() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_connections_are_transport_errors_and_query_errors_are_not() {
+        let broken = DataFusionError::Execution(
+            "h2 protocol error: error reading a body from connection".into(),
+        );
+        assert!(is_transport_error(&broken));
+        let model = DataFusionError::Execution(
+            "inference with model 'm' failed on a batch of 3 row(s)".into(),
+        );
+        assert!(!is_transport_error(&model));
     }
 }

@@ -40,6 +40,16 @@ fn checked(run: &SinkRun) -> Result<(), Status> {
         .map_err(Status::invalid_argument)
 }
 
+/// Runs file-system work off the async threads; its errors become internal statuses.
+async fn on_disk<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
 fn unimplemented<T>() -> Result<T, Status> {
     Err(Status::unimplemented(
         "a worker serves only shoal's sink actions on Flight",
@@ -62,7 +72,6 @@ impl FlightService for WorkerActions {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         let root = self.output_root.clone();
-        let io = |e: std::io::Error| Status::internal(e.to_string());
         match action.r#type.as_str() {
             ACTION_SINK_COMMIT => {
                 let manifest: SiteManifest = parse(&action)?;
@@ -70,47 +79,31 @@ impl FlightService for WorkerActions {
                     path: manifest.path.clone(),
                     run_id: manifest.run_id.clone(),
                 })?;
-                let done = tokio::task::spawn_blocking(move || staging::commit(&root, &manifest))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(io)?;
-                reply(&done)
+                reply(&on_disk(move || staging::commit(&root, &manifest)).await?)
             }
             ACTION_SINK_ABORT => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                tokio::task::spawn_blocking(move || staging::abort(&root, &run.path, &run.run_id))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(io)?;
+                on_disk(move || staging::abort(&root, &run.path, &run.run_id)).await?;
                 reply(&true)
             }
             ACTION_SINK_STATUS => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                reply(&staging::committed(&root, &run.path, &run.run_id).map_err(io)?)
+                reply(&on_disk(move || staging::committed(&root, &run.path, &run.run_id)).await?)
             }
             ACTION_SINK_WAVES => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                let waves = tokio::task::spawn_blocking(move || {
-                    staging::committed_waves(&root, &run.path, &run.run_id)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(io)?;
-                reply(&waves)
+                reply(
+                    &on_disk(move || staging::committed_waves(&root, &run.path, &run.run_id))
+                        .await?,
+                )
             }
             ACTION_SINK_SEAL => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                let sealed = tokio::task::spawn_blocking(move || {
-                    staging::seal(&root, &run.path, &run.run_id)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(io)?;
-                reply(&sealed)
+                reply(&on_disk(move || staging::seal(&root, &run.path, &run.run_id)).await?)
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown worker action '{other}'"
