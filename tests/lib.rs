@@ -128,3 +128,22 @@ pub fn assert_same_rows(query: &str, expected: &[Vec<String>], actual: &[Vec<Str
         }
     }
 }
+
+/// Three site folders with the `visits` training table (20,000 rows each, 2 files), made
+/// once and shared like [`tpch_sites`].
+pub fn visits_sites() -> Vec<PathBuf> {
+    let root = repo_root().join("target/shoal-test-data/visits-3x20000");
+    let names: Vec<String> = (1..=TEST_SITES).map(|i| format!("site-{i}")).collect();
+    let sites: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+    if root.join(".complete").exists() {
+        return sites;
+    }
+    let scratch = root.with_extension(format!("tmp-{}", std::process::id()));
+    let scratch_sites: Vec<PathBuf> = names.iter().map(|n| scratch.join(n)).collect();
+    shoal_engine::visits::generate_visits(&scratch_sites, 20_000, 2).expect("generate visits");
+    std::fs::write(scratch.join(".complete"), "").expect("marker");
+    if std::fs::rename(&scratch, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    sites
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod protocol;
 pub mod security;
 pub mod tpch;
+pub mod visits;
 pub mod worker;
 
 pub use coordinator::{Coordinator, CoordinatorOptions};

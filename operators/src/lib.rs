@@ -21,10 +21,12 @@ pub mod features;
 pub mod model;
 pub mod runtime;
 pub mod sink;
+pub mod train;
 pub mod udf;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
+pub use train::shoal_udafs;
 pub use udf::feature::{FeatureFunction, feature_udfs};
 pub use udf::inference::model_runs;
 pub use udf::predict::{PredictKind, PredictUdf, ml_udfs};

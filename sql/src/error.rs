@@ -16,6 +16,9 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] shoal_operators::Error),
 
+    #[error("training model '{model}': {message}")]
+    Training { model: String, message: String },
+
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

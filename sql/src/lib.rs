@@ -14,7 +14,8 @@ pub mod error;
 mod models_table;
 pub mod session;
 pub mod statements;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use models_table::ModelsTable;
-pub use session::{local_context, table_folders, with_shoal_functions};
+pub use session::{local_context, table_folders, with_shoal_functions, with_shoal_functions_at};

@@ -5,24 +5,39 @@ use crate::models_table::ModelsTable;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use shoal_operators::{ModelProvider, feature_udfs, ml_udfs};
+use shoal_operators::{ModelProvider, feature_udfs, ml_udfs, shoal_udafs};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Name of the schema holding shoal's system tables (`shoal.models`).
 pub const SYSTEM_SCHEMA: &str = "shoal";
 
-/// Adds `predict` and `predict_proba` over `provider`, and the feature functions, to the
-/// builder's functions.
+/// Adds `predict` and `predict_proba` over `provider`, the feature functions, and the
+/// metric and training aggregates to the builder's functions.
 /// (`SessionStateBuilder::with_scalar_functions` would replace the built-in ones.)
 pub fn with_shoal_functions(
+    builder: SessionStateBuilder,
+    provider: Arc<dyn ModelProvider>,
+) -> SessionStateBuilder {
+    with_shoal_functions_at(builder, provider, "local")
+}
+
+/// As [`with_shoal_functions`], on a worker: the training aggregates label what they send
+/// with `site`. (Workers decode plans' functions by name from this registry, so this is
+/// where a function learns which site it runs on.)
+pub fn with_shoal_functions_at(
     mut builder: SessionStateBuilder,
     provider: Arc<dyn ModelProvider>,
+    site: &str,
 ) -> SessionStateBuilder {
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)
         .extend(ml_udfs(provider).into_iter().chain(feature_udfs()));
+    builder
+        .aggregate_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(shoal_udafs(site));
     builder
 }
 

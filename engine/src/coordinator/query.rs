@@ -37,13 +37,21 @@ pub enum PlannedQuery {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     },
+    /// Work done when executed, with its schema known before (CREATE MODEL).
+    Deferred { schema: SchemaRef, run: DeferredRun },
 }
+
+/// What a [`PlannedQuery::Deferred`] runs.
+pub type DeferredRun =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Vec<RecordBatch>>> + Send + Sync>;
 
 impl PlannedQuery {
     pub fn schema(&self) -> SchemaRef {
         match self {
             PlannedQuery::Plan { plan, .. } => plan.schema(),
-            PlannedQuery::Batches { schema, .. } => schema.clone(),
+            PlannedQuery::Batches { schema, .. } | PlannedQuery::Deferred { schema, .. } => {
+                schema.clone()
+            }
         }
     }
 }
@@ -100,17 +108,21 @@ impl Coordinator {
         Ok(ctx)
     }
 
-    /// Plans `sql`. Remote clients may only read: DDL, DML and `SET` are refused.
-    pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
+    /// Plans `sql`. Remote clients may only read (DDL, DML and `SET` are refused), and
+    /// train models (`CREATE MODEL`).
+    pub async fn plan(self: &Arc<Self>, sql: &str) -> Result<PlannedQuery> {
         self.plan_with_parameters(sql, None).await
     }
 
     /// Plans `sql` with its placeholders (`$1`, `?`) bound to `parameters`.
     pub async fn plan_with_parameters(
-        &self,
+        self: &Arc<Self>,
         sql: &str,
         parameters: Option<ParamValues>,
     ) -> Result<PlannedQuery> {
+        if shoal_sql::train::is_create_model(sql) {
+            return self.plan_create_model(sql);
+        }
         let ctx = self.session()?;
         let sql = shoal_sql::statements::to_datafusion_sql(sql);
         if let Some(inner) = explain_target(&sql) {
@@ -136,7 +148,11 @@ impl Coordinator {
 
     /// The result schema of `sql` and the parameters it expects (`$1`, `$2`, ... in order,
     /// typed where the query implies a type), without running it.
-    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+    pub async fn describe(self: &Arc<Self>, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        if shoal_sql::train::is_create_model(sql) {
+            let planned = self.plan_create_model(sql)?;
+            return Ok((planned.schema(), Arc::new(Schema::empty())));
+        }
         let ctx = self.session()?;
         let sql = shoal_sql::statements::to_datafusion_sql(sql);
         if let Some(inner) = explain_target(&sql) {
@@ -173,6 +189,19 @@ impl Coordinator {
             }
             PlannedQuery::Batches { schema, batches } => {
                 let stream = futures::stream::iter(batches.clone().into_iter().map(Ok));
+                Ok(Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        schema.clone(),
+                        stream,
+                    ),
+                ))
+            }
+            PlannedQuery::Deferred { schema, run } => {
+                let run = run.clone();
+                let stream = futures::stream::once(async move { run().await })
+                    .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                    .try_flatten();
                 Ok(Box::pin(
                     datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
                         schema.clone(),
@@ -338,7 +367,7 @@ fn explain_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]))
 }
 
-fn read_only() -> SQLOptions {
+pub(super) fn read_only() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

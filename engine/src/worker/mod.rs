@@ -27,7 +27,7 @@ use object_store::local::LocalFileSystem;
 use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
 use shoal_planner::site_store_url;
-use shoal_sql::with_shoal_functions;
+use shoal_sql::with_shoal_functions_at;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,13 +196,15 @@ impl WorkerProcess {
                 let sink_site = sink_site.clone();
                 async move {
                     let builder = ctx.builder.with_runtime_env(runtime);
-                    Ok(with_shoal_functions(builder, provider.clone())
-                        .with_distributed_channel_resolver(peers)
-                        .with_distributed_user_codec(
-                            ShoalCodec::new(provider).with_sink_site(sink_site),
-                        )
-                        .with_distributed_worker_plan_rewrite_handler(ledger.handler())
-                        .build())
+                    Ok(
+                        with_shoal_functions_at(builder, provider.clone(), &sink_site.site)
+                            .with_distributed_channel_resolver(peers)
+                            .with_distributed_user_codec(
+                                ShoalCodec::new(provider).with_sink_site(sink_site),
+                            )
+                            .with_distributed_worker_plan_rewrite_handler(ledger.handler())
+                            .build(),
+                    )
                 }
             })
         };

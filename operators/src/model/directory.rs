@@ -1,8 +1,13 @@
 //! A model registry read from a directory of `<name>.onnx` files: the coordinator's source
 //! of truth, and the single-process session's.
+//!
+//! Trained models are registered in versions: `<name>@v<N>.onnx` (never overwritten) with
+//! its training metadata in `<name>@v<N>.json`, and `<name>.onnx` a copy of the latest, so
+//! `predict('name', ...)` uses the latest and `predict('name@v1', ...)` a fixed version.
 
 use super::{LoadedModel, ModelInfo, ModelProvider};
 use crate::error::{Error, Result};
+use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,18 @@ pub fn content_hash(bytes: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct DirectoryModels {
     dir: Option<PathBuf>,
-    models: BTreeMap<String, Arc<LoadedModel>>,
+    models: RwLock<BTreeMap<String, Arc<LoadedModel>>>,
+    registering: parking_lot::Mutex<()>,
+}
+
+/// A version just registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredVersion {
+    /// `<name>@v<N>`: the name that always means this version.
+    pub versioned_name: String,
+    pub version: u64,
+    pub hash: String,
+    pub path: PathBuf,
 }
 
 impl DirectoryModels {
@@ -48,8 +64,90 @@ impl DirectoryModels {
         }
         Ok(Self {
             dir: Some(dir.to_path_buf()),
-            models,
+            models: RwLock::new(models),
+            registering: Default::default(),
         })
+    }
+
+    /// Stores the next version of `name`, made by `make(version)` as (ONNX bytes, metadata
+    /// JSON), and makes it the one `name` means. Files are written under temporary names and
+    /// renamed, so a crash leaves either the old registry or the new one.
+    pub fn register(
+        &self,
+        name: &str,
+        make: impl FnOnce(u64) -> (Vec<u8>, String),
+    ) -> Result<RegisteredVersion> {
+        // One registration at a time: two must not take the same version number.
+        let _registering = self.registering.lock();
+        let dir = self.dir.as_ref().ok_or_else(|| {
+            Error::Store(format!(
+                "cannot register model '{name}': this registry has no folder (start the \
+                 coordinator with --models DIR)"
+            ))
+        })?;
+        check_model_name(name)?;
+        let version = self.next_version(dir, name)?;
+        let (bytes, metadata) = make(version);
+        let versioned_name = format!("{name}@v{version}");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let write = |path: &Path, contents: &[u8]| -> Result<()> {
+            let tmp = dir.join(format!(
+                ".{}.tmp",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("model")
+            ));
+            std::fs::write(&tmp, contents).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, path).map_err(io(path))
+        };
+        let path = dir.join(format!("{versioned_name}.onnx"));
+        let model = Arc::new(LoadedModel::from_bytes(
+            name,
+            &path.display().to_string(),
+            bytes.clone(),
+        )?);
+        let versioned = Arc::new(LoadedModel::from_bytes(
+            &versioned_name,
+            &path.display().to_string(),
+            bytes.clone(),
+        )?);
+        write(
+            &dir.join(format!("{versioned_name}.json")),
+            metadata.as_bytes(),
+        )?;
+        write(&path, &bytes)?;
+        write(&dir.join(format!("{name}.onnx")), &bytes)?;
+        let hash = model.hash.clone();
+        let mut models = self.models.write();
+        models.insert(name.to_string(), model);
+        models.insert(versioned_name.clone(), versioned);
+        Ok(RegisteredVersion {
+            versioned_name,
+            version,
+            hash,
+            path,
+        })
+    }
+
+    /// One more than the highest `<name>@v<N>.onnx` in the folder.
+    fn next_version(&self, dir: &Path, name: &str) -> Result<u64> {
+        let prefix = format!("{name}@v");
+        let highest = std::fs::read_dir(dir)
+            .map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|f| {
+                f.strip_prefix(&prefix)?
+                    .strip_suffix(".onnx")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(highest + 1)
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -57,20 +155,52 @@ impl DirectoryModels {
     }
 
     pub fn by_hash(&self, hash: &str) -> Option<Arc<LoadedModel>> {
-        self.models.values().find(|m| m.hash == hash).cloned()
+        self.models
+            .read()
+            .values()
+            .find(|m| m.hash == hash)
+            .cloned()
     }
 
     pub fn unknown(&self, name: &str) -> Error {
         Error::UnknownModel {
             name: name.to_string(),
-            known: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+            known: self
+                .models
+                .read()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
         }
+    }
+}
+
+/// Names a registered model may have: letters, digits, `_` and `-` (they become file
+/// names, and `@` separates the version).
+pub fn check_model_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Store(format!(
+            "model name '{name}' is not allowed: use letters, digits, '_' and '-' (at most 128)"
+        )))
     }
 }
 
 impl ModelProvider for DirectoryModels {
     fn model(&self, name: &str, pinned_hash: Option<&str>) -> Result<Arc<LoadedModel>> {
-        let model = self.models.get(name).ok_or_else(|| self.unknown(name))?;
+        let model = self
+            .models
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.unknown(name))?;
         if let Some(pin) = pinned_hash
             && pin != model.hash
         {
@@ -79,10 +209,10 @@ impl ModelProvider for DirectoryModels {
                 model.hash
             )));
         }
-        Ok(model.clone())
+        Ok(model)
     }
 
     fn list(&self) -> Vec<ModelInfo> {
-        self.models.values().map(|m| m.info()).collect()
+        self.models.read().values().map(|m| m.info()).collect()
     }
 }

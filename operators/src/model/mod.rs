@@ -6,7 +6,7 @@ mod session_pool;
 mod signature;
 pub mod trees;
 
-pub use directory::{DirectoryModels, content_hash};
+pub use directory::{DirectoryModels, RegisteredVersion, check_model_name, content_hash};
 pub use loaded::LoadedModel;
 pub use session_pool::SessionPool;
 pub use signature::{InputLayout, ModelSignature, OutputSpec, TensorElem, TensorSpec};

@@ -12,7 +12,6 @@ use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
 };
 use prost::Message;
-use shoal_operators::ModelProvider;
 use std::pin::Pin;
 use tonic::{Response, Status};
 
@@ -51,7 +50,7 @@ pub fn handle(
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             tracing::info!(worker = %name, "worker registered");
             json_reply(&RegisterReply {
-                models: c.models().list(),
+                models: c.registry_for(&name),
                 heartbeat_interval_ms: c.options().heartbeat_interval.as_millis() as u64,
             })
         }
@@ -62,7 +61,7 @@ pub fn handle(
             c.note_rows_scanned(&beat.name, beat.rows_scanned);
             json_reply(&HeartbeatReply {
                 known: c.catalog().heartbeat(&beat.name, beat.active_scans),
-                models: c.models().list(),
+                models: c.registry_for(&beat.name),
             })
         }
         ACTION_LEAVE => {

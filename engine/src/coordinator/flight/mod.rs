@@ -93,6 +93,7 @@ pub(super) fn to_status(e: crate::Error) -> Status {
                 | DataFusionError::SchemaError(..)
         ),
         crate::Error::Pipeline(_) => true,
+        crate::Error::Sql(shoal_sql::Error::Training { .. }) => true,
         _ => false,
     };
     if clients_fault {
