@@ -1,10 +1,12 @@
-//! `shoal demo`: the first thing a new user runs. Generates TPC-H lineitem split over three
-//! sites, starts an embedded cluster and runs predict queries, printing results, stage
-//! placement and bytes moved.
+//! `shoal demo`: the first thing a new user runs. Generates TPC-H lineitem and a `visits`
+//! table split over three sites, starts an embedded cluster and runs predict queries, then
+//! trains models where the data is, evaluates and compares them per site, and predicts with
+//! them, printing results, stage placement and bytes moved.
 
 use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use shoal_engine::tpch::generate_lineitem;
+use shoal_engine::visits::generate_visits;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,9 +22,13 @@ pub struct DemoArgs {
     /// Where to generate the data (reused when already generated with the same settings).
     #[arg(long, default_value = "demo-data")]
     data: PathBuf,
-    /// Models folder; defaults to the repository's tests/data/models.
+    /// Models to start from; defaults to the repository's tests/data/models. They are
+    /// copied into DATA/models, where the models the demo trains are registered too.
     #[arg(long)]
     models: Option<PathBuf>,
+    /// Rows of the `visits` training table per site.
+    #[arg(long, default_value_t = 50_000)]
+    visits_per_site: usize,
     /// After the demo queries, keep the cluster up for Flight SQL clients (pyarrow, ADBC,
     /// examples/python) until Ctrl-C.
     #[arg(long)]
@@ -54,11 +60,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => default_models()?,
     };
     let started = Instant::now();
+    let visits_per_site = args.visits_per_site;
     let sites = tokio::task::spawn_blocking({
         let data = args.data.clone();
-        move || generate_lineitem(&data, args.scale, args.workers, 2)
+        move || -> anyhow::Result<Vec<PathBuf>> {
+            let sites = generate_lineitem(&data, args.scale, args.workers, 2)?;
+            generate_visits(&sites, visits_per_site, 2)?;
+            Ok(sites)
+        }
     })
     .await??;
+    let models = fresh_registry(&models, &args.data.join("models"))?;
     println!(
         "TPC-H lineitem at scale {} in {} ({} sites) ready in {:.1}s",
         args.scale,
@@ -143,6 +155,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{}", pretty_format_batches(&out.batches)?);
     println!("{}", out.report.summary());
 
+    super::demo_training::run(&cluster).await?;
+
     println!("\ndemo finished in {:.1}s", started.elapsed().as_secs_f64());
     if args.serve {
         let url = cluster.url.replacen("http://", "grpc://", 1);
@@ -157,7 +171,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn section(title: &str) {
+/// DATA/models made afresh from the shipped models, so trained versions start at v1 and
+/// the repository's models are never written to.
+fn fresh_registry(shipped: &Path, registry: &Path) -> anyhow::Result<PathBuf> {
+    if registry.exists() {
+        std::fs::remove_dir_all(registry).with_context(|| format!("clearing {}", registry.display()))?;
+    }
+    std::fs::create_dir_all(registry)?;
+    for entry in std::fs::read_dir(shipped).with_context(|| format!("reading {}", shipped.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "onnx") {
+            let name = path.file_name().context("model file name")?;
+            std::fs::copy(&path, registry.join(name))?;
+        }
+    }
+    Ok(registry.to_path_buf())
+}
+
+pub(crate) fn section(title: &str) {
     println!("\n== {title}");
 }
 

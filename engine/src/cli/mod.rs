@@ -1,6 +1,7 @@
 //! Command-line front end. `anyhow` lives only here, in the binary.
 
 mod demo;
+mod demo_training;
 mod output;
 mod pipeline;
 

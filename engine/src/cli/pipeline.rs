@@ -203,7 +203,8 @@ impl Printer {
                     bar.finish_and_clear();
                 }
                 println!("== output '{output}' ({kind}): {rows} rows");
-                if kind == "client" {
+                // A train output's rows are its training table.
+                if kind == "client" || kind == "train" {
                     let batches = self.rows.remove(&output).unwrap_or_default();
                     if let Some(first) = batches.first() {
                         output::print(&first.schema(), &batches, self.format)?;

@@ -117,7 +117,7 @@ impl PipelineEvent {
     }
 }
 
-fn encode_rows(batch: &RecordBatch) -> Result<String> {
+pub(super) fn encode_rows(batch: &RecordBatch) -> Result<String> {
     let mut buf = Vec::new();
     let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
     writer.write(batch)?;
@@ -220,6 +220,9 @@ impl Coordinator {
     fn movement(&self, pipeline: &Pipeline, output: &CompiledOutput) -> String {
         let rows = self.source_rows(pipeline);
         let back = match &output.kind {
+            SinkKind::Train(_) => "statistics and model updates (a few KiB per site per round) \
+                 return; rows stay on the sites"
+                .to_string(),
             SinkKind::LocalParquet { path } => format!(
                 "files written on the sites under {path}/run-<run id>/; one manifest row per file returns"
             ),
@@ -244,6 +247,9 @@ impl Coordinator {
     ) -> Result<()> {
         let started = Instant::now();
         let name = output.sink.clone();
+        if let SinkKind::Train(statement) = &output.kind {
+            return self.run_train_output(output, statement, events).await;
+        }
         if let SinkKind::LocalParquet { path } = &output.kind
             && waves::is_map_only(output.dataframe.logical_plan())
         {
@@ -256,7 +262,7 @@ impl Coordinator {
                 .await;
         }
         let kind = match &output.kind {
-            SinkKind::Client => "client",
+            SinkKind::Client | SinkKind::Train(_) => "client",
             SinkKind::LocalParquet { .. } => "local_parquet",
         };
         let run = match &output.kind {
@@ -284,7 +290,7 @@ impl Coordinator {
                 self.on_every_worker(ACTION_SINK_ABORT, &run).await?;
                 Some(run)
             }
-            SinkKind::Client => None,
+            SinkKind::Client | SinkKind::Train(_) => None,
         };
         let plan = output.dataframe.clone().create_physical_plan().await?;
         let task_ctx = Arc::new(output.dataframe.clone().task_ctx());

@@ -18,7 +18,7 @@ use shoal_operators::codec::ShoalCodec;
 use shoal_planner::explain::explain_stages;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{QueryReport, SiteLocality, SiteSchemaProvider};
-use shoal_sql::with_shoal_functions;
+use shoal_sql::with_shoal_functions_at;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ impl Coordinator {
             .with_config(config);
         // shoal's extension nodes (sinks) are planned before the distributed planner wraps
         // the query planner, so they land inside the workers' stages.
-        let state = with_shoal_functions(builder, provider.clone())
+        let state = with_shoal_functions_at(builder, provider.clone(), "coordinator")
             .with_query_planner(Arc::new(shoal_operators::sink::ShoalQueryPlanner))
             .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
             .with_distributed_channel_resolver(self.channels.clone())

@@ -3,3 +3,4 @@
 pub mod feature;
 pub mod inference;
 pub mod predict;
+pub mod site;

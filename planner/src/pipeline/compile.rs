@@ -5,7 +5,7 @@
 use super::diagnostic::Diagnostic;
 use super::parse::{Node, NodeKind, Pipeline};
 use super::spec::Text;
-use super::{combine, features_node, sink_node};
+use super::{combine, features_node, sink_node, train_node};
 use datafusion::common::Column;
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
@@ -32,6 +32,9 @@ pub enum SinkKind {
     Client,
     /// Parquet written on the workers under `path`; only manifests come back.
     LocalParquet { path: String },
+    /// A model trained on the output's rows (the training statement; its query is filled
+    /// in by whoever runs it) and registered under the node's name.
+    Train(shoal_sql::train::CreateModel),
 }
 
 pub struct CompiledOutput {
@@ -69,6 +72,7 @@ pub async fn compile(
             NodeKind::Union => combine::union(pipeline, node, &frames, &mut out),
             NodeKind::Aggregate => combine::aggregate(pipeline, node, &frames, &mut out),
             NodeKind::Sink => sink_node::sink(pipeline, ctx, node, &frames, mode, &mut out),
+            NodeKind::Train => train_node::train(pipeline, node, &frames, &mut out),
         };
         frames.insert(node.name.clone(), built.map_err(|d| vec![d])?);
     }

@@ -19,6 +19,7 @@ mod ordered;
 mod parse;
 mod sink_node;
 pub mod spec;
+mod train_node;
 pub mod waves;
 
 pub use compile::{Compiled, CompiledOutput, Mode, SinkKind, compile};

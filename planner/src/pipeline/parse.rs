@@ -16,6 +16,7 @@ pub enum NodeKind {
     Union,
     Aggregate,
     Sink,
+    Train,
 }
 
 impl NodeKind {
@@ -28,6 +29,7 @@ impl NodeKind {
             NodeKind::Union => "union",
             NodeKind::Aggregate => "aggregate",
             NodeKind::Sink => "sink",
+            NodeKind::Train => "train",
         }
     }
 }
@@ -223,6 +225,9 @@ fn collect_nodes(spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Vec<
     for (i, (name, n)) in spec.sink.0.iter().enumerate() {
         add(NodeKind::Sink, i, name, vec![input("input", &n.input)]);
     }
+    for (i, (name, n)) in spec.train.0.iter().enumerate() {
+        add(NodeKind::Train, i, name, vec![input("input", &n.input)]);
+    }
     let mut seen: HashMap<&str, &Node> = HashMap::new();
     for node in &nodes {
         if let Some(first) = seen.get(node.name.as_str()) {
@@ -251,24 +256,27 @@ fn collect_nodes(spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Vec<
                     Diagnostic::new(key, Some(span.clone()), format!("no node named '{target}'"))
                         .suggest(target, names.iter().copied()),
                 ),
-                Some(t) if t.kind == NodeKind::Sink => diagnostics.push(Diagnostic::new(
-                    key,
-                    Some(span.clone()),
-                    format!("'{target}' is a sink: it has no output to read"),
-                )),
+                Some(t) if t.kind == NodeKind::Sink || t.kind == NodeKind::Train => {
+                    diagnostics.push(Diagnostic::new(
+                        key,
+                        Some(span.clone()),
+                        format!("'{target}' is a {}: it has no output to read", t.kind.table()),
+                    ))
+                }
                 Some(_) => {}
             }
         }
     }
-    if spec.sink.is_empty() {
+    if spec.sink.is_empty() && spec.train.is_empty() {
         diagnostics.push(
             Diagnostic::new(
                 "sink",
                 None,
-                "the pipeline has no sink: nothing would be returned or written",
+                "the pipeline has no sink: nothing would be returned, written or trained",
             )
             .with_help(
-                "add [sink.NAME] with input = \"...\" and kind = \"client\" or \"local_parquet\"",
+                "add [sink.NAME] with input = \"...\" and kind = \"client\" or \"local_parquet\", \
+                 or [train.NAME]",
             ),
         );
     }

@@ -65,7 +65,7 @@ pub(super) fn sink(
         }
     };
     let dataframe = match &kind {
-        SinkKind::Client => df,
+        SinkKind::Client | SinkKind::Train(_) => df,
         SinkKind::LocalParquet { path } => {
             let run_id = match mode {
                 Mode::Run { run_id } => run_id.clone(),
@@ -81,7 +81,7 @@ pub(super) fn sink(
         }
     };
     out.steps.push(match &kind {
-        SinkKind::Client => format!("sink {}: rows of '{}' streamed to the client", node.name, spec.input.get_ref()),
+        SinkKind::Client | SinkKind::Train(_) => format!("sink {}: rows of '{}' streamed to the client", node.name, spec.input.get_ref()),
         SinkKind::LocalParquet { path } => format!(
             "sink {}: '{}' written as Parquet on each worker under {path}/run-<run id>/ (only a manifest returns)",
             node.name,

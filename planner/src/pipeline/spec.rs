@@ -28,6 +28,12 @@
 //! [sink.out]                   # client (streamed back) or local_parquet (written on the sites)
 //! input = "by_mode"
 //! kind = "client"
+//!
+//! [train.readmit]              # trains and registers model 'readmit' (as CREATE MODEL)
+//! input = "prepared"
+//! kind = "logistic"
+//! label = "readmitted"
+//! options = { rounds = 20, holdout = 0.2 }
 //! ```
 //! Joins (`[join.x] left, right, on, how`) and unions (`[union.x] inputs`) combine nodes.
 
@@ -56,6 +62,8 @@ pub struct PipelineFile {
     pub aggregate: OrderedMap<AggregateNode>,
     #[serde(default)]
     pub sink: OrderedMap<SinkNode>,
+    #[serde(default)]
+    pub train: OrderedMap<TrainNode>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -170,4 +178,20 @@ pub struct SinkNode {
     pub kind: Option<Text>,
     /// local_parquet: folder under each worker's output folder.
     pub path: Option<Text>,
+}
+
+/// Trains a model named after the node on its input's rows, where they are: the TOML form
+/// of `CREATE MODEL name OPTIONS (...) AS TRAIN kind PREDICTING label FROM (...)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainNode {
+    pub input: Text,
+    /// `linear`, `logistic` or `mlp`.
+    pub kind: Text,
+    pub label: Text,
+    /// Feature columns (default: every input column but the label).
+    pub features: Option<Spanned<Vec<Text>>>,
+    /// Training options: numbers, strings, or lists of numbers for a search.
+    #[serde(default)]
+    pub options: OrderedMap<Spanned<toml::Value>>,
 }

@@ -1,0 +1,94 @@
+//! The demo's second half: train where the data is, evaluate and A/B-compare per site, and
+//! predict with the new models, on the `visits` table of every site.
+
+use super::demo::section;
+use anyhow::Context;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use shoal_engine::EmbeddedCluster;
+use std::time::Instant;
+
+const FEATURES: &str = "age, bmi, systolic_bp, glucose, prior_visits";
+
+pub async fn run(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
+    let per_site = cluster
+        .sql("SELECT site() AS site, count(*) AS visits, avg(readmitted) AS readmitted_rate FROM visits GROUP BY site() ORDER BY 1")
+        .await?;
+    section("visits held by each site (rows never leave them)");
+    println!("{}", pretty_format_batches(&per_site.batches)?);
+
+    let trainings = [
+        format!(
+            "CREATE MODEL readmission OPTIONS (rounds = 15, learning_rate = 0.5, holdout = 0.2) \
+             AS TRAIN logistic PREDICTING readmitted FROM (SELECT {FEATURES}, readmitted FROM visits)"
+        ),
+        format!(
+            "CREATE MODEL readmission_mlp OPTIONS (rounds = 10, hidden = 8, learning_rate = 0.2, holdout = 0.2) \
+             AS TRAIN mlp PREDICTING readmitted FROM (SELECT {FEATURES}, readmitted FROM visits)"
+        ),
+        format!("CREATE MODEL visit_cost AS TRAIN linear PREDICTING cost FROM (SELECT {FEATURES}, cost FROM visits)"),
+    ];
+    for sql in &trainings {
+        section(sql);
+        let started = Instant::now();
+        let out = cluster.sql(sql).await?;
+        println!("{}", pretty_format_batches(&out.batches)?);
+        println!(
+            "trained in {:.1}s; each site sent only statistics and model updates (bytes_per_site), never rows",
+            started.elapsed().as_secs_f64()
+        );
+        print_training_rate(cluster, sql).await?;
+    }
+
+    let ab = format!(
+        "SELECT site() AS site, \
+         evaluate('auc', predict_proba('readmission', {FEATURES}), readmitted) AS auc_logistic, \
+         evaluate('auc', predict_proba('readmission_mlp', {FEATURES}), readmitted) AS auc_mlp, \
+         compare_models('log_loss', predict_proba('readmission', {FEATURES}), \
+                        predict_proba('readmission_mlp', {FEATURES}), readmitted) AS mlp_vs_logistic \
+         FROM visits GROUP BY site() ORDER BY 1"
+    );
+    section(&ab);
+    let out = cluster.sql(&ab).await?;
+    println!("{}", pretty_format_batches(&out.batches)?);
+    println!("{}", out.report.summary());
+
+    let cost = format!(
+        "SELECT site() AS site, round(avg(cost), 1) AS avg_cost, \
+         round(avg(predict('visit_cost', {FEATURES})), 1) AS avg_predicted, \
+         evaluate('r2', predict('visit_cost', {FEATURES}), cost) AS r2, \
+         evaluate('mae', predict('visit_cost', {FEATURES}), cost) AS mae \
+         FROM visits GROUP BY site() ORDER BY 1"
+    );
+    section(&cost);
+    let out = cluster.sql(&cost).await?;
+    println!("{}", pretty_format_batches(&out.batches)?);
+
+    let rows = format!(
+        "SELECT age, bmi, glucose, prior_visits, \
+         round(predict_proba('readmission', {FEATURES}), 3) AS p_readmission, \
+         round(predict('visit_cost', {FEATURES}), 0) AS expected_cost \
+         FROM visits WHERE glucose > 200 ORDER BY glucose DESC, age LIMIT 5"
+    );
+    section(&rows);
+    let out = cluster.sql(&rows).await?;
+    println!("{}", pretty_format_batches(&out.batches)?);
+
+    section("SHOW MODELS (trained versions are registered beside the shipped models)");
+    let models = cluster.sql("SELECT name, size_bytes, outputs FROM shoal.models WHERE name LIKE '%@v%' ORDER BY name").await?;
+    println!("{}", pretty_format_batches(&models.batches)?);
+    Ok(())
+}
+
+/// Rows of local SGD per second, from the model's training metadata.
+async fn print_training_rate(cluster: &EmbeddedCluster, sql: &str) -> anyhow::Result<()> {
+    let name = sql.split_whitespace().nth(2).context("model name")?;
+    let Some(dir) = cluster.coordinator.options().models_dir.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(dir.join(format!("{name}@v1.json")))?;
+    let report: serde_json::Value = serde_json::from_str(&text)?;
+    let rate = report["rows_per_second"].as_f64().unwrap_or(0.0);
+    println!("training rate: {:.0} rows/s across the sites", rate);
+    Ok(())
+}
+
