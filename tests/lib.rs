@@ -117,10 +117,22 @@ pub fn assert_same_rows(query: &str, expected: &[Vec<String>], actual: &[Vec<Str
             if x == y {
                 continue;
             }
-            let close = match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
-                _ => false,
+            // Struct and list cells compare value by value.
+            let tokens = |s: &str| -> Vec<String> {
+                s.split(|c: char| c.is_whitespace() || "{}[],:".contains(c))
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
             };
+            let (xs, ys) = (tokens(x), tokens(y));
+            let close = xs.len() == ys.len()
+                && xs.iter().zip(&ys).all(|(a, b)| {
+                    a == b
+                        || match (a.parse::<f64>(), b.parse::<f64>()) {
+                            (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+                            _ => false,
+                        }
+                });
             assert!(
                 close,
                 "{query}: row {i} column {j}: single-node {x} vs cluster {y}"

@@ -353,3 +353,118 @@ async fn a_pipeline_runs_through_the_flight_action_as_shoal_run_sends_it() {
     );
     cluster.stop().await;
 }
+
+/// A cluster over the `visits` sample with an empty registry of its own.
+async fn visits_cluster(models: &std::path::Path) -> EmbeddedCluster {
+    let options = shoal_engine::CoordinatorOptions {
+        models_dir: Some(models.to_path_buf()),
+        ..Default::default()
+    };
+    EmbeddedCluster::start(options, &shoal_tests::visits_sites())
+        .await
+        .expect("start the cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn train_then_ab_compare_pipelines_register_models_and_equal_their_sql() {
+    let models = tempfile::tempdir().unwrap();
+    let cluster = visits_cluster(models.path()).await;
+    let toml =
+        std::fs::read_to_string(repo_root().join("examples/pipelines/train_readmission.toml"))
+            .unwrap();
+    let events = run(
+        &cluster,
+        "train_readmission.toml",
+        &toml,
+        PipelineMode::Run,
+        None,
+    )
+    .await
+    .unwrap();
+    let trained: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Output { output, kind, .. } if kind == "train" => Some(output.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trained, ["readmission", "readmission_mlp"]);
+    for name in [
+        "readmission@v1.onnx",
+        "readmission_mlp@v1.onnx",
+        "readmission.onnx",
+    ] {
+        assert!(models.path().join(name).is_file(), "{name} not registered");
+    }
+    // The A/B pipeline on the models just trained equals the same job in SQL on the cluster.
+    let (toml, sql) = example("ab_readmission");
+    let events = run(
+        &cluster,
+        "ab_readmission.toml",
+        &toml,
+        PipelineMode::Run,
+        None,
+    )
+    .await
+    .unwrap();
+    let actual = to_rows(&rows_of(&events));
+    let expected = to_rows(&cluster.sql(&sql).await.unwrap().batches);
+    assert_eq!(actual.len(), 3, "one row per site: {actual:?}");
+    assert_same_rows("ab_readmission", &expected, &actual);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn train_node_errors_name_the_key() {
+    let models = tempfile::tempdir().unwrap();
+    let cluster = visits_cluster(models.path()).await;
+    let base =
+        std::fs::read_to_string(repo_root().join("examples/pipelines/train_readmission.toml"))
+            .unwrap();
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            base.replace("kind = \"logistic\"", "kind = \"logistc\""),
+            &[
+                "[train.readmission.kind]",
+                "unknown model kind 'logistc'",
+                "did you mean 'logistic'?",
+            ],
+        ),
+        (
+            base.replace(
+                "label = \"readmitted\"\noptions = { rounds = 15",
+                "label = \"readmited\"\noptions = { rounds = 15",
+            ),
+            &[
+                "[train.readmission.label]",
+                "no column 'readmited'",
+                "did you mean 'readmitted'?",
+            ],
+        ),
+        (
+            base.replace("learning_rate = 0.5", "learning_rat = 0.5"),
+            &[
+                "[train.readmission.options]",
+                "unknown option 'learning_rat'",
+                "did you mean 'learning_rate'?",
+            ],
+        ),
+        (
+            base.replace("hidden = 8", "hidden = [4, 8]"),
+            &["[train.readmission_mlp.options]", "add search"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = run(&cluster, "bad.toml", &text, PipelineMode::Validate, None)
+            .await
+            .unwrap_err();
+        for part in expected {
+            assert!(err.contains(part), "expected '{part}' in:\n{err}");
+        }
+    }
+    assert!(
+        !models.path().join("readmission.onnx").exists(),
+        "validation trained nothing"
+    );
+    cluster.stop().await;
+}

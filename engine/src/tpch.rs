@@ -37,8 +37,13 @@ pub fn generate_lineitem(
     if std::fs::read_to_string(root.join(MARKER)).is_ok_and(|m| m == marker) {
         return Ok(dirs);
     }
-    if root.exists() {
-        std::fs::remove_dir_all(root).map_err(io(root))?;
+    // Only the lineitem folders are replaced: the rest of the folder (other tables, a
+    // models registry) stays.
+    for dir in &dirs {
+        let table = dir.join("lineitem");
+        if table.exists() {
+            std::fs::remove_dir_all(&table).map_err(io(&table))?;
+        }
     }
     let parts = (sites * files_per_site) as i32;
     for (site_index, dir) in dirs.iter().enumerate() {

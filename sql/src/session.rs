@@ -33,11 +33,16 @@ pub fn with_shoal_functions_at(
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)
-        .extend(ml_udfs(provider).into_iter().chain(feature_udfs()).chain([Arc::new(
-            datafusion::logical_expr::ScalarUDF::new_from_impl(
-                shoal_operators::udf::site::SiteUdf::new(site),
-            ),
-        )]));
+        .extend(
+            ml_udfs(provider)
+                .into_iter()
+                .chain(feature_udfs())
+                .chain([Arc::new(
+                    datafusion::logical_expr::ScalarUDF::new_from_impl(
+                        shoal_operators::udf::site::SiteUdf::new(site),
+                    ),
+                )]),
+        );
     builder
         .aggregate_functions()
         .get_or_insert_with(Vec::new)

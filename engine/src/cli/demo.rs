@@ -27,7 +27,7 @@ pub struct DemoArgs {
     #[arg(long)]
     models: Option<PathBuf>,
     /// Rows of the `visits` training table per site.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = DEMO_VISITS_PER_SITE)]
     visits_per_site: usize,
     /// After the demo queries, keep the cluster up for Flight SQL clients (pyarrow, ADBC,
     /// examples/python) until Ctrl-C.
@@ -50,6 +50,9 @@ pub(crate) fn default_models() -> anyhow::Result<PathBuf> {
         .context("cannot find tests/data/models; pass --models DIR")
 }
 
+/// Rows per site of the sample `visits` table (demo and embedded pipeline runs).
+pub(crate) const DEMO_VISITS_PER_SITE: usize = 50_000;
+
 const FEATURES: &str = "l_quantity, l_extendedprice, l_discount, l_tax";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -70,7 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     })
     .await??;
-    let models = fresh_registry(&models, &args.data.join("models"))?;
+    let models = registry_in(&args.data, &models, true)?;
     println!(
         "TPC-H lineitem at scale {} in {} ({} sites) ready in {:.1}s",
         args.scale,
@@ -171,21 +174,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// DATA/models made afresh from the shipped models, so trained versions start at v1 and
-/// the repository's models are never written to.
-fn fresh_registry(shipped: &Path, registry: &Path) -> anyhow::Result<PathBuf> {
-    if registry.exists() {
-        std::fs::remove_dir_all(registry).with_context(|| format!("clearing {}", registry.display()))?;
+/// The embedded cluster's registry, DATA/models: the shipped models copied in (so models
+/// trained here are registered beside them and the repository's folder is never written
+/// to); `fresh` clears it first, so the demo's trained versions start at v1.
+pub(crate) fn registry_in(data: &Path, shipped: &Path, fresh: bool) -> anyhow::Result<PathBuf> {
+    let registry = data.join("models");
+    if fresh && registry.exists() {
+        std::fs::remove_dir_all(&registry)
+            .with_context(|| format!("clearing {}", registry.display()))?;
     }
-    std::fs::create_dir_all(registry)?;
-    for entry in std::fs::read_dir(shipped).with_context(|| format!("reading {}", shipped.display()))? {
+    std::fs::create_dir_all(&registry)?;
+    for entry in
+        std::fs::read_dir(shipped).with_context(|| format!("reading {}", shipped.display()))?
+    {
         let path = entry?.path();
-        if path.extension().is_some_and(|x| x == "onnx") {
-            let name = path.file_name().context("model file name")?;
+        let name = path.file_name().context("model file name")?;
+        if path.extension().is_some_and(|x| x == "onnx") && !registry.join(name).exists() {
             std::fs::copy(&path, registry.join(name))?;
         }
     }
-    Ok(registry.to_path_buf())
+    Ok(registry)
 }
 
 pub(crate) fn section(title: &str) {

@@ -25,7 +25,9 @@ pub async fn run(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
             "CREATE MODEL readmission_mlp OPTIONS (rounds = 10, hidden = 8, learning_rate = 0.2, holdout = 0.2) \
              AS TRAIN mlp PREDICTING readmitted FROM (SELECT {FEATURES}, readmitted FROM visits)"
         ),
-        format!("CREATE MODEL visit_cost AS TRAIN linear PREDICTING cost FROM (SELECT {FEATURES}, cost FROM visits)"),
+        format!(
+            "CREATE MODEL visit_cost AS TRAIN linear PREDICTING cost FROM (SELECT {FEATURES}, cost FROM visits)"
+        ),
     ];
     for sql in &trainings {
         section(sql);
@@ -91,4 +93,3 @@ async fn print_training_rate(cluster: &EmbeddedCluster, sql: &str) -> anyhow::Re
     println!("training rate: {:.0} rows/s across the sites", rate);
     Ok(())
 }
-

@@ -91,22 +91,32 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
             .await?;
         }
         None => {
-            let models = match &args.models {
-                Some(m) => m.clone(),
-                None => super::demo::default_models()?,
-            };
+            // Models trained by a pipeline are registered in DATA/models, where the next
+            // embedded run (e.g. an A/B pipeline using them) finds them.
             let (data, scale) = (args.data.clone(), args.scale);
-            let sites = tokio::task::spawn_blocking(move || {
-                shoal_engine::tpch::generate_lineitem(&data, scale, 3, 2)
+            let sites = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
+                let sites = shoal_engine::tpch::generate_lineitem(&data, scale, 3, 2)?;
+                shoal_engine::visits::generate_visits(
+                    &sites,
+                    super::demo::DEMO_VISITS_PER_SITE,
+                    2,
+                )?;
+                Ok(sites)
             })
             .await??;
+            let models = match &args.models {
+                Some(m) => m.clone(),
+                None => {
+                    super::demo::registry_in(&args.data, &super::demo::default_models()?, false)?
+                }
+            };
             let options = CoordinatorOptions {
                 models_dir: Some(models),
                 ..Default::default()
             };
             let cluster = EmbeddedCluster::start(options, &sites).await?;
             eprintln!(
-                "embedded cluster: {} workers on TPC-H lineitem at scale {scale} in {}",
+                "embedded cluster: {} workers on TPC-H lineitem at scale {scale} and visits in {}",
                 cluster.workers.len(),
                 args.data.display()
             );

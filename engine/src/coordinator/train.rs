@@ -3,13 +3,13 @@
 //! registry, from which workers fetch it by hash the first time `predict` names it.
 
 use super::Coordinator;
+use super::pipeline::{Events, encode_rows};
 use super::query::{PlannedQuery, read_only};
 use crate::error::{Error, Result};
+use crate::protocol::PipelineEvent;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
-use super::pipeline::{Events, encode_rows};
-use crate::protocol::PipelineEvent;
 use shoal_planner::pipeline::CompiledOutput;
 use shoal_sql::train::{CreateModel, QueryRunner, create_model, result_schema_of};
 use std::sync::Arc;
@@ -117,10 +117,19 @@ impl Coordinator {
         let started = std::time::Instant::now();
         let (state, _) = output.dataframe.clone().into_parts();
         let ctx = SessionContext::new_with_state(state);
-        let view = format!("__shoal_train_{}", statement.name);
-        ctx.register_table(view.as_str(), output.dataframe.clone().into_view())?;
+        // The site tables' schema takes no new tables: the input gets a schema of its own.
+        let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+        datafusion::catalog::SchemaProvider::register_table(
+            schema.as_ref(),
+            statement.name.clone(),
+            output.dataframe.clone().into_view(),
+        )?;
+        let catalog = ctx
+            .catalog(&ctx.state().config_options().catalog.default_catalog)
+            .ok_or_else(|| Error::Pipeline("the pipeline's session has no catalog".into()))?;
+        catalog.register_schema("shoal_training", schema)?;
         let mut statement = statement.clone();
-        statement.query = format!("SELECT * FROM {view}");
+        statement.query = format!("SELECT * FROM shoal_training.\"{}\"", statement.name);
         let runner = ClusterRunner {
             coordinator: self.clone(),
             pipeline_session: Some(ctx),

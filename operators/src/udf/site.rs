@@ -38,6 +38,8 @@ impl ScalarUDFImpl for SiteUdf {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(self.site.clone()))))
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            self.site.clone(),
+        ))))
     }
 }

@@ -256,13 +256,15 @@ fn collect_nodes(spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Vec<
                     Diagnostic::new(key, Some(span.clone()), format!("no node named '{target}'"))
                         .suggest(target, names.iter().copied()),
                 ),
-                Some(t) if t.kind == NodeKind::Sink || t.kind == NodeKind::Train => {
-                    diagnostics.push(Diagnostic::new(
+                Some(t) if t.kind == NodeKind::Sink || t.kind == NodeKind::Train => diagnostics
+                    .push(Diagnostic::new(
                         key,
                         Some(span.clone()),
-                        format!("'{target}' is a {}: it has no output to read", t.kind.table()),
-                    ))
-                }
+                        format!(
+                            "'{target}' is a {}: it has no output to read",
+                            t.kind.table()
+                        ),
+                    )),
                 Some(_) => {}
             }
         }

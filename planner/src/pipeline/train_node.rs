@@ -2,13 +2,15 @@
 //! statement that trains on them, checked before anything runs (kind, label, features and
 //! options, each error at its key).
 
-use super::compile::{Compiled, CompiledOutput, SinkKind, check_columns, df_error, field_names, input};
+use super::compile::{
+    Compiled, CompiledOutput, SinkKind, check_columns, df_error, field_names, input,
+};
 use super::diagnostic::Diagnostic;
 use super::parse::{Node, Pipeline};
 use datafusion::prelude::DataFrame;
+use shoal_sql::train::CreateModel;
 use shoal_sql::train::options::{ModelKind, TrainConfig};
 use shoal_sql::train::statement::OptionValue;
-use shoal_sql::train::CreateModel;
 use std::collections::HashMap;
 
 pub(super) fn train(
@@ -28,14 +30,22 @@ pub(super) fn train(
             .suggest(&kind_text, ["linear", "logistic", "mlp"])
     })?;
     let what = format!("the input '{}'", spec.input.get_ref());
-    check_columns(&df, &format!("{key}.label"), std::slice::from_ref(&spec.label), &what)?;
+    check_columns(
+        &df,
+        &format!("{key}.label"),
+        std::slice::from_ref(&spec.label),
+        &what,
+    )?;
     let label = spec.label.get_ref().clone();
     let features: Vec<String> = match &spec.features {
         Some(list) => {
             check_columns(&df, &format!("{key}.features"), list.get_ref(), &what)?;
             list.get_ref().iter().map(|t| t.get_ref().clone()).collect()
         }
-        None => field_names(&df).into_iter().filter(|n| n != &label).collect(),
+        None => field_names(&df)
+            .into_iter()
+            .filter(|n| n != &label)
+            .collect(),
     };
     let mut options = Vec::new();
     for (name, value) in spec.options.iter() {
@@ -52,9 +62,17 @@ pub(super) fn train(
             .find(|(name, _)| message.contains(&format!("'{}'", name.get_ref())))
             .map(|(name, _)| name.span())
             .unwrap_or(node.span.clone());
-        return Err(Diagnostic::new(format!("{key}.options"), Some(span), message));
+        return Err(Diagnostic::new(
+            format!("{key}.options"),
+            Some(span),
+            message,
+        ));
     }
-    let columns: Vec<&str> = features.iter().chain(std::iter::once(&label)).map(String::as_str).collect();
+    let columns: Vec<&str> = features
+        .iter()
+        .chain(std::iter::once(&label))
+        .map(String::as_str)
+        .collect();
     let names = field_names(&df);
     let selected = df
         .select_columns(&columns)
@@ -91,7 +109,10 @@ fn option_value(value: &toml::Value) -> Result<OptionValue, String> {
         toml::Value::Array(items) => {
             OptionValue::List(items.iter().map(option_value).collect::<Result<_, _>>()?)
         }
-        other => return Err(format!("an option takes a number, a string or a list, found {other}")),
+        other => {
+            return Err(format!(
+                "an option takes a number, a string or a list, found {other}"
+            ));
+        }
     })
 }
-
