@@ -233,5 +233,64 @@ fn partial_merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tensor_input, feature_kernels, trees, partial_merge);
+/// One site's local epoch of federated training: mini-batch SGD over standardised rows
+/// (logistic regression, and the MLP with 16 hidden units), and the statistics pass
+/// (means and co-moments) every training starts with. Throughput is training rows.
+fn local_training(c: &mut Criterion) {
+    use shoal_operators::train::gram::Gram;
+    use shoal_operators::train::network::{Architecture, Objective, SgdOptions, train};
+    let features = 5;
+    let mut next = uniform(11);
+    let x: Vec<f64> = (0..ROWS * features).map(|_| next() * 2.0 - 1.0).collect();
+    let y: Vec<f64> = x
+        .chunks_exact(features)
+        .map(|r| (r[0] - 0.5 * r[1] + 0.25 * r[2] > 0.0) as u8 as f64)
+        .collect();
+    let options = SgdOptions {
+        learning_rate: 0.5,
+        l2: 0.0,
+        epochs: 1,
+        batch_size: 32,
+        seed: 1,
+    };
+    let mut group = c.benchmark_group("local_training");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    for (name, hidden) in [("logistic, 5 features", vec![]), ("mlp 5-16-1", vec![16])] {
+        let arch = Architecture {
+            inputs: features,
+            hidden,
+            objective: Objective::Binary,
+        };
+        let start = arch.initial_params(1);
+        group.bench_function(format!("sgd epoch: {name}"), |b| {
+            b.iter(|| {
+                let mut params = start.clone();
+                train(&arch, &mut params, &x, &y, &options);
+                params
+            })
+        });
+    }
+    let columns: Vec<Vec<f64>> = (0..features)
+        .map(|j| x.iter().skip(j).step_by(features).copied().collect())
+        .chain(std::iter::once(y.clone()))
+        .collect();
+    let slices: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
+    group.bench_function("statistics: means and co-moments, 5 features + label", |b| {
+        b.iter(|| {
+            let mut gram = Gram::new(features);
+            gram.add_columns(&slices);
+            gram
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    tensor_input,
+    feature_kernels,
+    trees,
+    partial_merge,
+    local_training
+);
 criterion_main!(benches);
