@@ -275,13 +275,16 @@ fn local_training(c: &mut Criterion) {
         .chain(std::iter::once(y.clone()))
         .collect();
     let slices: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
-    group.bench_function("statistics: means and co-moments, 5 features + label", |b| {
-        b.iter(|| {
-            let mut gram = Gram::new(features);
-            gram.add_columns(&slices);
-            gram
-        })
-    });
+    group.bench_function(
+        "statistics: means and co-moments, 5 features + label",
+        |b| {
+            b.iter(|| {
+                let mut gram = Gram::new(features);
+                gram.add_columns(&slices);
+                gram
+            })
+        },
+    );
     group.finish();
 }
 

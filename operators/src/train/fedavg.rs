@@ -9,9 +9,10 @@
 //! [`super::combine`] averages them. The accumulator knows its site from the worker's codec.
 
 use super::inputs::{argument_names, check_binary_label, literal_string, non_null_f64, row_hash};
-use super::network::{Architecture, Objective, SgdOptions, evaluate, train};
-use super::wire::{Reader, Writer};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
+use super::network::{Architecture, Objective, Scaling, SgdOptions, evaluate, train};
+use super::wire::{Reader, Writer, binary_states};
+use crate::features::numeric::scale_standard;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -27,11 +28,7 @@ pub struct RoundPlan {
     pub architecture: Architecture,
     /// The global weights, on standardised inputs.
     pub weights: Vec<f64>,
-    pub feature_mean: Vec<f64>,
-    pub feature_std: Vec<f64>,
-    /// Regression targets are standardised too; (0, 1) for a classifier.
-    pub target_mean: f64,
-    pub target_std: f64,
+    pub scaling: Scaling,
     pub sgd: SgdOptions,
     /// A site's update is scaled down to at most this L2 norm (0: no clipping).
     pub clip_norm: f64,
@@ -249,16 +246,25 @@ impl Accumulator for FedAvgAccumulator {
         if arch.objective == Objective::Binary {
             check_binary_label(label, &self.names[d])?;
         }
+        // Standardised with the feature library's kernel and the distributed statistics.
+        let scaled = columns[..d]
+            .iter()
+            .enumerate()
+            .map(|(j, column)| {
+                let column: ArrayRef = Arc::new(column.clone());
+                let scaling = &self.plan.scaling;
+                scale_standard(&column, scaling.feature_mean[j], scaling.feature_std[j])
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut row = vec![0.0; d];
         let mut holdout_x = Vec::new();
         let mut holdout_y = Vec::new();
         for i in 0..label.len() {
-            for (j, value) in row.iter_mut().enumerate() {
-                let std = self.plan.feature_std[j];
-                let centred = columns[j].value(i) - self.plan.feature_mean[j];
-                *value = if std > 0.0 { centred / std } else { 0.0 };
+            for (value, column) in row.iter_mut().zip(&scaled) {
+                *value = column.value(i);
             }
-            let target = (label.value(i) - self.plan.target_mean) / self.plan.target_std;
+            let target =
+                (label.value(i) - self.plan.scaling.target_mean) / self.plan.scaling.target_std;
             let hash = row_hash(
                 columns.iter().map(|c| c.value(i)),
                 self.plan.sgd.seed.rotate_left(17),
@@ -303,11 +309,8 @@ impl Accumulator for FedAvgAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states: &BinaryArray = states[0].as_binary();
-        for i in 0..states.len() {
-            if states.is_valid(i) {
-                self.merged.extend(decode_all(states.value(i))?);
-            }
+        for bytes in binary_states(states) {
+            self.merged.extend(decode_all(bytes)?);
         }
         Ok(())
     }

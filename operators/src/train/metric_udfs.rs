@@ -8,8 +8,8 @@
 
 use super::inputs::{argument_names, literal_string, non_null_f64};
 use super::metrics::{Metric, MetricState, Moments, paired_p_value};
-use super::wire::{Reader, Writer};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
+use super::wire::{Reader, Writer, binary_states};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::scalar::ScalarStructBuilder;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -194,12 +194,8 @@ impl Accumulator for MetricAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states: &BinaryArray = states[0].as_binary();
-        for i in 0..states.len() {
-            if !states.is_valid(i) {
-                continue;
-            }
-            let mut r = Reader::new(states.value(i), "metric");
+        for bytes in binary_states(states) {
+            let mut r = Reader::new(bytes, "metric");
             for state in self.states.iter_mut() {
                 state.merge(&MetricState::decode(&mut r)?);
             }

@@ -75,6 +75,29 @@ impl Architecture {
     }
 }
 
+/// How inputs (and a regression target) were standardised in training: the distributed
+/// statistics every site scales with, and the ONNX export folds back into the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub feature_mean: Vec<f64>,
+    pub feature_std: Vec<f64>,
+    /// A regression target is standardised too; (0, 1) for a classifier.
+    pub target_mean: f64,
+    pub target_std: f64,
+}
+
+impl Scaling {
+    /// No scaling: the weights apply to the columns as they are.
+    pub fn identity(features: usize) -> Self {
+        Self {
+            feature_mean: vec![0.0; features],
+            feature_std: vec![1.0; features],
+            target_mean: 0.0,
+            target_std: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SgdOptions {
     pub learning_rate: f64,

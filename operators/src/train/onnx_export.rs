@@ -10,7 +10,7 @@
 //! The protobuf messages are declared by hand with prost (as in `model::trees::proto`), for
 //! the fields written here; numbers follow onnx.proto.
 
-use super::network::{Architecture, Objective};
+use super::network::{Architecture, Objective, Scaling};
 use prost::Message;
 
 #[derive(Clone, PartialEq, Message)]
@@ -146,10 +146,7 @@ const INT64: i32 = 7;
 pub struct ExportedModel<'a> {
     pub architecture: &'a Architecture,
     pub weights: &'a [f64],
-    pub feature_mean: &'a [f64],
-    pub feature_std: &'a [f64],
-    pub target_mean: f64,
-    pub target_std: f64,
+    pub scaling: &'a Scaling,
     /// (key, value) pairs stored in the model's metadata.
     pub metadata: Vec<(String, String)>,
     pub version: i64,
@@ -223,17 +220,19 @@ fn unscaled_layers(model: &ExportedModel) -> Vec<(usize, usize, Vec<f64>, Vec<f6
                     if l == 0 {
                         // (x - mean) / std folded in: a constant feature (std 0) was fed
                         // as 0 in training, so it gets no weight.
-                        let std = model.feature_std[i];
+                        let std = model.scaling.feature_std[i];
                         weight = if std > 0.0 { weight / std } else { 0.0 };
-                        bias[o] -= weight * model.feature_mean[i];
+                        bias[o] -= weight * model.scaling.feature_mean[i];
                     }
                     transposed[i * outputs + o] = weight;
                 }
             }
             if l == count - 1 && model.architecture.objective == Objective::Regression {
-                transposed.iter_mut().for_each(|w| *w *= model.target_std);
+                transposed
+                    .iter_mut()
+                    .for_each(|w| *w *= model.scaling.target_std);
                 bias.iter_mut()
-                    .for_each(|b| *b = *b * model.target_std + model.target_mean);
+                    .for_each(|b| *b = *b * model.scaling.target_std + model.scaling.target_mean);
             }
             (inputs, outputs, transposed, bias)
         })

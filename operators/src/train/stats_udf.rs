@@ -5,8 +5,8 @@
 
 use super::gram::Gram;
 use super::inputs::{argument_names, non_null_f64};
-use super::wire::{Reader, Writer};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
+use super::wire::{Reader, Writer, binary_states};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -171,11 +171,8 @@ impl Accumulator for LinearStatsAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states: &BinaryArray = states[0].as_binary();
-        for i in 0..states.len() {
-            if states.is_valid(i) {
-                self.merged.extend(decode_stats(states.value(i))?);
-            }
+        for bytes in binary_states(states) {
+            self.merged.extend(decode_stats(bytes)?);
         }
         Ok(())
     }

@@ -2,7 +2,19 @@
 //! from workers to the coordinator: what a site sends is exactly these bytes (plus Arrow's
 //! framing), so the per-site byte counts in a training report are measurable and small.
 
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::common::{DataFusionError, Result};
+
+/// The non-null values of an aggregate's single binary state column (what `merge_batch`
+/// receives from the partial aggregates).
+pub fn binary_states(states: &[ArrayRef]) -> impl Iterator<Item = &[u8]> {
+    let column = states.first().and_then(|c| c.as_binary_opt::<i32>());
+    column.into_iter().flat_map(|c| {
+        (0..c.len())
+            .filter(|i| c.is_valid(*i))
+            .map(move |i| c.value(i))
+    })
+}
 
 #[derive(Debug, Default)]
 pub struct Writer {

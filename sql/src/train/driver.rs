@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use shoal_operators::train::combine::combine;
 use shoal_operators::train::fedavg::{Contribution, FEDAVG_ROUND, RoundPlan, decode_all};
 use shoal_operators::train::gram::Gram;
-use shoal_operators::train::network::{Architecture, Objective, SgdOptions};
+use shoal_operators::train::network::{Architecture, Objective, Scaling, SgdOptions};
 use shoal_operators::train::onnx_export::{ExportedModel, to_onnx};
 use shoal_operators::train::stats_udf::{LINEAR_STATS, decode_stats, merge_sites};
 use std::collections::BTreeMap;
@@ -38,10 +38,7 @@ pub trait QueryRunner: Send + Sync {
 pub struct Trained {
     pub architecture: Architecture,
     pub weights: Vec<f64>,
-    pub feature_mean: Vec<f64>,
-    pub feature_std: Vec<f64>,
-    pub target_mean: f64,
-    pub target_std: f64,
+    pub scaling: Scaling,
     pub report: TrainingReport,
 }
 
@@ -51,10 +48,7 @@ impl Trained {
         to_onnx(&ExportedModel {
             architecture: &self.architecture,
             weights: &self.weights,
-            feature_mean: &self.feature_mean,
-            feature_std: &self.feature_std,
-            target_mean: self.target_mean,
-            target_std: self.target_std,
+            scaling: &self.scaling,
             metadata: vec![
                 (
                     "shoal.kind".into(),
@@ -173,10 +167,7 @@ pub async fn train(statement: &CreateModel, runner: &dyn QueryRunner) -> Result<
                 objective: Objective::Regression,
             },
             weights,
-            feature_mean: vec![0.0; d],
-            feature_std: vec![1.0; d],
-            target_mean: 0.0,
-            target_std: 1.0,
+            scaling: Scaling::identity(d),
             report,
         });
     }
@@ -249,8 +240,6 @@ async fn federated(
     started: Instant,
 ) -> Result<Trained> {
     let d = gram.features();
-    let feature_mean = gram.mean[..d].to_vec();
-    let feature_std = gram.feature_std();
     let (target_mean, target_std) = match config.objective {
         Objective::Regression => {
             let width = d + 1;
@@ -258,6 +247,12 @@ async fn federated(
             (gram.mean[d], if std > 0.0 { std } else { 1.0 })
         }
         Objective::Binary => (0.0, 1.0),
+    };
+    let scaling = Scaling {
+        feature_mean: gram.mean[..d].to_vec(),
+        feature_std: gram.feature_std(),
+        target_mean,
+        target_std,
     };
     let mut trials: Vec<TrialState> = config
         .trials()
@@ -288,10 +283,7 @@ async fn federated(
     let plan_for = |t: &TrialState, trial: usize, round: usize, epochs: usize| RoundPlan {
         architecture: t.architecture.clone(),
         weights: t.weights.clone(),
-        feature_mean: feature_mean.clone(),
-        feature_std: feature_std.clone(),
-        target_mean,
-        target_std,
+        scaling: scaling.clone(),
         sgd: SgdOptions {
             learning_rate: t.hyper.learning_rate,
             l2: t.hyper.l2,
@@ -415,10 +407,7 @@ async fn federated(
     Ok(Trained {
         architecture: chosen.architecture,
         weights: chosen.weights,
-        feature_mean,
-        feature_std,
-        target_mean,
-        target_std,
+        scaling,
         report,
     })
 }
