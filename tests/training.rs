@@ -154,3 +154,41 @@ async fn federated_logistic_regression_reaches_the_known_answer_sending_only_upd
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_random_search_on_the_cluster_scores_trials_on_held_out_rows_and_registers_the_best() {
+    let models = tempfile::tempdir().unwrap();
+    let cluster = cluster(models.path()).await;
+    let out = cluster
+        .sql(&format!(
+            "CREATE MODEL tuned OPTIONS (search = 'random', trials = 3, seed = 4, \
+             learning_rate = [0.00001, 0.05, 0.5], hidden = [4, 8], rounds = 4) \
+             AS TRAIN mlp PREDICTING readmitted FROM (SELECT {COLUMNS}, readmitted FROM visits)"
+        ))
+        .await
+        .expect("search");
+    let table = &out.batches[0];
+    assert_eq!(table.num_rows(), 3);
+    let holdout = table.column(5).as_primitive::<Float64Type>();
+    let best = table.column(7).as_boolean();
+    let chosen = (0..3).find(|i| best.value(*i)).unwrap();
+    for i in 0..3 {
+        assert!(
+            holdout.value(chosen) <= holdout.value(i),
+            "trial {i} beats the chosen one"
+        );
+    }
+    // Every trial saw the same held-out rows: 20% of each site's, by row hash.
+    let meta = report(models.path(), "tuned@v1");
+    for trial in meta["trials"].as_array().unwrap() {
+        for (_, s) in trial["final_round"]["summary"]["sites"]
+            .as_object()
+            .unwrap()
+        {
+            let held = s["holdout_rows"].as_u64().unwrap();
+            assert!((3_600..4_400).contains(&held), "{held} held out of 20,000");
+        }
+    }
+    assert!(models.path().join("tuned@v1.onnx").is_file());
+    cluster.stop().await;
+}

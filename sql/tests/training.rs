@@ -302,5 +302,14 @@ async fn bad_training_input_is_named() -> TestResult {
         .await
         .contains("collinear"));
     assert!(s.registry.list().is_empty());
+    // A registry without a folder is refused before any training runs.
+    let statement =
+        parse("CREATE MODEL m AS TRAIN linear PREDICTING y FROM (SELECT a, y FROM events)")?;
+    let nowhere = DirectoryModels::default();
+    let err = create_model(&statement, &LocalRunner(&s.ctx), &nowhere)
+        .await
+        .err()
+        .ok_or("expected an error")?;
+    assert!(err.to_string().contains("--models DIR"), "{err}");
     Ok(())
 }

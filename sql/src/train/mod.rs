@@ -22,6 +22,15 @@ pub async fn create_model(
     registry: &DirectoryModels,
 ) -> Result<datafusion::arrow::array::RecordBatch> {
     shoal_operators::model::check_model_name(&statement.name)?;
+    // Refused before any work: there would be nowhere to put the model.
+    if registry.dir().is_none() {
+        return Err(Error::Training {
+            model: statement.name.clone(),
+            message: "the coordinator has no models folder to register it in: start it with \
+                      --models DIR"
+                .into(),
+        });
+    }
     let trained = train(statement, runner).await?;
     let registered = registry.register(&statement.name, |version| {
         let mut report = trained.report.clone();
