@@ -12,6 +12,7 @@ use super::inputs::{argument_names, check_binary_label, literal_string, non_null
 use super::network::{Architecture, Objective, Scaling, SgdOptions, evaluate, train};
 use super::wire::{Reader, Writer, binary_states};
 use crate::features::numeric::scale_standard;
+use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -193,40 +194,52 @@ struct FedAvgAccumulator {
 
 impl FedAvgAccumulator {
     /// Trains on the rows kept here and returns this partition's contribution.
-    fn local_contribution(&mut self) -> Contribution {
-        let arch = &self.plan.architecture;
+    /// Trains on the rows kept here and returns this partition's contribution. The SGD runs
+    /// on the CPU pool, never on the runtime thread that called into the aggregate.
+    fn local_contribution(&mut self) -> Result<Contribution> {
         let mut out = std::mem::take(&mut self.partial);
         out.site = self.site.clone();
-        let global = &self.plan.weights;
-        let (loss, _) = evaluate(arch, global, &self.x, &self.y);
-        out.train_loss = loss;
         out.train_rows = self.y.len() as u64;
-        if self.plan.sgd.epochs > 0 && out.train_rows >= self.plan.min_rows.max(1) {
-            let mut local = global.clone();
-            let mut sgd = self.plan.sgd.clone();
-            // Each site and partition shuffles differently, reproducibly.
-            sgd.seed = row_hash(self.y.iter().take(16).copied(), sgd.seed ^ out.train_rows);
-            train(arch, &mut local, &self.x, &self.y, &sgd);
-            let mut update: Vec<f64> = local.iter().zip(global).map(|(l, g)| l - g).collect();
+        let (x, y) = (std::mem::take(&mut self.x), std::mem::take(&mut self.y));
+        let plan = &self.plan;
+        let trains = plan.sgd.epochs > 0 && out.train_rows >= plan.min_rows.max(1);
+        let (loss, local) = run_on_cpu_pool(|| {
+            let arch = &plan.architecture;
+            let (loss, _) = evaluate(arch, &plan.weights, &x, &y);
+            let local = trains.then(|| {
+                let mut local = plan.weights.clone();
+                let mut sgd = plan.sgd.clone();
+                // Each site and partition shuffles differently, reproducibly.
+                sgd.seed = row_hash(y.iter().take(16).copied(), sgd.seed ^ y.len() as u64);
+                train(arch, &mut local, &x, &y, &sgd);
+                local
+            });
+            (loss, local)
+        })?;
+        out.train_loss = loss;
+        if let Some(local) = local {
+            let mut update: Vec<f64> = local
+                .iter()
+                .zip(&plan.weights)
+                .map(|(l, g)| l - g)
+                .collect();
             let norm = update.iter().map(|u| u * u).sum::<f64>().sqrt();
-            if self.plan.clip_norm > 0.0 && norm > self.plan.clip_norm {
-                let scale = self.plan.clip_norm / norm;
+            if plan.clip_norm > 0.0 && norm > plan.clip_norm {
+                let scale = plan.clip_norm / norm;
                 update.iter_mut().for_each(|u| *u *= scale);
                 out.clipped = true;
             }
             out.update = update;
         }
-        self.x = Vec::new();
-        self.y = Vec::new();
-        out
+        Ok(out)
     }
 
-    fn all_contributions(&mut self) -> Vec<Contribution> {
+    fn all_contributions(&mut self) -> Result<Vec<Contribution>> {
         let mut all = std::mem::take(&mut self.merged);
         if !self.y.is_empty() || self.partial.holdout_rows > 0 {
-            all.push(self.local_contribution());
+            all.push(self.local_contribution()?);
         }
-        all
+        Ok(all)
     }
 }
 
@@ -288,7 +301,7 @@ impl Accumulator for FedAvgAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         Ok(ScalarValue::Binary(Some(encode_all(
-            &self.all_contributions(),
+            &self.all_contributions()?,
         ))))
     }
 
@@ -304,7 +317,7 @@ impl Accumulator for FedAvgAccumulator {
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         Ok(vec![ScalarValue::Binary(Some(encode_all(
-            &self.all_contributions(),
+            &self.all_contributions()?,
         )))])
     }
 

@@ -393,17 +393,8 @@ async fn federated(
     report.best_trial = best;
     report.training_seconds = started.elapsed().as_secs_f64();
     report.rows_per_second = rows_trained / training_seconds.max(1e-9);
-    let chosen = trials.remove(best);
-    report.trials = Vec::new();
-    // Keep every trial's report in its original order.
-    let mut all_reports: Vec<(usize, TrialReport)> = trials
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| (if i >= best { i + 1 } else { i }, t.report))
-        .collect();
-    all_reports.push((best, chosen.report.clone()));
-    all_reports.sort_by_key(|(i, _)| *i);
-    report.trials = all_reports.into_iter().map(|(_, r)| r).collect();
+    report.trials = trials.iter().map(|t| t.report.clone()).collect();
+    let chosen = trials.swap_remove(best);
     Ok(Trained {
         architecture: chosen.architecture,
         weights: chosen.weights,

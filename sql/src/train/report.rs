@@ -29,17 +29,6 @@ pub struct TrialReport {
     pub final_round: Option<RoundReport>,
 }
 
-impl TrialReport {
-    /// Loss at the start of each round, then of the final weights.
-    pub fn loss_per_round(&self) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .chain(self.final_round.as_ref())
-            .map(|r| r.summary.train_loss)
-            .collect()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingReport {
     pub name: String,
@@ -66,19 +55,6 @@ pub struct TrainingReport {
 impl TrainingReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    /// Bytes each site sent over the whole run (statistics and every round of every trial).
-    pub fn bytes_per_site(&self) -> BTreeMap<String, u64> {
-        let mut total = self.statistics_bytes_per_site.clone();
-        for trial in &self.trials {
-            for round in trial.rounds.iter().chain(trial.final_round.as_ref()) {
-                for (site, s) in &round.summary.sites {
-                    *total.entry(site.clone()).or_default() += s.bytes_sent;
-                }
-            }
-        }
-        total
     }
 }
 
