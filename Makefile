@@ -1,16 +1,24 @@
 # The two commands of the README. Builds use the `ci` profile for tests (no debug info)
 # for the demo too, so `make test` after `make demo` reuses its build. A release build of
 # this stack takes ~30 min on 2 cores: only `make bench` makes one.
+#
+# Every build of binaries goes through BUILD: the same packages and targets as the test
+# build, so cargo resolves the same features and reuses its artifacts. A narrower build
+# (`cargo run --bin shoal`, `-p shoal-examples`) resolves fewer features (proptest and
+# criterion turn on getrandom/serde features) and compiles DataFusion and its stack again:
+# minutes and gigabytes each time.
+BUILD := cargo build --workspace --bins --examples --profile ci
 .PHONY: setup demo test test-rust test-examples test-python lint bench bench-kernels bench-client pipelines
 
 setup:
 	./scripts/setup.sh
 
 demo: setup
-	cargo run --profile ci --bin shoal -- demo $(ARGS)
+	$(BUILD)
+	target/ci/shoal demo $(ARGS)
 
 pipelines: setup
-	cargo build --profile ci --bin shoal
+	$(BUILD)
 	# train_* first: the A/B pipeline compares the models they register.
 	for f in examples/pipelines/train_*.toml $$(ls examples/pipelines/*.toml | grep -v /train_); do \
 	  echo "== $$f"; target/ci/shoal run $$f || exit 1; done
@@ -20,14 +28,15 @@ lint:
 	cargo clippy --workspace --all-targets --profile ci -- -D warnings
 
 test-examples:
-	cargo run -p shoal-examples --example embedded_predict --profile ci
+	$(BUILD)
+	target/ci/examples/embedded_predict
 
 test-rust:
 	cargo nextest run --workspace --cargo-profile ci --no-fail-fast
 	cargo test --workspace --doc --profile ci
 
 test-python:
-	cargo build --bin shoal --profile ci
+	$(BUILD)
 	.venv/bin/python -m pytest -q tests/python
 
 test: setup lint test-rust test-examples test-python
@@ -44,5 +53,5 @@ bench-kernels: setup
 
 # Time to first batch and rows/s of a 1.2M-row result through ADBC (Flight SQL).
 bench-client: setup
-	cargo build --bin shoal --profile ci
+	$(BUILD)
 	.venv/bin/python benches/flight_sql_client.py

@@ -33,7 +33,9 @@ def shoal_bin():
         candidate = ROOT / "target" / profile / "shoal"
         if candidate.exists():
             return str(candidate)
-    raise RuntimeError("build shoal first: cargo build --bin shoal --profile ci")
+    raise RuntimeError(
+        "build shoal first: cargo build --workspace --bins --examples --profile ci"
+    )
 
 
 def free_port():
