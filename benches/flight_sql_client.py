@@ -26,7 +26,7 @@ QUERIES = {
 
 
 def measure(url, db_kwargs, sql):
-    with flightsql.connect(url, db_kwargs=db_kwargs) as conn, conn.cursor() as cur:
+    with flightsql.connect(url, db_kwargs=db_kwargs, autocommit=True) as conn, conn.cursor() as cur:
         started = time.perf_counter()
         cur.execute(sql)
         first, rows = None, 0

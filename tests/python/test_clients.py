@@ -18,7 +18,7 @@ AUTH = adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value
 
 def connect(cluster, token=TOKEN):
     kwargs = {AUTH: f"Bearer {token}"} if token else {}
-    return flightsql.connect(cluster.url, db_kwargs=kwargs)
+    return flightsql.connect(cluster.url, db_kwargs=kwargs, autocommit=True)
 
 
 def scalar(cur, sql, parameters=None):
@@ -42,7 +42,7 @@ def test_adbc_runs_a_predict_aggregate(cluster):
 
 def test_adbc_logs_in_with_user_and_password(cluster):
     kwargs = {"username": USER, "password": PASSWORD}
-    with flightsql.connect(cluster.url, db_kwargs=kwargs) as conn, conn.cursor() as cur:
+    with flightsql.connect(cluster.url, db_kwargs=kwargs, autocommit=True) as conn, conn.cursor() as cur:
         assert scalar(cur, "SELECT count(*) FROM lineitem") == [(ROWS,)]
 
 
@@ -54,7 +54,7 @@ def test_missing_or_wrong_credentials_are_refused(cluster, token):
     assert "UNAUTHENTICATED" in str(error.value) or "Unauthenticated" in str(error.value)
     with pytest.raises(Exception):
         kwargs = {"username": USER, "password": "not-the-password"}
-        with flightsql.connect(cluster.url, db_kwargs=kwargs) as conn, conn.cursor() as cur:
+        with flightsql.connect(cluster.url, db_kwargs=kwargs, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
 
 

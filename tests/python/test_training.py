@@ -92,7 +92,7 @@ def processes(root, models):
 
 
 def query(url, sql):
-    with flightsql.connect(url) as conn, conn.cursor() as cur:
+    with flightsql.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql)
         return cur.fetch_arrow_table()
 
