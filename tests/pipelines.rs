@@ -468,3 +468,68 @@ async fn train_node_errors_name_the_key() {
     );
     cluster.stop().await;
 }
+
+/// A model node's `batch_size` reaches the workers that run it (with the statement's model
+/// pins): the model runs at least once per `batch_size` rows, not once per Arrow batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_nodes_batch_size_is_honoured_on_the_workers() {
+    let cluster = start_cluster().await;
+    let rows = cluster
+        .sql("SELECT count(*) FROM lineitem")
+        .await
+        .unwrap()
+        .batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0) as u64;
+    let toml = r#"
+[source.items]
+table = "lineitem"
+columns = ["l_returnflag", "l_quantity", "l_discount"]
+
+[model.price]
+input = "items"
+model = "price"
+features = ["l_quantity", "l_discount"]
+predict = "price_hat"
+batch_size = 100
+
+[aggregate.by_flag]
+input = "price"
+group_by = ["l_returnflag"]
+values = { items = "count(*)", price = "round(sum(price_hat), 2)" }
+order_by = ["l_returnflag"]
+
+[sink.report]
+input = "by_flag"
+kind = "client"
+"#;
+    // The counter is per process, and each nextest test is a process of its own.
+    let runs_before = shoal_operators::model_runs();
+    let events = run(&cluster, "batched.toml", toml, PipelineMode::Run, None)
+        .await
+        .unwrap();
+    let runs = shoal_operators::model_runs() - runs_before;
+    assert!(
+        runs >= rows / 100,
+        "{rows} rows in runs of at most 100 rows took only {runs} model runs"
+    );
+    let expected = to_rows(
+        &local_context()
+            .await
+            .sql(
+                "SELECT l_returnflag, count(*) AS items, \
+                 round(sum(predict('price', l_quantity, l_discount)), 2) AS price \
+                 FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    assert_same_rows("batched pipeline", &expected, &to_rows(&rows_of(&events)));
+    cluster.stop().await;
+}

@@ -13,7 +13,8 @@
 //!
 //! The crate knows nothing about clusters: a [`ModelProvider`] says where model bytes come
 //! from (a directory on the coordinator, a content-addressed cache on a worker), and the
-//! [`codec::ShoalCodec`] carries the pinned model versions of a plan across the network.
+//! [`codec::ShoalCodec`] carries shoal's plan nodes across the network;
+//! [`udf::model_pins`] the model versions a statement was planned with.
 
 pub mod codec;
 pub mod error;

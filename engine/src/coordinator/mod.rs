@@ -103,10 +103,6 @@ pub struct Coordinator {
     model_runs: Mutex<HashMap<String, u64>>,
     /// Rows scanned per worker since it started, from the heartbeats (pipeline progress).
     rows_scanned: Mutex<HashMap<String, u64>>,
-    /// Bumped when a model is registered; each worker's entry is the generation of the
-    /// last registry listing sent to it (workers resolve `predict('name')` from it).
-    registry_generation: std::sync::atomic::AtomicU64,
-    registry_seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Coordinator {
@@ -139,8 +135,6 @@ impl Coordinator {
             prepared: PreparedStatements::default(),
             model_runs: Mutex::new(HashMap::new()),
             rows_scanned: Mutex::new(HashMap::new()),
-            registry_generation: Default::default(),
-            registry_seen: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -153,47 +147,11 @@ impl Coordinator {
         self.running.ids()
     }
 
-    /// The registry listing for `worker`'s heartbeat or registration reply, noting that it
-    /// has seen this generation.
-    pub(crate) fn registry_for(&self, worker: &str) -> Vec<shoal_operators::ModelInfo> {
-        use std::sync::atomic::Ordering;
-        let generation = self.registry_generation.load(Ordering::SeqCst);
-        let models = shoal_operators::ModelProvider::list(self.models.as_ref());
-        self.registry_seen
-            .lock()
-            .insert(worker.to_string(), generation);
-        models
-    }
-
-    /// After a model is registered: waits (up to the heartbeat timeout) until every live
-    /// worker has been sent the new listing, so the next statement's `predict('name')` means
-    /// the new version on every site.
-    pub(crate) async fn publish_registry(&self) {
-        use std::sync::atomic::Ordering;
-        let generation = self.registry_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let deadline = tokio::time::Instant::now() + self.options.heartbeat_timeout;
-        loop {
-            let behind: Vec<String> = {
-                let seen = self.registry_seen.lock();
-                self.catalog
-                    .live_sites()
-                    .into_iter()
-                    .map(|(site, _)| site)
-                    .filter(|site| seen.get(site).is_none_or(|g| *g < generation))
-                    .collect()
-            };
-            if behind.is_empty() {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    ?behind,
-                    "workers have not heard of the new model version yet"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// The registry listing for a worker's heartbeat or registration reply. Statements do
+    /// not depend on it (they carry the versions they pin, which a worker fetches by hash);
+    /// it lets a worker name the models it could serve.
+    pub(crate) fn registry_listing(&self) -> Vec<shoal_operators::ModelInfo> {
+        shoal_operators::ModelProvider::list(self.models.as_ref())
     }
 
     pub(crate) fn note_model_runs(&self, worker: &str, runs: u64) {

@@ -292,8 +292,9 @@ impl Coordinator {
             }
             SinkKind::Client | SinkKind::Train(_) => None,
         };
-        let plan = output.dataframe.clone().create_physical_plan().await?;
-        let task_ctx = Arc::new(output.dataframe.clone().task_ctx());
+        let frame = self.pinned(output.dataframe.clone())?;
+        let task_ctx = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
         let result = self
             .stream_output(
                 pipeline,

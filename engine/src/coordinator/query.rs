@@ -10,11 +10,12 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use futures::TryStreamExt;
 use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
+use shoal_operators::udf::model_pins::{ModelPins, Pins};
 use shoal_planner::explain::explain_stages;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{QueryReport, SiteLocality, SiteSchemaProvider};
@@ -83,7 +84,9 @@ impl Coordinator {
             .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_planner()
-            .with_distributed_user_codec(ShoalCodec::new(provider.clone()))
+            .with_distributed_user_codec(ShoalCodec::default())
+            // Sent to the workers with every task; `pinned` fills it in per statement.
+            .with_distributed_option_extension(ModelPins::default())
             .with_distributed_desired_task_count_handler(locality.clone())
             .with_distributed_scale_up_leaf_node_handler(locality.clone())
             .with_distributed_route_tasks_handler(locality)
@@ -141,9 +144,24 @@ impl Coordinator {
         if let Some(parameters) = parameters {
             df = df.with_param_values(parameters)?;
         }
+        let df = self.pinned(df)?;
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
         Ok(PlannedQuery::Plan { plan, task_ctx })
+    }
+
+    /// `df` with the versions of the models its plan calls pinned, so the coordinator and
+    /// every worker score with the same version even if one is registered meanwhile, or a
+    /// worker has not heard of it yet. Called right before physical planning.
+    pub(crate) fn pinned(&self, df: DataFrame) -> Result<DataFrame> {
+        let pins = Pins::for_plan(df.logical_plan(), self.models.as_ref())?;
+        let (mut state, plan) = df.into_parts();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(pins.to_extension()?);
+        Ok(DataFrame::new(state, plan))
     }
 
     /// The result schema of `sql` and the parameters it expects (`$1`, `$2`, ... in order,

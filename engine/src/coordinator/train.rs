@@ -40,6 +40,7 @@ impl QueryRunner for ClusterRunner {
         };
         let started = std::time::Instant::now();
         let df = ctx.sql_with_options(sql, read_only()).await?;
+        let df = self.coordinator.pinned(df).map_err(into_sql)?;
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
         let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx).await?;
@@ -99,8 +100,8 @@ impl Coordinator {
         runner: &ClusterRunner,
     ) -> Result<RecordBatch> {
         let batch = create_model(statement, runner, self.models()).await?;
+        // The next statement pins the new version; workers fetch it by hash.
         tracing::info!(model = statement.name, "trained and registered");
-        self.publish_registry().await;
         Ok(batch)
     }
 }

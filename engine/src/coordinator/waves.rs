@@ -105,7 +105,7 @@ impl Coordinator {
             let wave = next_wave(&pending, per_site);
             let wave_id = format!("wave-{}", wave[0].key);
             let plan = wave_plan(&logical, &wave, &waves_dir, &wave_id)?;
-            let frame = DataFrame::new(state.clone(), plan);
+            let frame = self.pinned(DataFrame::new(state.clone(), plan))?;
             let task_ctx = Arc::new(frame.task_ctx());
             let physical = frame.create_physical_plan().await?;
             let resumable = |e: Error| {

@@ -26,6 +26,7 @@ use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
 use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
+use shoal_operators::udf::model_pins::ModelPins;
 use shoal_planner::site_store_url;
 use shoal_sql::with_shoal_functions_at;
 use std::path::PathBuf;
@@ -195,16 +196,20 @@ impl WorkerProcess {
                 let peers = peers.clone();
                 let sink_site = sink_site.clone();
                 async move {
-                    let builder = ctx.builder.with_runtime_env(runtime);
-                    Ok(
-                        with_shoal_functions_at(builder, provider.clone(), &sink_site.site)
-                            .with_distributed_channel_resolver(peers)
-                            .with_distributed_user_codec(
-                                ShoalCodec::new(provider).with_sink_site(sink_site),
-                            )
-                            .with_distributed_worker_plan_rewrite_handler(ledger.handler())
-                            .build(),
-                    )
+                    let builder = ctx
+                        .builder
+                        .with_runtime_env(runtime)
+                        // The model versions the coordinator planned the statement with.
+                        .with_distributed_option_extension_from_headers::<ModelPins>(
+                            &ctx.headers,
+                        )?;
+                    Ok(with_shoal_functions_at(builder, provider, &sink_site.site)
+                        .with_distributed_channel_resolver(peers)
+                        .with_distributed_user_codec(
+                            ShoalCodec::default().with_sink_site(sink_site),
+                        )
+                        .with_distributed_worker_plan_rewrite_handler(ledger.handler())
+                        .build())
                 }
             })
         };

@@ -201,18 +201,59 @@ impl ModelProvider for DirectoryModels {
             .get(name)
             .cloned()
             .ok_or_else(|| self.unknown(name))?;
-        if let Some(pin) = pinned_hash
-            && pin != model.hash
-        {
-            return Err(Error::Store(format!(
-                "model '{name}' changed during the query: planned with {pin}, registry has {}",
-                model.hash
-            )));
+        match pinned_hash {
+            // Re-registered since the statement was planned: keep scoring with the planned
+            // version (registered versions stay in the registry as `name@vN`).
+            Some(pin) if pin != model.hash => self.by_hash(pin).ok_or_else(|| {
+                Error::Store(format!(
+                    "model '{name}' changed during the query: planned with {pin}, which the \
+                     registry no longer has; it has {}",
+                    model.hash
+                ))
+            }),
+            _ => Ok(model),
         }
-        Ok(model)
     }
 
     fn list(&self) -> Vec<ModelInfo> {
         self.models.read().values().map(|m| m.info()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn test_model(file: &str) -> Vec<u8> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
+        std::fs::read(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn a_pinned_version_is_served_after_the_name_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = DirectoryModels::load(dir.path()).unwrap();
+        let first = registry
+            .register("m", |_| (test_model("price.onnx"), "{}".into()))
+            .unwrap();
+        let second = registry
+            .register("m", |_| (test_model("return_risk.onnx"), "{}".into()))
+            .unwrap();
+        assert_eq!((first.version, second.version), (1, 2));
+        assert_ne!(first.hash, second.hash);
+
+        assert_eq!(registry.model("m", None).unwrap().hash, second.hash);
+        assert_eq!(
+            registry.model("m", Some(&second.hash)).unwrap().hash,
+            second.hash
+        );
+        // A statement planned before the second registration keeps the first version.
+        assert_eq!(
+            registry.model("m", Some(&first.hash)).unwrap().hash,
+            first.hash
+        );
+        let err = registry.model("m", Some("0000")).unwrap_err().to_string();
+        assert!(err.contains("changed during the query"), "{err}");
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod feature;
 pub mod inference;
+pub mod model_pins;
 pub mod predict;
 pub mod site;

@@ -1,9 +1,11 @@
 //! `predict('<model>', f1, ..., fn)` and `predict_proba('<model>', f1, ..., fn)`.
 //!
 //! Planning checks the call against the model's signature (argument count and types, return
-//! type). Execution runs the model once per Arrow batch on the inference pool.
+//! type). Execution runs the model once per Arrow batch on the inference pool, at the version
+//! the statement pinned ([`super::model_pins`]) where it pinned one.
 
 use super::inference::{infer, output_type};
+use super::model_pins::Pins;
 use crate::error::Error;
 use crate::features::is_numeric_feature;
 use crate::model::ModelProvider;
@@ -15,7 +17,6 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -48,10 +49,8 @@ impl PredictKind {
 pub struct PredictUdf {
     kind: PredictKind,
     provider: Arc<dyn ModelProvider>,
-    /// Model name -> content hash the plan was made with (empty on the planning side: it
-    /// always uses the registry's current version).
-    pins: BTreeMap<String, String>,
-    /// Rows per model run; None runs the model once per Arrow batch.
+    /// Rows per model run; None runs the model once per Arrow batch (or in the runs the
+    /// statement's pins ask for: that is how a worker learns a pipeline node's batch_size).
     batch_rows: Option<usize>,
     signature: Signature,
 }
@@ -64,22 +63,16 @@ pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
             Arc::new(ScalarUDF::new_from_impl(PredictUdf::new(
                 kind,
                 provider.clone(),
-                BTreeMap::new(),
             )))
         })
         .collect()
 }
 
 impl PredictUdf {
-    pub fn new(
-        kind: PredictKind,
-        provider: Arc<dyn ModelProvider>,
-        pins: BTreeMap<String, String>,
-    ) -> Self {
+    pub fn new(kind: PredictKind, provider: Arc<dyn ModelProvider>) -> Self {
         Self {
             kind,
             provider,
-            pins,
             batch_rows: None,
             signature: Signature::user_defined(Volatility::Immutable),
         }
@@ -115,16 +108,11 @@ impl PredictUdf {
             }),
         }
     }
-
-    fn pin(&self, model: &str) -> Option<&str> {
-        self.pins.get(model).map(String::as_str)
-    }
 }
 
 impl PartialEq for PredictUdf {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
-            && self.pins == other.pins
             && self.batch_rows == other.batch_rows
             && Arc::ptr_eq(&self.provider, &other.provider)
     }
@@ -135,7 +123,6 @@ impl Eq for PredictUdf {}
 impl Hash for PredictUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.kind.hash(state);
-        self.pins.hash(state);
         self.batch_rows.hash(state);
     }
 }
@@ -164,7 +151,8 @@ impl ScalarUDFImpl for PredictUdf {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let function = self.kind.function_name();
         let name = self.model_name(args.scalar_arguments.first().copied().flatten())?;
-        let model = self.provider.model(name, self.pin(name))?;
+        // Planning: the registry's current version (the coordinator pins it right after).
+        let model = self.provider.model(name, None)?;
         let features = &args.arg_fields[1..];
         let expected = model.signature.feature_count();
         let one_vector = match features {
@@ -207,7 +195,9 @@ impl ScalarUDFImpl for PredictUdf {
             _ => None,
         };
         let name = self.model_name(scalar)?.to_string();
-        let model = self.provider.model(&name, self.pin(&name))?;
+        let pins = Pins::from_config(&args.config_options)?;
+        let pinned = pins.versions.get(&name).map(String::as_str);
+        let model = self.provider.model(&name, pinned)?;
         let rows = args.number_rows;
         let mut features = Vec::with_capacity(args.args.len() - 1);
         for (i, value) in args.args[1..].iter().enumerate() {
@@ -230,7 +220,11 @@ impl ScalarUDFImpl for PredictUdf {
             features.push(array);
         }
         let kind = self.kind;
-        let chunk = self.batch_rows.unwrap_or(rows).max(1);
+        let chunk = self
+            .batch_rows
+            .or_else(|| pins.batch_rows.get(&name).copied())
+            .unwrap_or(rows)
+            .max(1);
         let output = run_on_cpu_pool(|| {
             if rows <= chunk {
                 return infer(&model, kind, &features, rows);

@@ -302,8 +302,7 @@ fn model(
     ] {
         if let Some(output) = output {
             let udf = ScalarUDF::new_from_impl(
-                PredictUdf::new(kind, provider.clone(), Default::default())
-                    .with_batch_rows(batch_rows),
+                PredictUdf::new(kind, provider.clone()).with_batch_rows(batch_rows),
             );
             let call = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), args.clone()));
             exprs.push(call.alias(output.get_ref()));

@@ -50,7 +50,7 @@ pub fn handle(
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             tracing::info!(worker = %name, "worker registered");
             json_reply(&RegisterReply {
-                models: c.registry_for(&name),
+                models: c.registry_listing(),
                 heartbeat_interval_ms: c.options().heartbeat_interval.as_millis() as u64,
             })
         }
@@ -61,7 +61,7 @@ pub fn handle(
             c.note_rows_scanned(&beat.name, beat.rows_scanned);
             json_reply(&HeartbeatReply {
                 known: c.catalog().heartbeat(&beat.name, beat.active_scans),
-                models: c.registry_for(&beat.name),
+                models: c.registry_listing(),
             })
         }
         ACTION_LEAVE => {

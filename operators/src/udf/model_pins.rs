@@ -1,0 +1,190 @@
+//! The model versions a statement was planned with, carried to every worker with its tasks.
+//!
+//! A statement that calls `predict('m', ...)` must score every row with one version of `m`,
+//! even if `m` is re-registered while it runs or a worker has not yet heard of the new
+//! version. The coordinator therefore records, per statement, the content hash of every model
+//! the plan calls (and the rows per model run a pipeline model node asked for) in a session
+//! config extension; datafusion-distributed sends config extensions to the workers as gRPC
+//! metadata, and `predict` reads them at execution time, on whichever node it runs.
+//!
+//! Why not in the serialized plan: datafusion-distributed composes its own codec ahead of the
+//! user's, and a codec that does not override `try_encode_udf` claims every UDF (encode by
+//! name), so a user codec is never asked to encode one (apache/datafusion#24830).
+
+use super::predict::PredictUdf;
+use crate::error::Error;
+use crate::model::ModelProvider;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, ScalarValue, extensions_options};
+use datafusion::config::{ConfigExtension, ConfigOptions};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use std::collections::{BTreeMap, HashMap};
+
+extensions_options! {
+    /// `shoal_models.*`: set by the coordinator for one statement (see [`ModelPins::for_plan`]).
+    pub struct ModelPins {
+        /// JSON object: model name -> content hash the statement was planned with.
+        pub versions: String, default = String::new()
+        /// JSON object: model name -> rows per model run (a pipeline model node's batch_size).
+        pub batch_rows: String, default = String::new()
+    }
+}
+
+impl ConfigExtension for ModelPins {
+    const PREFIX: &'static str = "shoal_models";
+}
+
+/// The pins of one statement, parsed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Pins {
+    pub versions: BTreeMap<String, String>,
+    pub batch_rows: BTreeMap<String, usize>,
+}
+
+impl Pins {
+    /// The pins in `options`, or none (one-process sessions and statements without a model).
+    pub fn from_config(options: &ConfigOptions) -> Result<Self> {
+        let Some(ext) = options.extensions.get::<ModelPins>() else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            versions: parse_map("versions", &ext.versions)?,
+            batch_rows: parse_map("batch_rows", &ext.batch_rows)?,
+        })
+    }
+
+    /// The models `plan` calls `predict`/`predict_proba` on, at the versions `provider` has
+    /// now, and the smallest rows per run any of those calls asked for.
+    pub fn for_plan(plan: &LogicalPlan, provider: &dyn ModelProvider) -> Result<Self> {
+        let current: HashMap<String, String> = provider
+            .list()
+            .into_iter()
+            .map(|m| (m.name, m.hash))
+            .collect();
+        let mut pins = Self::default();
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let Some((name, udf)) = predict_call(e) {
+                        if let Some(hash) = current.get(name) {
+                            pins.versions.insert(name.to_string(), hash.clone());
+                        }
+                        if let Some(rows) = udf.batch_rows() {
+                            let entry = pins.batch_rows.entry(name.to_string()).or_insert(rows);
+                            *entry = (*entry).min(rows);
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        Ok(pins)
+    }
+
+    /// As a config extension, to be sent with the statement.
+    pub fn to_extension(&self) -> Result<ModelPins> {
+        let json = |value: serde_json::Result<String>| -> Result<String> {
+            Ok(value.map_err(|e| Error::Store(format!("encoding model pins: {e}")))?)
+        };
+        Ok(ModelPins {
+            versions: json(serde_json::to_string(&self.versions))?,
+            batch_rows: json(serde_json::to_string(&self.batch_rows))?,
+        })
+    }
+}
+
+/// One field of [`ModelPins`]: empty, or a JSON object of models.
+fn parse_map<T: serde::de::DeserializeOwned + Default>(key: &str, text: &str) -> Result<T> {
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(text).map_err(|e| {
+        Error::Store(format!(
+            "the statement's {}.{key} is not a JSON object of models: {e}",
+            ModelPins::PREFIX
+        ))
+        .into()
+    })
+}
+
+/// `predict('<literal model name>', ...)` or `predict_proba(...)`: the name and the function.
+fn predict_call(expr: &Expr) -> Option<(&str, &PredictUdf)> {
+    let Expr::ScalarFunction(call) = expr else {
+        return None;
+    };
+    let udf = call.func.inner().downcast_ref::<PredictUdf>()?;
+    match call.args.first()? {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(name))
+            | ScalarValue::Utf8View(Some(name))
+            | ScalarValue::LargeUtf8(Some(name)),
+            _,
+        ) => Some((name.as_str(), udf)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::DirectoryModels;
+    use crate::udf::predict::{PredictKind, PredictUdf};
+    use datafusion::logical_expr::{ScalarUDF, col, lit};
+    use datafusion::prelude::SessionContext;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    fn registry() -> Arc<DirectoryModels> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
+        Arc::new(DirectoryModels::load(&dir).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_plan_pins_the_models_it_calls_and_the_smallest_run_size() {
+        let registry = registry();
+        let provider: Arc<dyn ModelProvider> = registry.clone();
+        let ctx = SessionContext::new();
+        let df = ctx
+            .sql("SELECT 1.0 AS q, 0.05 AS d, 'price' AS other")
+            .await
+            .unwrap();
+        let call = |rows: Option<usize>| {
+            let udf = PredictUdf::new(PredictKind::Predict, provider.clone()).with_batch_rows(rows);
+            ScalarUDF::new_from_impl(udf).call(vec![lit("price"), col("q"), col("d")])
+        };
+        let df = df
+            .select(vec![call(Some(64)).alias("a"), call(Some(16)).alias("b")])
+            .unwrap();
+        let pins = Pins::for_plan(df.logical_plan(), registry.as_ref()).unwrap();
+        let hash = registry
+            .list()
+            .into_iter()
+            .find(|m| m.name == "price")
+            .unwrap()
+            .hash;
+        assert_eq!(pins.versions, BTreeMap::from([("price".to_string(), hash)]));
+        assert_eq!(pins.batch_rows, BTreeMap::from([("price".to_string(), 16)]));
+        // Only the models the plan calls travel.
+        assert_eq!(pins.versions.len(), 1);
+
+        let mut options = ConfigOptions::new();
+        options.extensions.insert(pins.to_extension().unwrap());
+        assert_eq!(Pins::from_config(&options).unwrap(), pins);
+    }
+
+    #[test]
+    fn no_extension_means_no_pins_and_a_malformed_one_is_named() {
+        assert_eq!(
+            Pins::from_config(&ConfigOptions::new()).unwrap(),
+            Pins::default()
+        );
+        let mut options = ConfigOptions::new();
+        options.extensions.insert(ModelPins {
+            versions: "not json".into(),
+            batch_rows: String::new(),
+        });
+        let err = Pins::from_config(&options).unwrap_err().to_string();
+        assert!(err.contains("shoal_models.versions"), "{err}");
+    }
+}
