@@ -84,13 +84,33 @@ impl Pins {
     /// As a config extension, to be sent with the statement.
     pub fn to_extension(&self) -> Result<ModelPins> {
         let json = |value: serde_json::Result<String>| -> Result<String> {
-            Ok(value.map_err(|e| Error::Store(format!("encoding model pins: {e}")))?)
+            let text = value.map_err(|e| Error::Store(format!("encoding model pins: {e}")))?;
+            Ok(ascii_json(text))
         };
         Ok(ModelPins {
             versions: json(serde_json::to_string(&self.versions))?,
             batch_rows: json(serde_json::to_string(&self.batch_rows))?,
         })
     }
+}
+
+/// `json` with every non-ASCII character written as `\uXXXX`: the pins travel as gRPC
+/// metadata, whose values are ASCII, and a model's name is its file's name.
+fn ascii_json(json: String) -> String {
+    if json.is_ascii() {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0u16; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// One field of [`ModelPins`]: empty, or a JSON object of models.
@@ -170,6 +190,22 @@ mod tests {
 
         let mut options = ConfigOptions::new();
         options.extensions.insert(pins.to_extension().unwrap());
+        assert_eq!(Pins::from_config(&options).unwrap(), pins);
+    }
+
+    #[test]
+    fn pins_travel_as_ascii_whatever_the_model_names() {
+        let pins = Pins {
+            versions: BTreeMap::from([("modèle_𝔪".to_string(), "ab12".to_string())]),
+            batch_rows: BTreeMap::from([("modèle_𝔪".to_string(), 7)]),
+        };
+        let ext = pins.to_extension().unwrap();
+        assert!(
+            ext.versions.is_ascii() && ext.batch_rows.is_ascii(),
+            "{ext:?}"
+        );
+        let mut options = ConfigOptions::new();
+        options.extensions.insert(ext);
         assert_eq!(Pins::from_config(&options).unwrap(), pins);
     }
 
