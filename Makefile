@@ -7,7 +7,11 @@
 # (`cargo run --bin shoal`, `-p shoal-examples`) resolves fewer features (proptest and
 # criterion turn on getrandom/serde features) and compiles DataFusion and its stack again:
 # minutes and gigabytes each time.
-BUILD := cargo build --workspace --bins --examples --profile ci
+#
+# FEATURES turns on the test-only fault switches (SHOAL_FAULT_*) in every test build, and
+# only there: a release build (`cargo build --release`) never has them.
+FEATURES := --features shoal-engine/fault-injection
+BUILD := cargo build --workspace --bins --examples --profile ci $(FEATURES)
 .PHONY: setup demo test test-rust test-examples test-python lint bench bench-kernels bench-client pipelines
 
 setup:
@@ -25,15 +29,15 @@ pipelines: setup
 
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --profile ci -- -D warnings
+	cargo clippy --workspace --all-targets --profile ci $(FEATURES) -- -D warnings
 
 test-examples:
 	$(BUILD)
 	target/ci/examples/embedded_predict
 
 test-rust:
-	cargo nextest run --workspace --cargo-profile ci --no-fail-fast
-	cargo test --workspace --doc --profile ci
+	cargo nextest run --workspace --cargo-profile ci $(FEATURES) --no-fail-fast
+	cargo test --workspace --doc --profile ci $(FEATURES)
 
 test-python:
 	$(BUILD)

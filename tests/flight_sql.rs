@@ -440,7 +440,7 @@ async fn cancel_and_disconnect_stop_the_work_on_workers() {
     let info = client.execute(heavy.clone(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = client.do_get(ticket).await.unwrap();
-    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|_| ())) });
+    let reader = shoal_engine::tasks::spawn_owned(async move { stream.next().await.map(|r| r.map(|_| ())) });
     tokio::time::sleep(full_time / 4).await;
     let at_cancel = shoal_operators::model_runs();
     let request = CancelFlightInfoRequest::new(info);

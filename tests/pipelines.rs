@@ -35,12 +35,14 @@ async fn run(
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();
-    let task = tokio::spawn(async move { coordinator.pipeline(request, tx).await });
     let mut events = Vec::new();
-    while let Some(e) = rx.recv().await {
-        events.push(e);
-    }
-    task.await.unwrap().map_err(|e| e.to_string())?;
+    let collect = async {
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+    };
+    let (outcome, ()) = tokio::join!(coordinator.pipeline(request, tx), collect);
+    outcome.map_err(|e| e.to_string())?;
     Ok(events)
 }
 

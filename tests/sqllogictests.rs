@@ -8,9 +8,10 @@
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SQLOptions, SessionContext};
 use futures::TryStreamExt;
 use shoal_engine::EmbeddedCluster;
+use shoal_sql::ShoalStatement;
 use shoal_tests::{local_context, start_cluster, to_rows};
 use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use std::path::{Path, PathBuf};
@@ -58,8 +59,14 @@ impl sqllogictest::AsyncDB for Db {
         let err = |e: String| SltError(e);
         let (schema, batches) = match &self.engine {
             Engine::Local(ctx) => {
-                let sql = shoal_sql::statements::rewrite(sql);
-                let df = ctx.sql(&sql).await.map_err(|e| err(e.to_string()))?;
+                // The same parser and dispatch as the coordinator's; shoal's EXPLAIN of
+                // stages and CREATE MODEL need a cluster (`onlyif cluster` in the files).
+                let statement = ShoalStatement::parse(sql).map_err(|e| err(e.to_string()))?;
+                let df = statement
+                    .dataframe(ctx, SQLOptions::new())
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .ok_or_else(|| err(format!("{} runs on the cluster only", statement.kind())))?;
                 let schema = Arc::new(df.schema().as_arrow().clone());
                 let batches = df
                     .execute_stream()

@@ -11,7 +11,7 @@ use shoal_engine::visits::{COST_WEIGHTS, FEATURES, readmission_logit_sql};
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
 use shoal_operators::ModelProvider;
 use shoal_operators::model::DirectoryModels;
-use shoal_sql::train::{LocalRunner, create_model, parse};
+use shoal_sql::train::{CreateModel, LocalRunner, create_model};
 use shoal_tests::visits_sites;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,9 +62,13 @@ async fn linear_regression_on_three_sites_equals_the_single_node_solution() {
     let out = cluster.sql(&sql).await.expect("train on the cluster");
     assert_eq!(out.batches[0].num_rows(), 2);
     let (ctx, registry) = local(local_models.path()).await;
-    create_model(&parse(&sql).unwrap(), &LocalRunner(&ctx), &registry)
-        .await
-        .expect("train in one process");
+    create_model(
+        &CreateModel::parse(&sql).unwrap(),
+        &LocalRunner(&ctx),
+        &registry,
+    )
+    .await
+    .expect("train in one process");
     let on_cluster = report(cluster_models.path(), "cost@v1");
     let single = report(local_models.path(), "cost@v1");
     let (a, b) = (

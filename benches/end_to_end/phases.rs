@@ -310,14 +310,16 @@ async fn run_pipeline(cluster: &EmbeddedCluster, job: Job, run_id: &str) -> Vec<
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();
-    let task = tokio::spawn(async move { coordinator.pipeline(request, tx).await });
     let mut files = Vec::new();
-    while let Some(event) = rx.recv().await {
-        if let PipelineEvent::Output { files: f, .. } = event {
-            files.extend(f.into_iter().map(|m| (m.site, m.file)));
+    let collect = async {
+        while let Some(event) = rx.recv().await {
+            if let PipelineEvent::Output { files: f, .. } = event {
+                files.extend(f.into_iter().map(|m| (m.site, m.file)));
+            }
         }
-    }
-    task.await.unwrap().unwrap();
+    };
+    let (outcome, ()) = tokio::join!(coordinator.pipeline(request, tx), collect);
+    outcome.unwrap();
     files
 }
 

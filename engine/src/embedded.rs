@@ -8,7 +8,7 @@ use crate::worker::{WorkerOptions, WorkerProcess};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 pub struct EmbeddedCluster {
     pub coordinator: Arc<Coordinator>,
@@ -17,7 +17,7 @@ pub struct EmbeddedCluster {
     pub url: String,
     pub workers: Vec<WorkerProcess>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: JoinHandle<()>,
+    server: AbortOnDropHandle<()>,
 }
 
 impl EmbeddedCluster {
@@ -58,7 +58,7 @@ impl EmbeddedCluster {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = {
             let coordinator = coordinator.clone();
-            tokio::spawn(async move {
+            crate::tasks::spawn_owned(async move {
                 let stop = async {
                     let _ = rx.await;
                 };

@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod error;
 pub mod protocol;
 pub mod security;
+pub mod tasks;
 pub mod tpch;
 pub mod visits;
 pub mod worker;

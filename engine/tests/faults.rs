@@ -41,6 +41,10 @@ fn detection_ms(stderr: &str, fault_after: Duration) -> u64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_worker_killed_mid_query_is_replaced_by_the_replicas_of_its_files() {
     let mut s = scene(Layout::Replicated, slow());
     let run = query_with_fault(&mut s.cluster, CHECK_SQL, Duration::from_millis(700), |c| {
@@ -71,6 +75,10 @@ fn a_worker_killed_mid_query_is_replaced_by_the_replicas_of_its_files() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_worker_killed_without_replicas_fails_the_query_naming_it_and_the_cluster_recovers() {
     let mut s = scene(Layout::Plain, slow());
     let timeout = Duration::from_secs_f64(s.cluster.spec.heartbeat_timeout_s);
@@ -112,6 +120,10 @@ fn a_worker_killed_without_replicas_fails_the_query_naming_it_and_the_cluster_re
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn every_worker_killed_fails_clearly_and_new_workers_restore_the_cluster() {
     let mut s = scene(Layout::Replicated, slow());
     let names: Vec<String> = s.workers.iter().map(|(n, _)| n.clone()).collect();
@@ -145,6 +157,10 @@ fn every_worker_killed_fails_clearly_and_new_workers_restore_the_cluster() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn workers_busy_past_the_heartbeat_timeout_are_not_declared_dead() {
     // Every batch holds a runtime thread for 2.5 heartbeat timeouts, on every thread.
     let s = scene(
@@ -172,6 +188,10 @@ fn workers_busy_past_the_heartbeat_timeout_are_not_declared_dead() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_model_failing_on_a_batch_fails_the_task_naming_it_and_the_worker_survives() {
     let mut s = scene(
         Layout::Plain,
@@ -197,6 +217,10 @@ fn a_model_failing_on_a_batch_fails_the_task_naming_it_and_the_worker_survives()
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_memory_limit_far_below_the_data_spills_or_fails_clearly_without_killing_the_worker() {
     let mut s = scene(
         Layout::Plain,
@@ -229,6 +253,10 @@ fn a_memory_limit_far_below_the_data_spills_or_fails_clearly_without_killing_the
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_stopped_worker_is_replaced_and_its_late_results_are_discarded() {
     let mut s = scene(
         Layout::Replicated,
@@ -267,6 +295,10 @@ fn a_stopped_worker_is_replaced_and_its_late_results_are_discarded() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_worker_asked_to_stop_finishes_its_running_tasks_and_gets_no_new_ones() {
     let mut s = scene(Layout::Replicated, slow());
     let run = query_with_fault(&mut s.cluster, CHECK_SQL, Duration::from_millis(500), |c| {
@@ -299,6 +331,10 @@ fn a_worker_asked_to_stop_finishes_its_running_tasks_and_gets_no_new_ones() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_statement_that_makes_no_progress_fails_with_a_no_progress_error() {
     // Workers heartbeat but each batch holds for 20 s: nothing moves for longer than 2 s.
     let s = scene(

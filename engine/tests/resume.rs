@@ -76,6 +76,10 @@ fn finished(child: std::process::Child) -> (bool, String) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_coordinator_killed_halfway_through_a_million_row_run_resumes_with_every_row_once() {
     let tmp = tempfile::tempdir().unwrap();
     // 1,000,000-odd rows: 3 sites, 4 files each, so the run has 4 waves.
@@ -154,6 +158,10 @@ fn a_coordinator_killed_halfway_through_a_million_row_run_resumes_with_every_row
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
 fn a_crash_during_the_output_commit_leaves_nothing_visible_and_committing_again_is_a_no_op() {
     let tmp = tempfile::tempdir().unwrap();
     let sites = harness::sites(tmp.path());

@@ -89,10 +89,61 @@ pub enum Error {
         found: String,
     },
 
-    #[error("model store: {0}")]
-    Store(String),
+    #[error("model name '{name}' is not allowed: use letters, digits, '_' and '-' (at most 128)")]
+    InvalidModelName { name: String },
 
-    #[error(transparent)]
+    #[error(
+        "cannot register model '{model}': this registry has no folder (start the coordinator \
+         with --models DIR)"
+    )]
+    NoRegistryFolder { model: String },
+
+    #[error(
+        "model '{model}' changed during the query: planned with {pinned}, which the registry \
+         no longer has; it has {current}"
+    )]
+    PinnedVersionGone {
+        model: String,
+        pinned: String,
+        current: String,
+    },
+
+    #[error(
+        "model '{model}' ({bytes} bytes in memory) does not fit in the worker's memory limit \
+         (--memory-limit): {detail}"
+    )]
+    ModelTooLarge {
+        model: String,
+        bytes: usize,
+        detail: String,
+    },
+
+    #[error("fetching model {hash} from {source_url}: {message}")]
+    ModelFetch {
+        hash: String,
+        source_url: String,
+        message: String,
+        /// Whether the coordinator could not be reached (a retry may work) rather than
+        /// answering wrongly.
+        unreachable: bool,
+    },
+
+    #[error(
+        "model '{model}' is pinned by the statement at {hash} but was not loaded on this node \
+         before the task ran"
+    )]
+    ModelNotLoaded { model: String, hash: String },
+
+    #[error("ONNX Runtime is not available: {message}")]
+    RuntimeUnavailable { message: String },
+
+    #[error("cannot start the inference pool: {message}")]
+    InferencePool { message: String },
+
+    #[error("the statement's {key} is not a JSON object of models: {message}")]
+    ModelPins { key: String, message: String },
+
+    #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
     #[error("i/o error on {path}: {source}")]
@@ -103,7 +154,59 @@ pub enum Error {
 }
 
 impl From<Error> for datafusion::error::DataFusionError {
+    /// Memory errors become DataFusion's resources-exhausted variant: datafusion-distributed
+    /// carries DataFusion's variants across the network but only the text of an external
+    /// error, and a worker's "model too large" must reach the client as RESOURCE_EXHAUSTED.
     fn from(e: Error) -> Self {
-        datafusion::error::DataFusionError::External(Box::new(e))
+        use crate::status::{ErrorExt, StatusCode};
+        match e.status_code() {
+            StatusCode::ResourceExhausted => {
+                datafusion::error::DataFusionError::ResourcesExhausted(e.to_string())
+            }
+            _ => datafusion::error::DataFusionError::External(Box::new(e)),
+        }
+    }
+}
+
+impl crate::status::ErrorExt for Error {
+    fn status_code(&self) -> crate::status::StatusCode {
+        crate::status::status_of(self, &[crate::status::operators_error])
+    }
+}
+
+impl Error {
+    /// This error's own kind; `None` for one that only wraps another (then the wrapped
+    /// error's kind decides).
+    pub fn own_status(&self) -> Option<crate::status::StatusCode> {
+        use crate::status::StatusCode;
+        Some(match self {
+            Error::UnknownModel { .. } => StatusCode::NotFound,
+            Error::InvalidModelName { .. }
+            | Error::UnsupportedModel { .. }
+            | Error::FeatureCount { .. }
+            | Error::FeatureType { .. }
+            | Error::NullFeature { .. }
+            | Error::ModelNameNotLiteral { .. }
+            | Error::ZipMapOutput { .. }
+            | Error::NoProbabilities { .. } => StatusCode::InvalidArgument,
+            Error::ModelTooLarge { .. } => StatusCode::ResourceExhausted,
+            Error::ModelFetch {
+                unreachable: true, ..
+            } => StatusCode::Unavailable,
+            Error::NoRegistryFolder { .. }
+            | Error::PinnedVersionGone { .. }
+            | Error::InvalidModel { .. } => StatusCode::FailedPrecondition,
+            Error::RuntimeLibraryNotFound { .. }
+            | Error::RuntimeInit { .. }
+            | Error::RuntimeUnavailable { .. }
+            | Error::InferencePool { .. }
+            | Error::ModelPins { .. }
+            | Error::ModelNotLoaded { .. }
+            | Error::ModelFetch { .. }
+            | Error::Inference { .. }
+            | Error::OutputShape { .. }
+            | Error::Io { .. } => StatusCode::Internal,
+            Error::Arrow(_) => return None,
+        })
     }
 }

@@ -22,11 +22,13 @@ pub mod features;
 pub mod model;
 pub mod runtime;
 pub mod sink;
+pub mod status;
 pub mod train;
 pub mod udf;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
+pub use status::{ErrorExt, StatusCode};
 pub use train::shoal_udafs;
 pub use udf::feature::{FeatureFunction, feature_udfs};
 pub use udf::inference::model_runs;

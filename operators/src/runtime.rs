@@ -34,8 +34,9 @@ pub fn environment() -> Result<&'static Environment> {
             .to_string()
         })
     });
-    env.as_ref()
-        .map_err(|message| Error::Store(message.clone()))
+    env.as_ref().map_err(|message| Error::RuntimeUnavailable {
+        message: message.clone(),
+    })
 }
 
 /// Locates `libonnxruntime.so*`: `ORT_DYLIB_PATH`, then `.shoal/onnxruntime/` in the current
@@ -126,7 +127,7 @@ pub fn run_on_cpu_pool<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::Store(format!("cannot start the inference pool: {e}")))?;
+        .map_err(|e| Error::InferencePool { message: e.clone() })?;
     let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if on_multi_thread_runtime {

@@ -55,3 +55,37 @@ impl From<Error> for datafusion::error::DataFusionError {
         datafusion::error::DataFusionError::External(Box::new(e))
     }
 }
+
+impl Error {
+    /// This error's kind.
+    pub fn own_status(&self) -> Option<shoal_operators::StatusCode> {
+        use shoal_operators::StatusCode;
+        Some(match self {
+            Error::InvalidSiteName { .. } | Error::InvalidUrl { .. } => StatusCode::InvalidArgument,
+            Error::UnknownSite { .. } => StatusCode::NotFound,
+            // Retrying cannot help until a worker comes back or is fixed.
+            Error::SchemaMismatch { .. } | Error::BadFile { .. } => StatusCode::FailedPrecondition,
+            Error::SiteDown { .. } | Error::NoWorkers => StatusCode::Unavailable,
+        })
+    }
+}
+
+/// Classifies shoal-planner's errors; a pipeline file that does not validate is the
+/// client's to fix.
+pub fn planner_error(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<shoal_operators::StatusCode> {
+    if let Some(e) = error.downcast_ref::<Error>() {
+        return e.own_status();
+    }
+    error
+        .downcast_ref::<crate::pipeline::PipelineError>()
+        .map(|_| shoal_operators::StatusCode::InvalidArgument)
+}
+
+impl shoal_operators::ErrorExt for Error {
+    fn status_code(&self) -> shoal_operators::StatusCode {
+        self.own_status()
+            .unwrap_or(shoal_operators::StatusCode::Internal)
+    }
+}

@@ -3,7 +3,7 @@
 //! reference answer for distributed runs.
 //!
 //! ```text
-//!  SQL text ──► statements::rewrite (SHOW MODELS) ──► DataFusion SessionContext
+//!  SQL text ──► statement::ShoalStatement::parse ──► DataFusion SessionContext
 //!                                                        │  predict / predict_proba
 //!                                                        │  shoal.models
 //!                                                        ▼
@@ -13,9 +13,10 @@
 pub mod error;
 mod models_table;
 pub mod session;
-pub mod statements;
+pub mod statement;
 pub mod train;
 
 pub use error::{Error, Result};
 pub use models_table::ModelsTable;
 pub use session::{local_context, table_folders, with_shoal_functions, with_shoal_functions_at};
+pub use statement::ShoalStatement;

@@ -12,7 +12,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use shoal_operators::ModelProvider;
 use shoal_operators::model::DirectoryModels;
-use shoal_sql::train::{LocalRunner, create_model, parse};
+use shoal_sql::train::{CreateModel, LocalRunner, create_model};
 use std::sync::Arc;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -93,7 +93,7 @@ fn setup(rows: usize) -> Result<Setup, Box<dyn std::error::Error>> {
 }
 
 async fn create(s: &Setup, sql: &str) -> Result<RecordBatch, Box<dyn std::error::Error>> {
-    let statement = parse(sql)?;
+    let statement = CreateModel::parse(sql)?;
     Ok(create_model(&statement, &LocalRunner(&s.ctx), &s.registry).await?)
 }
 
@@ -303,8 +303,9 @@ async fn bad_training_input_is_named() -> TestResult {
         .contains("collinear"));
     assert!(s.registry.list().is_empty());
     // A registry without a folder is refused before any training runs.
-    let statement =
-        parse("CREATE MODEL m AS TRAIN linear PREDICTING y FROM (SELECT a, y FROM events)")?;
+    let statement = CreateModel::parse(
+        "CREATE MODEL m AS TRAIN linear PREDICTING y FROM (SELECT a, y FROM events)",
+    )?;
     let nowhere = DirectoryModels::default();
     let err = create_model(&statement, &LocalRunner(&s.ctx), &nowhere)
         .await

@@ -82,11 +82,17 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
             let connector = Connector::new(token.as_deref(), tls)?;
             let body = serde_json::to_vec(&request)?;
             client::action_stream(&connector, url, ACTION_PIPELINE, body, |bytes| {
-                let event: PipelineEvent = serde_json::from_slice(bytes)
-                    .map_err(|e| shoal_engine::Error::Internal(format!("malformed event: {e}")))?;
+                let event: PipelineEvent =
+                    serde_json::from_slice(bytes).map_err(|e| shoal_engine::Error::Malformed {
+                        what: "pipeline event".into(),
+                        message: e.to_string(),
+                    })?;
                 printer
                     .event(event)
-                    .map_err(|e| shoal_engine::Error::Internal(e.to_string()))
+                    .map_err(|e| shoal_engine::Error::Malformed {
+                        what: "a pipeline event's rows".into(),
+                        message: e.to_string(),
+                    })
             })
             .await?;
         }
@@ -122,12 +128,17 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
             );
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
             let coordinator = cluster.coordinator.clone();
-            let run = tokio::spawn(async move { coordinator.pipeline(request, tx).await });
-            while let Some(event) = rx.recv().await {
-                printer.event(event)?;
-            }
-            let outcome = run.await?;
+            // Both on this task: if printing fails, the receiver is dropped and the run
+            // stops at its next event.
+            let print = async {
+                while let Some(event) = rx.recv().await {
+                    printer.event(event)?;
+                }
+                anyhow::Ok(())
+            };
+            let (outcome, printed) = tokio::join!(coordinator.pipeline(request, tx), print);
             cluster.stop().await;
+            printed?;
             outcome?;
         }
     }

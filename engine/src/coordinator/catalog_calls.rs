@@ -123,8 +123,9 @@ pub fn table_types(query: CommandGetTableTypes) -> Result<RecordBatch> {
 }
 
 pub fn sql_info(query: CommandGetSqlInfo) -> Result<RecordBatch> {
-    let data = SQL_INFO.as_ref().ok_or_else(|| {
-        crate::Error::Internal("the server's SqlInfo table could not be built".into())
+    let data = SQL_INFO.as_ref().ok_or_else(|| crate::Error::Malformed {
+        what: "the server's SqlInfo table".into(),
+        message: "it could not be built".into(),
     })?;
     Ok(query.into_builder(data).build()?)
 }

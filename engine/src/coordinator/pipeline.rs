@@ -111,7 +111,10 @@ impl PipelineEvent {
     pub fn decode_rows(ipc: &str) -> Result<Vec<RecordBatch>> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(ipc)
-            .map_err(|e| Error::Internal(format!("malformed rows event: {e}")))?;
+            .map_err(|e| Error::Malformed {
+                what: "rows event".into(),
+                message: e.to_string(),
+            })?;
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)?;
         Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
     }
@@ -131,10 +134,7 @@ pub(super) struct Events(mpsc::Sender<PipelineEvent>);
 impl Events {
     /// Sends; a caller that went away stops the run.
     pub(super) async fn send(&self, event: PipelineEvent) -> Result<()> {
-        self.0
-            .send(event)
-            .await
-            .map_err(|_| Error::Internal("the client stopped listening; pipeline cancelled".into()))
+        self.0.send(event).await.map_err(|_| Error::ClientGone)
     }
 }
 
@@ -155,15 +155,13 @@ impl Coordinator {
                     .run_id
                     .clone()
                     .unwrap_or_else(|| format!("run-{}", uuid_like()));
-                check_run_id(&id).map_err(Error::Pipeline)?;
+                check_run_id(&id).map_err(|message| Error::InvalidRunId { message })?;
                 (Mode::Run { run_id: id.clone() }, Some(id))
             }
         };
         let ctx = self.session()?;
         let (pipeline, compiled) =
-            compile_file(&request.text, &request.file, &request.params, &ctx, &mode)
-                .await
-                .map_err(|e| Error::Pipeline(e.to_string()))?;
+            compile_file(&request.text, &request.file, &request.params, &ctx, &mode).await?;
         for line in compiled.steps {
             events.send(PipelineEvent::Step { line }).await?;
         }
@@ -360,14 +358,13 @@ impl Coordinator {
             timeout: self.options.query_timeout,
             max_rows: self.options.max_result_rows,
         };
-        let naming = self.clone();
         let stream = bounded(
             query_id,
             execute_stream(plan, task_ctx)?,
             cancel,
             limits,
             Arc::new(AtomicU64::new(0)),
-            move |e| to_status(naming.name_worker(e)),
+            |e| to_status(Error::from_datafusion(e)),
         );
         tokio::pin!(stream);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
@@ -443,8 +440,10 @@ impl Coordinator {
             };
             let outcome = async {
                 let url = self.catalog.url_of(&site)?;
-                let body = serde_json::to_vec(&site_manifest)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let body = serde_json::to_vec(&site_manifest).map_err(|e| Error::Malformed {
+                    what: "site manifest".into(),
+                    message: e.to_string(),
+                })?;
                 client::action(
                     self.channels.connector(),
                     url.as_str(),
@@ -457,10 +456,12 @@ impl Coordinator {
             if let Err(e) = outcome {
                 // Workers not yet committed drop their staging; the error names the site.
                 let _ = self.on_every_worker(ACTION_SINK_ABORT, run).await;
-                return Err(Error::Pipeline(format!(
-                    "committing run '{}' on worker '{site}' failed: {e}",
-                    run.run_id
-                )));
+                return Err(Error::SinkAction {
+                    action: ACTION_SINK_COMMIT.into(),
+                    run_id: run.run_id.clone(),
+                    worker: site,
+                    source: Box::new(e),
+                });
             }
             committed.extend(site_manifest.files);
         }
@@ -472,8 +473,12 @@ impl Coordinator {
         let mut found = Vec::new();
         for reply in self.ask_every_worker(ACTION_SINK_STATUS, run).await? {
             found.extend(
-                serde_json::from_slice::<Option<SiteManifest>>(&reply)
-                    .map_err(|e| Error::Internal(e.to_string()))?,
+                serde_json::from_slice::<Option<SiteManifest>>(&reply).map_err(|e| {
+                    Error::Malformed {
+                        what: format!("{ACTION_SINK_STATUS} reply"),
+                        message: e.to_string(),
+                    }
+                })?,
             );
         }
         Ok(found)
@@ -489,7 +494,10 @@ impl Coordinator {
         action: &str,
         run: &SinkRun,
     ) -> Result<Vec<Vec<u8>>> {
-        let body = serde_json::to_vec(run).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = serde_json::to_vec(run).map_err(|e| Error::Malformed {
+            what: "sink run".into(),
+            message: e.to_string(),
+        })?;
         let mut replies = Vec::new();
         for (site, url) in self.catalog.live_sites() {
             let reply = client::action(
@@ -499,8 +507,11 @@ impl Coordinator {
                 body.clone(),
             )
             .await
-            .map_err(|e| {
-                Error::Pipeline(format!("run '{}' on worker '{site}': {e}", run.run_id))
+            .map_err(|e| Error::SinkAction {
+                action: action.to_string(),
+                run_id: run.run_id.clone(),
+                worker: site.clone(),
+                source: Box::new(e),
             })?;
             replies.push(reply);
         }

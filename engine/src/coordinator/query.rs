@@ -19,7 +19,8 @@ use shoal_operators::udf::model_pins::{ModelPins, Pins};
 use shoal_planner::explain::explain_stages;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{QueryReport, SiteLocality, SiteSchemaProvider};
-use shoal_sql::with_shoal_functions_at;
+use shoal_sql::train::result_schema_of;
+use shoal_sql::{ShoalStatement, with_shoal_functions_at};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,31 +124,34 @@ impl Coordinator {
         sql: &str,
         parameters: Option<ParamValues>,
     ) -> Result<PlannedQuery> {
-        if shoal_sql::train::is_create_model(sql) {
-            return self.plan_create_model(sql);
+        let statement = ShoalStatement::parse(sql)?;
+        match &statement {
+            ShoalStatement::CreateModel(create) => Ok(self.plan_create_model(create)),
+            ShoalStatement::Explain(inner) => {
+                let ctx = self.session()?;
+                let df = explained_frame(&ctx, inner).await?;
+                let plan = df.create_physical_plan().await?;
+                let text = explain_stages(&plan, &self.catalog)?;
+                let schema = explain_schema();
+                let lines = StringArray::from(text.lines().collect::<Vec<_>>());
+                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])?;
+                Ok(PlannedQuery::Batches {
+                    schema,
+                    batches: vec![batch],
+                })
+            }
+            ShoalStatement::Sql(_) | ShoalStatement::ShowModels => {
+                let ctx = self.session()?;
+                let mut df = query_frame(&ctx, &statement).await?;
+                if let Some(parameters) = parameters {
+                    df = df.with_param_values(parameters)?;
+                }
+                let df = self.pinned(df)?;
+                let task_ctx = Arc::new(df.task_ctx());
+                let plan = df.create_physical_plan().await?;
+                Ok(PlannedQuery::Plan { plan, task_ctx })
+            }
         }
-        let ctx = self.session()?;
-        let sql = shoal_sql::statements::to_datafusion_sql(sql);
-        if let Some(inner) = explain_target(&sql) {
-            let df = ctx.sql_with_options(inner, read_only()).await?;
-            let plan = df.create_physical_plan().await?;
-            let text = explain_stages(&plan, &self.catalog)?;
-            let schema = explain_schema();
-            let lines = StringArray::from(text.lines().collect::<Vec<_>>());
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])?;
-            return Ok(PlannedQuery::Batches {
-                schema,
-                batches: vec![batch],
-            });
-        }
-        let mut df = ctx.sql_with_options(&sql, read_only()).await?;
-        if let Some(parameters) = parameters {
-            df = df.with_param_values(parameters)?;
-        }
-        let df = self.pinned(df)?;
-        let task_ctx = Arc::new(df.task_ctx());
-        let plan = df.create_physical_plan().await?;
-        Ok(PlannedQuery::Plan { plan, task_ctx })
     }
 
     /// `df` with the versions of the models its plan calls pinned, so the coordinator and
@@ -167,18 +171,22 @@ impl Coordinator {
     /// The result schema of `sql` and the parameters it expects (`$1`, `$2`, ... in order,
     /// typed where the query implies a type), without running it.
     pub async fn describe(self: &Arc<Self>, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        if shoal_sql::train::is_create_model(sql) {
-            let planned = self.plan_create_model(sql)?;
-            return Ok((planned.schema(), Arc::new(Schema::empty())));
-        }
+        let no_parameters = || Arc::new(Schema::empty());
+        let statement = ShoalStatement::parse(sql)?;
         let ctx = self.session()?;
-        let sql = shoal_sql::statements::to_datafusion_sql(sql);
-        if let Some(inner) = explain_target(&sql) {
-            // Checked now, so a bad EXPLAIN fails at prepare time.
-            ctx.sql_with_options(inner, read_only()).await?;
-            return Ok((explain_schema(), Arc::new(Schema::empty())));
-        }
-        let df = ctx.sql_with_options(&sql, read_only()).await?;
+        let df = match &statement {
+            ShoalStatement::CreateModel(create) => {
+                return Ok((result_schema_of(create), no_parameters()));
+            }
+            ShoalStatement::Explain(inner) => {
+                // Checked now, so a bad EXPLAIN fails at prepare time.
+                explained_frame(&ctx, inner).await?;
+                return Ok((explain_schema(), no_parameters()));
+            }
+            ShoalStatement::Sql(_) | ShoalStatement::ShowModels => {
+                query_frame(&ctx, &statement).await?
+            }
+        };
         let mut parameters: Vec<(usize, String, DataType)> = df
             .logical_plan()
             .get_parameter_types()?
@@ -313,7 +321,7 @@ impl Coordinator {
         let batches: Vec<RecordBatch> = stream
             .try_collect()
             .await
-            .map_err(|e| self.name_worker(e))?;
+            .map_err(crate::Error::from_datafusion)?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let report = self.finish(&uuid_like(), &attempts, rows, started).await;
         Ok(QueryOutput {
@@ -336,48 +344,34 @@ impl Coordinator {
     }
 }
 
-impl Coordinator {
-    /// Transport errors from datafusion-distributed name only an address: say which worker
-    /// it is, so the user knows which site failed.
-    pub fn name_worker(&self, error: datafusion::error::DataFusionError) -> crate::Error {
-        // shoal's own errors (a lost worker) already say which worker.
-        let error = match error {
-            datafusion::error::DataFusionError::External(inner) => {
-                match inner.downcast::<crate::Error>() {
-                    Ok(ours) => return *ours,
-                    Err(inner) => datafusion::error::DataFusionError::External(inner),
-                }
-            }
-            other => other,
-        };
-        let message = error.to_string();
-        for (site, url, _, _) in self.catalog.sites() {
-            let address = format!(
-                "{}:{}",
-                url.host_str().unwrap_or_default(),
-                url.port().unwrap_or_default()
-            );
-            if message.contains(&address) {
-                return crate::Error::Worker {
-                    site,
-                    url: url.to_string(),
-                    message,
-                };
-            }
+/// The DataFrame of a statement DataFusion plans (SQL, `SHOW MODELS`), as remote clients may
+/// run it.
+async fn query_frame(ctx: &SessionContext, statement: &ShoalStatement) -> Result<DataFrame> {
+    statement
+        .dataframe(ctx, read_only())
+        .await?
+        .ok_or_else(|| crate::Error::Sql(not_a_query(statement)))
+}
+
+/// What shoal's `EXPLAIN` of `statement` shows the stages of: the statement's own plan, or
+/// for `CREATE MODEL` the scan of its training rows (each training pass runs it).
+async fn explained_frame(ctx: &SessionContext, statement: &ShoalStatement) -> Result<DataFrame> {
+    match statement {
+        ShoalStatement::CreateModel(create) => {
+            let sql = format!("SELECT * FROM ({}) AS training_rows", create.query);
+            Ok(ctx.sql_with_options(&sql, read_only()).await?)
         }
-        error.into()
+        ShoalStatement::Explain(_) => Err(crate::Error::Sql(not_a_query(statement))),
+        ShoalStatement::Sql(_) | ShoalStatement::ShowModels => query_frame(ctx, statement).await,
     }
 }
 
-/// `EXPLAIN <query>` (not ANALYZE / VERBOSE) is answered with shoal's stage placement.
-fn explain_target(sql: &str) -> Option<&str> {
-    let trimmed = sql.trim_start();
-    let (head, rest) = trimmed.split_at(trimmed.find(char::is_whitespace)?);
-    if !head.eq_ignore_ascii_case("EXPLAIN") {
-        return None;
+fn not_a_query(statement: &ShoalStatement) -> shoal_sql::Error {
+    shoal_sql::Error::Statement {
+        message: format!("EXPLAIN of {} is not supported", statement.kind()),
+        line: 1,
+        column: 1,
     }
-    let next = rest.split_whitespace().next()?.to_ascii_uppercase();
-    (!matches!(next.as_str(), "ANALYZE" | "VERBOSE" | "FORMAT")).then_some(rest)
 }
 
 /// shoal's EXPLAIN answers one text column.
@@ -400,16 +394,4 @@ pub fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("q{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::explain_target;
-
-    #[test]
-    fn explain_is_recognised_but_not_explain_analyze() {
-        assert_eq!(explain_target("explain SELECT 1"), Some(" SELECT 1"));
-        assert_eq!(explain_target("EXPLAIN ANALYZE SELECT 1"), None);
-        assert_eq!(explain_target("SELECT 1"), None);
-    }
 }

@@ -147,7 +147,7 @@ impl Coordinator {
     /// connections can break a moment before its listening port closes.
     async fn confirm_lost(&self, sites: &[(String, Url)], error: &DataFusionError) -> Vec<String> {
         let mut lost = self.lost_sites(sites).await;
-        if lost.is_empty() && is_transport_error(error) {
+        if lost.is_empty() && crate::error::is_transport_error(error) {
             let deadline = Instant::now() + self.catalog.heartbeat_timeout();
             while lost.is_empty() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,21 +173,12 @@ impl Coordinator {
     }
 }
 
-/// Whether `error` came from the connection rather than from the work: what a killed or
-/// cut-off worker leaves its peers with.
-fn is_transport_error(error: &DataFusionError) -> bool {
-    const MARKS: [&str; 8] = [
-        "h2 protocol error",
-        "broken pipe",
-        "connection reset",
-        "connection refused",
-        "transport error",
-        "error reading a body",
-        "unavailable",
-        "tcp connect error",
-    ];
-    let text = error.to_string().to_ascii_lowercase();
-    MARKS.iter().any(|mark| text.contains(mark))
+/// The URL of `site` among an attempt's sites, for errors.
+fn url_of(sites: &[(String, Url)], site: &str) -> String {
+    sites
+        .iter()
+        .find(|(name, _)| name == site)
+        .map_or_else(|| "address unknown".to_string(), |(_, url)| url.to_string())
 }
 
 /// Whether something listens at the worker's address (a killed worker's port refuses).
@@ -263,8 +254,9 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
         let (error, lost) = match outcome {
             Ok(silent) => {
                 let error = DataFusionError::External(Box::new(crate::Error::WorkerLost {
-                    site: silent.clone(),
-                    message: format!(
+                    url: url_of(&sites, &silent),
+                    worker: silent.clone(),
+                    cause: format!(
                         "(no heartbeat for {} ms)",
                         state.coordinator.catalog.heartbeat_timeout().as_millis()
                     ),
@@ -304,28 +296,16 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                 format!("and the {retries} re-run(s) allowed (--task-retries) are used up")
             };
             let error = DataFusionError::External(Box::new(crate::Error::WorkerLost {
-                site: lost.join("', '"),
-                message: format!("{why}; last error: {error}"),
+                url: lost
+                    .iter()
+                    .map(|site| url_of(&sites, site))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                worker: lost.join("', '"),
+                cause: format!("{why}; last error: {error}"),
             }));
             return Some((Err(error), state));
         }
         *state.attempts.retries.lock() += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broken_connections_are_transport_errors_and_query_errors_are_not() {
-        let broken = DataFusionError::Execution(
-            "h2 protocol error: error reading a body from connection".into(),
-        );
-        assert!(is_transport_error(&broken));
-        let model = DataFusionError::Execution(
-            "inference with model 'm' failed on a batch of 3 row(s)".into(),
-        );
-        assert!(!is_transport_error(&model));
     }
 }

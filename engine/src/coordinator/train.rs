@@ -66,24 +66,18 @@ fn into_sql(e: Error) -> shoal_sql::Error {
 impl Coordinator {
     /// A `CREATE MODEL` statement as a plan: its schema now, the training when executed
     /// (Flight plans a statement once for its schema and again to run it).
-    pub(crate) fn plan_create_model(self: &Arc<Self>, sql: &str) -> Result<PlannedQuery> {
-        let statement = shoal_sql::train::parse(sql).map_err(|message| {
-            Error::Sql(shoal_sql::Error::Training {
-                model: model_name_of(sql),
-                message,
-            })
-        })?;
-        let schema = result_schema_of(&statement);
+    pub(crate) fn plan_create_model(self: &Arc<Self>, statement: &CreateModel) -> PlannedQuery {
+        let schema = result_schema_of(statement);
         let coordinator = self.clone();
-        let statement = Arc::new(statement);
-        Ok(PlannedQuery::Deferred {
+        let statement = Arc::new(statement.clone());
+        PlannedQuery::Deferred {
             schema,
             run: Arc::new(move || {
                 let coordinator = coordinator.clone();
                 let statement = statement.clone();
                 Box::pin(async move { coordinator.train(&statement).await.map(|b| vec![b]) })
             }),
-        })
+        }
     }
 
     async fn train(self: &Arc<Self>, statement: &CreateModel) -> Result<RecordBatch> {
@@ -127,7 +121,11 @@ impl Coordinator {
         )?;
         let catalog = ctx
             .catalog(&ctx.state().config_options().catalog.default_catalog)
-            .ok_or_else(|| Error::Pipeline("the pipeline's session has no catalog".into()))?;
+            .ok_or_else(|| {
+                datafusion::common::internal_datafusion_err!(
+                    "the pipeline's session has no catalog"
+                )
+            })?;
         catalog.register_schema("shoal_training", schema)?;
         let mut statement = statement.clone();
         statement.query = format!("SELECT * FROM shoal_training.\"{}\"", statement.name);
@@ -156,9 +154,4 @@ impl Coordinator {
             })
             .await
     }
-}
-
-/// The name after `CREATE MODEL`, for errors about a statement that does not parse.
-fn model_name_of(sql: &str) -> String {
-    sql.split_whitespace().nth(2).unwrap_or("?").to_string()
 }

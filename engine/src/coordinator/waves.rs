@@ -54,18 +54,16 @@ impl Coordinator {
                 .map(|f| f.path.as_str())
                 .collect();
             if !missing.is_empty() {
-                return Err(Error::Pipeline(format!(
-                    "run '{}' is committed, but none of the live workers holds the output of \
-                     {} input file(s) [{}]: a worker holding part of it is down",
-                    run.run_id,
-                    missing.len(),
-                    missing
+                return Err(Error::RunIncomplete {
+                    run_id: run.run_id.clone(),
+                    missing: missing.len(),
+                    examples: missing
                         .iter()
                         .take(3)
                         .copied()
                         .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                        .join(", "),
+                });
             }
             return self
                 .send_output(events, &name, sealed, true, started, Moved::default())
@@ -108,12 +106,9 @@ impl Coordinator {
             let frame = self.pinned(DataFrame::new(state.clone(), plan))?;
             let task_ctx = Arc::new(frame.task_ctx());
             let physical = frame.create_physical_plan().await?;
-            let resumable = |e: Error| {
-                Error::Pipeline(format!(
-                    "run '{}' stopped: {e}. The waves committed so far are kept: finish it with \
-                     `shoal run --resume {}`",
-                    run.run_id, run.run_id
-                ))
+            let resumable = |e: Error| Error::RunStopped {
+                run_id: run.run_id.clone(),
+                source: Box::new(e),
             };
             let (rows, manifest) = self
                 .stream_output(pipeline, &name, physical.clone(), task_ctx, false, events)
@@ -149,8 +144,11 @@ impl Coordinator {
     async fn covered_inputs(&self, run: &SinkRun) -> Result<BTreeSet<String>> {
         let mut covered = BTreeSet::new();
         for reply in self.ask_every_worker(ACTION_SINK_WAVES, run).await? {
-            let waves: Vec<SiteManifest> = serde_json::from_slice(&reply)
-                .map_err(|e| Error::Internal(format!("malformed waves reply: {e}")))?;
+            let waves: Vec<SiteManifest> =
+                serde_json::from_slice(&reply).map_err(|e| Error::Malformed {
+                    what: format!("{ACTION_SINK_WAVES} reply"),
+                    message: e.to_string(),
+                })?;
             covered.extend(waves.into_iter().flat_map(|w| w.inputs));
         }
         Ok(covered)
@@ -160,8 +158,11 @@ impl Coordinator {
     async fn seal_everywhere(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
         let mut sealed = Vec::new();
         for reply in self.ask_every_worker(ACTION_SINK_SEAL, run).await? {
-            let manifest: Option<SiteManifest> = serde_json::from_slice(&reply)
-                .map_err(|e| Error::Internal(format!("malformed seal reply: {e}")))?;
+            let manifest: Option<SiteManifest> =
+                serde_json::from_slice(&reply).map_err(|e| Error::Malformed {
+                    what: format!("{ACTION_SINK_SEAL} reply"),
+                    message: e.to_string(),
+                })?;
             sealed.extend(manifest);
         }
         Ok(sealed)

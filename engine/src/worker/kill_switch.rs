@@ -113,7 +113,7 @@ mod tests {
         server.read_exact(&mut buf).await.expect("alive");
         assert_eq!(&buf, b"ping");
 
-        let reader = tokio::spawn(async move {
+        let reader = crate::tasks::spawn_owned(async move {
             let mut buf = [0u8; 1];
             server.read(&mut buf).await
         });

@@ -26,13 +26,13 @@ use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
 use shoal_operators::ModelProvider;
 use shoal_operators::codec::ShoalCodec;
-use shoal_operators::udf::model_pins::ModelPins;
+use shoal_operators::udf::model_pins::{ModelPins, Pins};
 use shoal_planner::site_store_url;
 use shoal_sql::with_shoal_functions_at;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -87,13 +87,14 @@ impl WorkerOptions {
     }
 }
 
-/// A running worker; dropping it does not stop it, call [`WorkerProcess::stop`].
+/// A running worker. Dropping it aborts its server (as a crash would); [`WorkerProcess::stop`]
+/// leaves gracefully.
 #[derive(Debug)]
 pub struct WorkerProcess {
     pub name: String,
     pub url: String,
     pub ledger: Arc<ScanLedger>,
-    server: JoinHandle<()>,
+    server: AbortOnDropHandle<()>,
     heartbeat: heartbeat::HeartbeatThread,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     kill_switch: kill_switch::KillSwitch,
@@ -154,7 +155,6 @@ impl WorkerProcess {
                 .model_cache
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("shoal-models").join(&name)),
-            tokio::runtime::Handle::current(),
         );
         if let Some(pool) = &memory {
             models = models.with_memory_pool(pool.clone());
@@ -190,6 +190,7 @@ impl WorkerProcess {
             let models = models.clone();
             let ledger = ledger.clone();
             Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+                let models = models.clone();
                 let provider: Arc<dyn ModelProvider> = models.clone();
                 let ledger = ledger.clone();
                 let runtime = runtime.clone();
@@ -203,13 +204,18 @@ impl WorkerProcess {
                         .with_distributed_option_extension_from_headers::<ModelPins>(
                             &ctx.headers,
                         )?;
-                    Ok(with_shoal_functions_at(builder, provider, &sink_site.site)
+                    let state = with_shoal_functions_at(builder, provider, &sink_site.site)
                         .with_distributed_channel_resolver(peers)
                         .with_distributed_user_codec(
                             ShoalCodec::default().with_sink_site(sink_site),
                         )
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
-                        .build())
+                        .build();
+                    // The models the task calls, ready before it runs: `predict` never
+                    // fetches or loads inside an operator.
+                    let pins = Pins::from_config(state.config_options())?;
+                    models.preload(&pins).await?;
+                    Ok(state)
                 }
             })
         };
@@ -234,7 +240,7 @@ impl WorkerProcess {
             crate::accept::accept_nodelay(listener)
                 .map(move |accepted| accepted.map(|stream| kill_switch.wrap(stream)))
         };
-        let server = tokio::spawn(async move {
+        let server = crate::tasks::spawn_owned(async move {
             let result = builder
                 .add_service(service)
                 .add_service(actions)
@@ -270,7 +276,7 @@ impl WorkerProcess {
         )
         .map_err(|e| {
             server.abort();
-            Error::Internal(format!("starting the heartbeat thread: {e}"))
+            Error::HeartbeatThread { source: e }
         })?;
         tracing::info!(worker = %name, %url, "worker serving {}", data_dir.display());
         Ok(Self {

@@ -1,5 +1,10 @@
 //! A worker's models: fetched from the coordinator by content hash, cached on disk and in
 //! memory. A model is registered once on the coordinator, never copied to sites by hand.
+//!
+//! Nothing here blocks inside an operator: before a task runs, the worker's session builder
+//! calls [`RemoteModels::preload`] with the versions the statement pinned, which fetches
+//! them over the network (async) and builds their ONNX Runtime sessions on tokio's blocking
+//! pool. `predict` then only looks them up ([`ModelProvider::model`] never fetches or loads).
 
 use crate::client;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
@@ -7,7 +12,8 @@ use crate::security::Connector;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
-use shoal_operators::{Error, LoadedModel, ModelInfo, ModelProvider, Result};
+use shoal_operators::udf::model_pins::Pins;
+use shoal_operators::{Error, ErrorExt, LoadedModel, ModelInfo, ModelProvider, Result, StatusCode};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +23,6 @@ pub struct RemoteModels {
     coordinator: String,
     connector: Connector,
     cache_dir: PathBuf,
-    runtime: tokio::runtime::Handle,
     /// Latest registry listing from the coordinator (name -> info).
     names: RwLock<BTreeMap<String, ModelInfo>>,
     loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
@@ -33,17 +38,11 @@ pub struct RemoteModels {
 const MODEL_MEMORY_FACTOR: usize = 3;
 
 impl RemoteModels {
-    pub fn new(
-        coordinator: String,
-        connector: Connector,
-        cache_dir: PathBuf,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+    pub fn new(coordinator: String, connector: Connector, cache_dir: PathBuf) -> Self {
         Self {
             coordinator,
             connector,
             cache_dir,
-            runtime,
             names: RwLock::new(BTreeMap::new()),
             loaded: Mutex::new(HashMap::new()),
             memory: None,
@@ -67,12 +66,13 @@ impl RemoteModels {
             return Ok(());
         }
         let reservation = MemoryConsumer::new(format!("model '{name}'")).register(pool);
+        let bytes = model_bytes * MODEL_MEMORY_FACTOR;
         reservation
-            .try_grow(model_bytes * MODEL_MEMORY_FACTOR)
-            .map_err(|e| {
-                Error::Store(format!(
-                    "model '{name}' does not fit in the worker's memory limit (--memory-limit): {e}"
-                ))
+            .try_grow(bytes)
+            .map_err(|e| Error::ModelTooLarge {
+                model: name.to_string(),
+                bytes,
+                detail: e.to_string(),
             })?;
         self.reservations
             .lock()
@@ -93,7 +93,10 @@ impl RemoteModels {
     pub async fn prefetch(&self) {
         let wanted: Vec<String> = self.names.read().values().map(|m| m.hash.clone()).collect();
         for hash in wanted {
-            if self.cache_path(&hash).is_file() {
+            if tokio::fs::try_exists(self.cache_path(&hash))
+                .await
+                .unwrap_or(false)
+            {
                 continue;
             }
             if let Err(e) = self.fetch_to_cache(&hash).await {
@@ -103,11 +106,11 @@ impl RemoteModels {
     }
 
     async fn fetch_to_cache(&self, hash: &str) -> Result<Vec<u8>> {
-        let store = |m: String| {
-            Error::Store(format!(
-                "fetching model {hash} from {}: {m}",
-                self.coordinator
-            ))
+        let store = |message: String| Error::ModelFetch {
+            hash: hash.to_string(),
+            source_url: self.coordinator.clone(),
+            message,
+            unreachable: false,
         };
         let body = serde_json::to_vec(&FetchModel {
             hash: hash.to_string(),
@@ -115,42 +118,61 @@ impl RemoteModels {
         .map_err(|e| store(e.to_string()))?;
         let bytes = client::action(&self.connector, &self.coordinator, ACTION_FETCH_MODEL, body)
             .await
-            .map_err(|e| store(e.to_string()))?;
+            .map_err(|e| Error::ModelFetch {
+                hash: hash.to_string(),
+                source_url: self.coordinator.clone(),
+                unreachable: e.status_code() == StatusCode::Unavailable,
+                message: e.to_string(),
+            })?;
         if content_hash(&bytes) != hash {
             return Err(store("the bytes received do not match the hash".into()));
         }
-        std::fs::create_dir_all(&self.cache_dir).map_err(|e| store(e.to_string()))?;
+        tokio::fs::create_dir_all(&self.cache_dir)
+            .await
+            .map_err(|e| store(e.to_string()))?;
         // Write then rename: a crash never leaves a truncated model in the cache, and
         // workers sharing the cache folder never see each other's partial writes.
-        let tmp = self.cache_dir.join(format!(
-            ".{hash}.{}.{:?}.tmp",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&tmp, &bytes).map_err(|e| store(e.to_string()))?;
-        if let Err(e) = std::fs::rename(&tmp, self.cache_path(hash)) {
-            let _ = std::fs::remove_file(&tmp);
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .cache_dir
+            .join(format!(".{hash}.{}.{write}.tmp", std::process::id()));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| store(e.to_string()))?;
+        if let Err(e) = tokio::fs::rename(&tmp, self.cache_path(hash)).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(store(e.to_string()));
         }
         Ok(bytes)
     }
 
-    fn bytes_for(&self, hash: &str) -> Result<Vec<u8>> {
-        if let Ok(bytes) = std::fs::read(self.cache_path(hash))
-            && content_hash(&bytes) == hash
-        {
-            return Ok(bytes);
+    /// Makes every model `pins` names ready before a task that calls them runs: fetched if
+    /// not cached, its memory reserved, its sessions built off the runtime threads.
+    pub async fn preload(&self, pins: &Pins) -> Result<()> {
+        for (name, hash) in &pins.versions {
+            if self.loaded.lock().contains_key(hash) {
+                continue;
+            }
+            let cached = tokio::fs::read(self.cache_path(hash)).await.ok();
+            let bytes = match cached {
+                Some(bytes) if content_hash(&bytes) == *hash => bytes,
+                _ => self.fetch_to_cache(hash).await?,
+            };
+            self.reserve(name, hash, bytes.len())?;
+            let model_name = name.clone();
+            let model = tokio::task::spawn_blocking(move || {
+                LoadedModel::from_bytes(&model_name, "the coordinator's registry", bytes)
+            })
+            .await
+            .map_err(|e| Error::Inference {
+                model: name.clone(),
+                rows: 0,
+                message: format!("loading the model stopped: {e}"),
+            })??;
+            self.loaded.lock().insert(hash.clone(), Arc::new(model));
         }
-        // Not cached yet: fetch now. This runs inside a model call (sync), so hand the
-        // thread over while waiting on the network.
-        let fetch = self.fetch_to_cache(hash);
-        let on_multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if on_multi_thread {
-            tokio::task::block_in_place(|| self.runtime.block_on(fetch))
-        } else {
-            self.runtime.block_on(fetch)
-        }
+        Ok(())
     }
 }
 
@@ -174,18 +196,16 @@ impl ModelProvider for RemoteModels {
                         .join(", "),
                 })?,
         };
-        if let Some(model) = self.loaded.lock().get(&hash) {
-            return Ok(model.clone());
-        }
-        let bytes = self.bytes_for(&hash)?;
-        self.reserve(name, &hash, bytes.len())?;
-        let model = Arc::new(LoadedModel::from_bytes(
-            name,
-            "the coordinator's registry",
-            bytes,
-        )?);
-        self.loaded.lock().insert(hash, model.clone());
-        Ok(model)
+        // Loaded by `preload` before the task started; loading here would block an
+        // operator on the network and on ONNX Runtime.
+        self.loaded
+            .lock()
+            .get(&hash)
+            .cloned()
+            .ok_or_else(|| Error::ModelNotLoaded {
+                model: name.to_string(),
+                hash,
+            })
     }
 
     fn list(&self) -> Vec<ModelInfo> {

@@ -63,7 +63,9 @@ impl Drop for ActiveScan {
 /// Fault injection for the fault-tolerance tests: `SHOAL_FAULT_BLOCK_SCAN_MS=N` makes every
 /// scanned batch hold its thread for N ms, so a query is reliably still running when a test
 /// kills or stops a worker, and every thread of the worker's runtime can be kept busy for
-/// longer than the heartbeat timeout. Unset in normal use.
+/// longer than the heartbeat timeout. Only in builds with the `fault-injection` feature
+/// (the test build); a release build has no such switch.
+#[cfg(feature = "fault-injection")]
 fn fault_block_per_batch() -> Option<std::time::Duration> {
     static BLOCK: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     *BLOCK.get_or_init(|| {
@@ -73,6 +75,11 @@ fn fault_block_per_batch() -> Option<std::time::Duration> {
             .filter(|ms| *ms > 0)
             .map(std::time::Duration::from_millis)
     })
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_block_per_batch() -> Option<std::time::Duration> {
+    None
 }
 
 #[derive(Debug)]

@@ -79,11 +79,8 @@ impl DirectoryModels {
     ) -> Result<RegisteredVersion> {
         // One registration at a time: two must not take the same version number.
         let _registering = self.registering.lock();
-        let dir = self.dir.as_ref().ok_or_else(|| {
-            Error::Store(format!(
-                "cannot register model '{name}': this registry has no folder (start the \
-                 coordinator with --models DIR)"
-            ))
+        let dir = self.dir.as_ref().ok_or_else(|| Error::NoRegistryFolder {
+            model: name.to_string(),
         })?;
         check_model_name(name)?;
         let version = self.next_version(dir, name)?;
@@ -187,30 +184,46 @@ pub fn check_model_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Store(format!(
-            "model name '{name}' is not allowed: use letters, digits, '_' and '-' (at most 128)"
-        )))
+        Err(Error::InvalidModelName {
+            name: name.to_string(),
+        })
     }
+}
+
+/// Whether `name` could name a registered model: `name` or `name@v<N>`. Anything else (a
+/// path, a URL) is refused as a name rather than looked up.
+fn servable_name(name: &str) -> bool {
+    let (base, version) = match name.rsplit_once("@v") {
+        Some((base, version)) => (base, Some(version)),
+        None => (name, None),
+    };
+    check_model_name(base).is_ok()
+        && version.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl ModelProvider for DirectoryModels {
     fn model(&self, name: &str, pinned_hash: Option<&str>) -> Result<Arc<LoadedModel>> {
-        let model = self
-            .models
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| self.unknown(name))?;
+        let model =
+            self.models
+                .read()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| match servable_name(name) {
+                    true => self.unknown(name),
+                    false => Error::InvalidModelName {
+                        name: name.to_string(),
+                    },
+                })?;
         match pinned_hash {
             // Re-registered since the statement was planned: keep scoring with the planned
             // version (registered versions stay in the registry as `name@vN`).
-            Some(pin) if pin != model.hash => self.by_hash(pin).ok_or_else(|| {
-                Error::Store(format!(
-                    "model '{name}' changed during the query: planned with {pin}, which the \
-                     registry no longer has; it has {}",
-                    model.hash
-                ))
-            }),
+            Some(pin) if pin != model.hash => {
+                self.by_hash(pin).ok_or_else(|| Error::PinnedVersionGone {
+                    model: name.to_string(),
+                    pinned: pin.to_string(),
+                    current: model.hash.clone(),
+                })
+            }
             _ => Ok(model),
         }
     }
@@ -255,5 +268,8 @@ mod tests {
         );
         let err = registry.model("m", Some("0000")).unwrap_err().to_string();
         assert!(err.contains("changed during the query"), "{err}");
+        let err = registry.model("../m", None).unwrap_err();
+        assert!(matches!(err, Error::InvalidModelName { .. }), "{err}");
+        assert!(servable_name("m@v12") && !servable_name("m@v") && !servable_name("/etc/m"));
     }
 }

@@ -211,12 +211,17 @@ pub fn seal(root: &Path, path: &str, run_id: &str) -> std::io::Result<Option<Sit
 }
 
 /// Fault injection for the fault-tolerance tests: `SHOAL_FAULT_CRASH_IN_SEAL=1` makes the
-/// process abort in the middle of a seal, after its first file is staged.
+/// process abort in the middle of a seal, after its first file is staged. Only in builds
+/// with the `fault-injection` feature (the test build).
+#[cfg(feature = "fault-injection")]
 fn crash_here_for_tests() {
     if std::env::var("SHOAL_FAULT_CRASH_IN_SEAL").is_ok_and(|v| v == "1") {
         std::process::abort();
     }
 }
+
+#[cfg(not(feature = "fault-injection"))]
+fn crash_here_for_tests() {}
 
 /// Removes whatever a run staged here, its waves included (nothing if it staged nothing).
 pub fn abort(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {

@@ -84,7 +84,10 @@ impl Pins {
     /// As a config extension, to be sent with the statement.
     pub fn to_extension(&self) -> Result<ModelPins> {
         let json = |value: serde_json::Result<String>| -> Result<String> {
-            let text = value.map_err(|e| Error::Store(format!("encoding model pins: {e}")))?;
+            let text = value.map_err(|e| Error::ModelPins {
+                key: ModelPins::PREFIX.into(),
+                message: format!("encoding: {e}"),
+            })?;
             Ok(ascii_json(text))
         };
         Ok(ModelPins {
@@ -119,10 +122,10 @@ fn parse_map<T: serde::de::DeserializeOwned + Default>(key: &str, text: &str) ->
         return Ok(T::default());
     }
     serde_json::from_str(text).map_err(|e| {
-        Error::Store(format!(
-            "the statement's {}.{key} is not a JSON object of models: {e}",
-            ModelPins::PREFIX
-        ))
+        Error::ModelPins {
+            key: format!("{}.{key}", ModelPins::PREFIX),
+            message: e.to_string(),
+        }
         .into()
     })
 }

@@ -1,4 +1,4 @@
-//! `CREATE MODEL ... AS TRAIN ...`: parsing ([`statement`]), options and searches
+//! `CREATE MODEL ... AS TRAIN ...`: the statement ([`statement`], parsed by [`crate::statement`]), options and searches
 //! ([`options`]), the federated training loop ([`driver`]) and its report ([`report`]).
 //! The loop runs SQL through a [`driver::QueryRunner`], so the same code trains on the
 //! cluster and in one process.
@@ -9,7 +9,7 @@ pub mod report;
 pub mod statement;
 
 pub use driver::{QueryRunner, Trained, train};
-pub use statement::{CreateModel, is_create_model, parse};
+pub use statement::CreateModel;
 
 use crate::error::{Error, Result};
 use shoal_operators::model::DirectoryModels;

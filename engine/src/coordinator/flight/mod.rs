@@ -63,44 +63,9 @@ fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
     })
 }
 
-/// Planning errors are the client's (bad SQL, unknown table or model, refused statement);
-/// the rest are ours.
+/// The status a client gets for an engine error (its kind's code, its message).
 pub(super) fn to_status(e: crate::Error) -> Status {
-    use datafusion::error::DataFusionError;
-    if let crate::Error::Rpc(status) = e {
-        return *status;
-    }
-    let message = e.to_string();
-    match &e {
-        crate::Error::DataFusion(inner)
-            if matches!(inner.find_root(), DataFusionError::ResourcesExhausted(_)) =>
-        {
-            return Status::resource_exhausted(format!(
-                "a worker ran out of memory (its --memory-limit); the operators that can spill \
-                 did, this one could not: {message}"
-            ));
-        }
-        crate::Error::WorkerLost { .. } => return Status::unavailable(message),
-        crate::Error::Stalled { .. } => return Status::deadline_exceeded(message),
-        _ => {}
-    }
-    let clients_fault = match &e {
-        crate::Error::DataFusion(inner) => matches!(
-            inner.find_root(),
-            DataFusionError::Plan(_)
-                | DataFusionError::SQL(..)
-                | DataFusionError::NotImplemented(_)
-                | DataFusionError::SchemaError(..)
-        ),
-        crate::Error::Pipeline(_) => true,
-        crate::Error::Sql(shoal_sql::Error::Training { .. }) => true,
-        _ => false,
-    };
-    if clients_fault {
-        Status::invalid_argument(message)
-    } else {
-        Status::internal(message)
-    }
+    e.to_status()
 }
 
 /// A FlightInfo whose one ticket is `ticket`, answering `descriptor`.
@@ -190,14 +155,13 @@ impl CoordinatorFlight {
             timeout: coordinator.options().query_timeout,
             max_rows: coordinator.options().max_result_rows,
         };
-        let naming = coordinator.clone();
         let bounded = bounded(
             handle.query_id.clone(),
             batches,
             cancel,
             limits,
             rows.clone(),
-            move |e| to_status(naming.name_worker(e)),
+            |e| to_status(crate::Error::from_datafusion(e)),
         );
         // After the last batch: read the metrics into the query's report.
         let finish = futures::stream::once(async move {
@@ -468,38 +432,71 @@ impl FlightSqlService for CoordinatorFlight {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Runs a pipeline on its own task; its events stream back as JSON results, and an error
-/// ends the stream with its status. A client that hangs up cancels the run (within one
-/// progress interval).
+/// Runs a pipeline inside the response stream itself: its events stream back as JSON
+/// results, and an error ends the stream with its status. No task outlives the stream: a
+/// client that hangs up drops it, and with it the run (its query, and the sink staging it
+/// aborts).
 fn pipeline_action(
     coordinator: Arc<Coordinator>,
     action: &Action,
 ) -> Result<Response<<CoordinatorFlight as FlightService>::DoActionStream>, Status> {
     let request: crate::protocol::PipelineRequest = parse(action)?;
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(64);
-    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<arrow_flight::Result, Status>>(64);
-    let run = tokio::spawn(async move { coordinator.pipeline(request, events_tx).await });
-    tokio::spawn(async move {
-        while let Some(event) = events_rx.recv().await {
-            let item = serde_json::to_vec(&event)
-                .map(|body| arrow_flight::Result { body: body.into() })
-                .map_err(|e| Status::internal(e.to_string()));
-            if out_tx.send(item).await.is_err() {
-                // The client hung up: dropping the receiver makes the run's next event
-                // fail, so it stops its query and aborts its sink staging.
-                return;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(64);
+    let run: futures::future::BoxFuture<'static, crate::Result<()>> =
+        Box::pin(async move { coordinator.pipeline(request, events_tx).await });
+    let state = PipelineStream {
+        run: Some(run),
+        outcome: None,
+        events: events_rx,
+    };
+    Ok(Response::new(Box::pin(futures::stream::unfold(
+        state,
+        PipelineStream::next,
+    ))))
+}
+
+/// A running pipeline and what it has sent but the client has not read.
+struct PipelineStream {
+    /// The run, until it finishes.
+    run: Option<futures::future::BoxFuture<'static, crate::Result<()>>>,
+    /// How the run ended, sent after its last event.
+    outcome: Option<crate::Result<()>>,
+    events: tokio::sync::mpsc::Receiver<crate::protocol::PipelineEvent>,
+}
+
+impl PipelineStream {
+    async fn next(mut self) -> Option<(Result<arrow_flight::Result, Status>, Self)> {
+        loop {
+            let event = match self.run.as_mut() {
+                Some(run) => tokio::select! {
+                    biased;
+                    event = self.events.recv() => event,
+                    outcome = run => {
+                        self.run = None;
+                        self.outcome = Some(outcome);
+                        continue;
+                    }
+                },
+                // Finished: what it sent before ending, then its outcome.
+                None => self.events.recv().await,
+            };
+            if let Some(event) = event {
+                let item = serde_json::to_vec(&event)
+                    .map(|body| arrow_flight::Result { body: body.into() })
+                    .map_err(|e| Status::internal(e.to_string()));
+                return Some((item, self));
             }
+            if let Some(run) = self.run.as_mut() {
+                // Every sender is gone but the run goes on: only its outcome is left.
+                self.outcome = Some(run.await);
+                self.run = None;
+            }
+            return match self.outcome.take()? {
+                Ok(()) => None,
+                Err(e) => Some((Err(to_status(e)), self)),
+            };
         }
-        let end = match run.await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => to_status(e),
-            Err(e) => Status::internal(format!("the pipeline task failed: {e}")),
-        };
-        let _ = out_tx.send(Err(end)).await;
-    });
-    Ok(Response::new(Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(out_rx),
-    )))
+    }
 }
 
 fn prepared_handle(bytes: &[u8]) -> Result<String, Status> {

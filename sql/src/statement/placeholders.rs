@@ -1,29 +1,6 @@
-//! Statements shoal adds to DataFusion's SQL, rewritten to plain SQL before planning.
+//! `?` placeholders (the DB-API "qmark" style ADBC clients use) numbered for DataFusion.
 
 use std::borrow::Cow;
-
-/// `SHOW MODELS` lists the model registry.
-pub const SHOW_MODELS_SQL: &str =
-    "SELECT name, hash, size_bytes, inputs, outputs FROM shoal.models ORDER BY name";
-
-/// Rewrites shoal's own statements; other SQL passes through unchanged.
-pub fn rewrite(sql: &str) -> Cow<'_, str> {
-    let words: Vec<String> = sql
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(str::to_ascii_uppercase)
-        .collect();
-    match words
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["SHOW", "MODELS"] => Cow::Borrowed(SHOW_MODELS_SQL),
-        _ => Cow::Borrowed(sql),
-    }
-}
 
 /// Numbers `?` placeholders (the DB-API "qmark" style ADBC clients use) as `$1`, `$2`, ...,
 /// which DataFusion binds by position. Placeholders inside string literals or comments are
@@ -58,12 +35,6 @@ pub fn number_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(rewritten)
 }
 
-/// A client's statement as DataFusion plans it: shoal's statements rewritten, `?`
-/// placeholders numbered.
-pub fn to_datafusion_sql(sql: &str) -> String {
-    number_placeholders(&rewrite(sql)).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,12 +46,5 @@ mod tests {
             "SELECT a FROM t WHERE a > $1 AND b = '?' AND c < $2"
         );
         assert_eq!(number_placeholders("SELECT $1"), "SELECT $1");
-    }
-
-    #[test]
-    fn show_models_is_rewritten_in_any_case() {
-        assert_eq!(rewrite(" show  Models ;"), SHOW_MODELS_SQL);
-        assert_eq!(rewrite("SELECT 1"), "SELECT 1");
-        assert_eq!(rewrite("SHOW MODELS LIKE x"), "SHOW MODELS LIKE x");
     }
 }
