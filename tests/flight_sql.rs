@@ -440,7 +440,8 @@ async fn cancel_and_disconnect_stop_the_work_on_workers() {
     let info = client.execute(heavy.clone(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = client.do_get(ticket).await.unwrap();
-    let reader = shoal_engine::tasks::spawn_owned(async move { stream.next().await.map(|r| r.map(|_| ())) });
+    let reader =
+        shoal_engine::tasks::spawn_owned(async move { stream.next().await.map(|r| r.map(|_| ())) });
     tokio::time::sleep(full_time / 4).await;
     let at_cancel = shoal_operators::model_runs();
     let request = CancelFlightInfoRequest::new(info);
@@ -532,8 +533,7 @@ async fn tls_from_client_to_coordinator_and_between_cluster_members() {
 async fn an_open_coordinator_refuses_non_loopback_addresses() {
     let coordinator = shoal_engine::Coordinator::new(options()).unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let err = coordinator
-        .serve(listener, async {})
+    let err = shoal_engine::coordinator::serve(coordinator, listener, async {})
         .await
         .unwrap_err()
         .to_string();
@@ -541,4 +541,121 @@ async fn an_open_coordinator_refuses_non_loopback_addresses() {
         err.contains("without authentication") && err.contains("--insecure"),
         "{err}"
     );
+}
+
+/// The status a client gets for `sql`: from planning (GetFlightInfo) or from the stream.
+async fn status_of(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> tonic::Status {
+    let failure = match client.execute(sql.to_string(), None).await {
+        Err(e) => e,
+        Ok(info) => match fetch(client, info).await {
+            Err(e) => e,
+            Ok(_) => panic!("{sql}: expected an error"),
+        },
+    };
+    match failure {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => panic!("{sql}: not a gRPC status: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_mistakes_arrive_as_invalid_argument_or_not_found_never_internal() {
+    let cluster = cluster(options()).await;
+    let mut client = sql_client(&cluster.url, None).await;
+    let cases = [
+        (
+            "SELECT predict('churn', l_quantity) FROM lineitem",
+            tonic::Code::NotFound,
+            "unknown model 'churn'",
+        ),
+        (
+            "SELECT predict('../models/price', l_quantity, l_discount) FROM lineitem",
+            tonic::Code::InvalidArgument,
+            "model name '../models/price' is not allowed",
+        ),
+        (
+            "SELECT predict('/etc/passwd', l_quantity) FROM lineitem",
+            tonic::Code::InvalidArgument,
+            "is not allowed",
+        ),
+        (
+            "SELECT predict('return_risk', l_quantity, l_discount) FROM lineitem",
+            tonic::Code::InvalidArgument,
+            "expects 4 feature(s), got 2",
+        ),
+        (
+            "SELECT predict('price', l_quantity, l_comment) FROM lineitem",
+            tonic::Code::InvalidArgument,
+            "features must be numeric",
+        ),
+        (
+            "CREATE MODEL \"../escape\" AS TRAIN linear PREDICTING l_tax \
+             FROM (SELECT l_quantity, l_tax FROM lineitem)",
+            tonic::Code::InvalidArgument,
+            "model name '../escape' is not allowed",
+        ),
+        (
+            "CREATE MODEL m AS TRAIN linear FROM (SELECT l_quantity, l_tax FROM lineitem)",
+            tonic::Code::InvalidArgument,
+            "expected PREDICTING",
+        ),
+        (
+            "SELECT nope FROM lineitem",
+            tonic::Code::InvalidArgument,
+            "nope",
+        ),
+    ];
+    for (sql, code, needle) in cases {
+        let status = status_of(&mut client, sql).await;
+        assert_eq!(status.code(), code, "{sql}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{sql}: {}",
+            status.message()
+        );
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_over_a_workers_memory_limit_arrives_as_resource_exhausted() {
+    let mut cluster = cluster_without_workers().await;
+    // heavy_scorer.onnx is 274 KB; a loaded model is taken to hold 3x its file.
+    cluster
+        .add_worker_with("site-1".into(), tpch_sites()[0].clone(), |worker| {
+            worker.memory_limit = Some(256 << 10);
+            worker.model_cache = Some(std::env::temp_dir().join("shoal-test-tiny-memory"));
+        })
+        .await
+        .unwrap();
+    let mut client = sql_client(&cluster.url, None).await;
+    let sql = format!("SELECT sum(predict('heavy_scorer', {FEATURES})) FROM lineitem");
+    let status = status_of(&mut client, &sql).await;
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("model 'heavy_scorer'")
+            && status.message().contains("--memory-limit"),
+        "{}",
+        status.message()
+    );
+    // The worker keeps serving what fits.
+    assert_eq!(
+        query(&mut client, "SELECT count(*) > 0 FROM lineitem")
+            .await
+            .unwrap(),
+        vec![vec!["true"]]
+    );
+    cluster.stop().await;
+}
+
+/// A coordinator with no worker yet (tests add theirs with their own options).
+async fn cluster_without_workers() -> EmbeddedCluster {
+    EmbeddedCluster::start(options(), &[])
+        .await
+        .expect("start the coordinator")
 }

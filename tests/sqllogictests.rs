@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::{SQLOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use shoal_engine::EmbeddedCluster;
 use shoal_sql::ShoalStatement;
@@ -63,7 +63,7 @@ impl sqllogictest::AsyncDB for Db {
                 // stages and CREATE MODEL need a cluster (`onlyif cluster` in the files).
                 let statement = ShoalStatement::parse(sql).map_err(|e| err(e.to_string()))?;
                 let df = statement
-                    .dataframe(ctx, SQLOptions::new())
+                    .dataframe(ctx, shoal_sql::statement::client_options())
                     .await
                     .map_err(|e| err(e.to_string()))?
                     .ok_or_else(|| err(format!("{} runs on the cluster only", statement.kind())))?;

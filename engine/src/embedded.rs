@@ -62,7 +62,7 @@ impl EmbeddedCluster {
                 let stop = async {
                     let _ = rx.await;
                 };
-                if let Err(e) = coordinator.serve(listener, stop).await {
+                if let Err(e) = crate::coordinator::serve(coordinator, listener, stop).await {
                     tracing::error!("coordinator stopped: {e}");
                 }
             })
@@ -83,6 +83,17 @@ impl EmbeddedCluster {
     }
 
     pub async fn add_worker(&mut self, name: String, data_dir: PathBuf) -> Result<()> {
+        self.add_worker_with(name, data_dir, |_| {}).await
+    }
+
+    /// As [`EmbeddedCluster::add_worker`], with `configure` setting the worker's options
+    /// (a memory limit, a model cache) after the cluster's own.
+    pub async fn add_worker_with(
+        &mut self,
+        name: String,
+        data_dir: PathBuf,
+        configure: impl FnOnce(&mut WorkerOptions),
+    ) -> Result<()> {
         let mut options = WorkerOptions::new(data_dir, self.url.clone());
         let security = self.coordinator.options();
         options.name = Some(name);
@@ -90,6 +101,7 @@ impl EmbeddedCluster {
         options.cluster_secret = security.cluster_secret.clone();
         options.tls = security.tls.clone();
         options.tls_ca = security.tls_ca.clone();
+        configure(&mut options);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);
         Ok(())

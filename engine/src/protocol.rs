@@ -1,7 +1,9 @@
 //! The only thing coordinator and workers share: Flight actions on the coordinator's
 //! endpoint and their JSON bodies. Query work itself travels over datafusion-distributed.
 
+use datafusion::arrow::array::RecordBatch;
 use shoal_operators::ModelInfo;
+use shoal_operators::sink::staging::ManifestFile;
 pub use shoal_planner::{SiteFile, SiteReport, SiteTableReport};
 
 /// A worker announces itself and its tables; body: [`SiteReport`], reply: [`RegisterReply`].
@@ -38,7 +40,95 @@ pub struct SinkRun {
     pub run_id: String,
 }
 
-pub use crate::coordinator::pipeline::{PipelineEvent, PipelineMode, PipelineRequest};
+// Pipelines: what `shoal run` sends on ACTION_PIPELINE and the events it gets back.
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum PipelineMode {
+    Validate,
+    Explain,
+    Run,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PipelineRequest {
+    /// Name shown in errors (the path the client read).
+    pub file: String,
+    pub text: String,
+    /// `--set name=value` overrides.
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+    pub mode: PipelineMode,
+    /// Names the run's output folders; a committed run id is never written twice.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Finish `run_id` from its committed waves instead of starting it over.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PipelineEvent {
+    /// What one node does.
+    Step {
+        line: String,
+    },
+    Warning {
+        message: String,
+    },
+    /// A statistic or vocabulary a pre-pass fitted.
+    Fitted {
+        line: String,
+    },
+    /// Stages and placement of one output.
+    Explain {
+        output: String,
+        text: String,
+    },
+    /// Rows the workers' scans produced for this output so far, of `rows_total` in the
+    /// pipeline's source tables.
+    Progress {
+        output: String,
+        rows_done: u64,
+        rows_total: u64,
+        elapsed_ms: u64,
+    },
+    /// Result rows of a client sink: one Arrow IPC stream (schema + batch), base64.
+    Rows {
+        output: String,
+        ipc: String,
+    },
+    /// An output finished.
+    Output {
+        output: String,
+        kind: String,
+        rows: u64,
+        files: Vec<ManifestFile>,
+        already_committed: bool,
+        elapsed_ms: u64,
+        bytes_scanned: u64,
+        bytes_to_coordinator: u64,
+    },
+    Done {
+        run_id: Option<String>,
+        elapsed_ms: u64,
+    },
+}
+
+impl PipelineEvent {
+    /// The batch a `Rows` event carries.
+    pub fn decode_rows(ipc: &str) -> crate::Result<Vec<RecordBatch>> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(ipc)
+            .map_err(|e| crate::Error::Malformed {
+                what: "rows event".into(),
+                message: e.to_string(),
+            })?;
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+}
 
 /// Size of each chunk of model bytes in a fetch reply.
 pub const MODEL_CHUNK_BYTES: usize = 1 << 20;

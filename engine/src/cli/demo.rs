@@ -3,6 +3,7 @@
 //! trains models where the data is, evaluates and compares them per site, and predicts with
 //! them, printing results, stage placement and bytes moved.
 
+use super::output::section;
 use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use shoal_engine::tpch::generate_lineitem;
@@ -194,10 +195,6 @@ pub(crate) fn registry_in(data: &Path, shipped: &Path, fresh: bool) -> anyhow::R
         }
     }
     Ok(registry)
-}
-
-pub(crate) fn section(title: &str) {
-    println!("\n== {title}");
 }
 
 fn rows(out: &shoal_engine::coordinator::QueryOutput) -> anyhow::Result<i64> {

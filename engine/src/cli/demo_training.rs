@@ -1,7 +1,7 @@
 //! The demo's second half: train where the data is, evaluate and A/B-compare per site, and
 //! predict with the new models, on the `visits` table of every site.
 
-use super::demo::section;
+use super::output::section;
 use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use shoal_engine::EmbeddedCluster;

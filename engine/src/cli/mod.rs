@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ""
                 }
             );
-            coordinator.serve(listener, shutdown_signal()).await?;
+            shoal_engine::coordinator::serve(coordinator, listener, shutdown_signal()).await?;
             Ok(())
         }
         Command::Worker {

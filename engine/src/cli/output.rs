@@ -5,6 +5,11 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
+/// A heading between the demo's steps.
+pub fn section(title: &str) {
+    println!("\n== {title}");
+}
+
 pub fn print(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     match format {

@@ -1,108 +1,75 @@
-//! The coordinator: owns the site catalog and the model registry, plans every query with
-//! datafusion-distributed and serves clients over Flight SQL.
+//! The coordinator: owns the site catalog and the model registry, plans every statement
+//! with datafusion-distributed and serves clients over Flight SQL.
+//!
+//! Each stateful part owns its state and the methods that change it; [`Coordinator`] only
+//! wires them and dispatches a statement to the part that plans it:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `options` | [`CoordinatorOptions`] |
+//! | `session` | the DataFusion session each statement is planned in (catalog, channels, codec, model pins) |
+//! | `statement` | planning SQL, `SHOW MODELS` and `EXPLAIN` into a [`PlannedQuery`]; `describe`; prepared statements |
+//! | `execution` | running plans: resilient re-runs, stream limits, running statements, reports |
+//! | `training` | `CREATE MODEL`: training passes as statements, registration |
+//! | `pipeline` | pipeline runs: outputs, sink commits, resumable waves, train nodes |
+//! | `workers` | calls to workers outside query work (sink actions) |
+//! | `progress` | what the workers' heartbeats report |
+//! | `flight` | the Flight SQL service and shoal's actions (the only part that sees [`Coordinator`]) |
+//!
+//! ```text
+//!  flight ──► Coordinator ──┬─► statement ──► session
+//!                           ├─► training ──► statement, execution
+//!                           ├─► pipeline ──► training, execution, workers, session
+//!                           └─► execution ──► progress
+//! ```
 
-mod catalog_calls;
+mod execution;
 mod flight;
-mod limits;
-pub mod pipeline;
-mod prepared;
-mod query;
-mod resilient;
-mod running;
-mod train;
-mod waves;
+mod ids;
+mod options;
+mod pipeline;
+mod progress;
+mod session;
+mod statement;
+mod training;
+mod workers;
 
-pub use flight::CoordinatorFlight;
-pub use query::{PlannedQuery, QueryOutput};
+pub use execution::QueryOutput;
+pub use flight::{CoordinatorFlight, serve};
+pub use options::CoordinatorOptions;
+pub use statement::PlannedQuery;
 
 use crate::error::{Error, Result};
-use crate::security::{
-    Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
-    server_tls,
-};
-use parking_lot::Mutex;
-use prepared::PreparedStatements;
-use running::RunningQueries;
+use crate::protocol::{PipelineEvent, PipelineRequest};
+use crate::security::{Authenticator, ClusterChannels, Connector, client_tls};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use execution::{ExecutionOptions, Executor, Replan};
+use pipeline::Pipelines;
+use progress::WorkerProgress;
+use session::Sessions;
 use shoal_operators::model::DirectoryModels;
 use shoal_planner::{QueryReport, SiteCatalog};
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use shoal_sql::ShoalStatement;
+use statement::Statements;
+use statement::prepared::PreparedStatements;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Reports kept for `shoal.query_report`: the most recent queries only.
-const KEPT_REPORTS: usize = 256;
-
-#[derive(Debug, Clone)]
-pub struct CoordinatorOptions {
-    /// Folder of `<name>.onnx` files; none means an empty registry.
-    pub models_dir: Option<PathBuf>,
-    pub heartbeat_interval: Duration,
-    /// A worker silent for longer is considered down.
-    pub heartbeat_timeout: Duration,
-    /// Static bearer tokens clients may present.
-    pub tokens: Vec<String>,
-    /// (user, password) pairs for the Basic-to-Bearer handshake.
-    pub users: Vec<(String, String)>,
-    /// Shared with the workers: they run plans only from its holder, and only its holders
-    /// may register as workers.
-    pub cluster_secret: Option<String>,
-    /// Serve Flight SQL over TLS with this certificate.
-    pub tls: Option<ServerTls>,
-    /// CA that signed the workers' certificates (for `https://` workers).
-    pub tls_ca: Option<PathBuf>,
-    /// Allow listening beyond loopback without client authentication.
-    pub insecure: bool,
-    /// A statement running longer is cancelled on every worker.
-    pub query_timeout: Duration,
-    /// A statement returning more rows fails (add a LIMIT or aggregate on the cluster).
-    pub max_result_rows: u64,
-    /// Times a statement is planned again and re-run when a worker is lost mid-query.
-    pub task_retries: u32,
-    /// A statement during which no worker scans a row and no batch arrives for this long
-    /// fails with a no-progress error.
-    pub stall_timeout: Duration,
-    /// Input files each site reads per wave of a resumable run; 0: as many as a site reads
-    /// in parallel (the core count). Smaller waves checkpoint more often.
-    pub wave_files: usize,
-}
-
-impl Default for CoordinatorOptions {
-    fn default() -> Self {
-        Self {
-            models_dir: None,
-            heartbeat_interval: Duration::from_secs(1),
-            heartbeat_timeout: Duration::from_secs(5),
-            tokens: Vec::new(),
-            users: Vec::new(),
-            cluster_secret: None,
-            tls: None,
-            tls_ca: None,
-            insecure: false,
-            query_timeout: Duration::from_secs(3600),
-            max_result_rows: 100_000_000,
-            task_retries: 2,
-            stall_timeout: Duration::from_secs(300),
-            wave_files: 0,
-        }
-    }
-}
+use tokio::sync::mpsc;
+use training::Training;
 
 #[derive(Debug)]
 pub struct Coordinator {
+    options: CoordinatorOptions,
     catalog: Arc<SiteCatalog>,
     models: Arc<DirectoryModels>,
-    options: CoordinatorOptions,
-    reports: Mutex<VecDeque<(String, QueryReport)>>,
     auth: Arc<Authenticator>,
-    /// Channels to the workers, reused across queries.
-    channels: ClusterChannels,
-    running: RunningQueries,
+    sessions: Arc<Sessions>,
+    statements: Arc<Statements>,
     prepared: PreparedStatements,
-    /// Model runs per worker, from the heartbeats.
-    model_runs: Mutex<HashMap<String, u64>>,
-    /// Rows scanned per worker since it started, from the heartbeats (pipeline progress).
-    rows_scanned: Mutex<HashMap<String, u64>>,
+    executor: Arc<Executor>,
+    training: Arc<Training>,
+    pipelines: Pipelines,
+    progress: Arc<WorkerProgress>,
 }
 
 impl Coordinator {
@@ -114,6 +81,7 @@ impl Coordinator {
             })?,
             None => DirectoryModels::default(),
         };
+        let models = Arc::new(models);
         let auth = Arc::new(Authenticator::new(
             &options.tokens,
             &options.users,
@@ -124,51 +92,57 @@ impl Coordinator {
             options.cluster_secret.as_deref(),
             worker_tls,
         )?);
+        let catalog = Arc::new(SiteCatalog::new(options.heartbeat_timeout));
+        let progress = Arc::new(WorkerProgress::default());
+        let sessions = Arc::new(Sessions::new(
+            catalog.clone(),
+            models.clone(),
+            channels.clone(),
+        ));
+        let statements = Arc::new(Statements::new(sessions.clone(), catalog.clone()));
+        let executor = Arc::new(Executor::new(
+            catalog.clone(),
+            progress.clone(),
+            ExecutionOptions {
+                heartbeat_interval: options.heartbeat_interval,
+                query_timeout: options.query_timeout,
+                max_result_rows: options.max_result_rows,
+                task_retries: options.task_retries,
+                stall_timeout: options.stall_timeout,
+            },
+        ));
+        let training = Arc::new(Training::new(
+            sessions.clone(),
+            statements.clone(),
+            executor.clone(),
+            models.clone(),
+        ));
+        let pipelines = Pipelines::new(
+            sessions.clone(),
+            executor.clone(),
+            training.clone(),
+            workers::WorkerCalls::new(catalog.clone(), channels),
+            catalog.clone(),
+            progress.clone(),
+            options.wave_files,
+        );
         Ok(Arc::new(Self {
-            catalog: Arc::new(SiteCatalog::new(options.heartbeat_timeout)),
-            models: Arc::new(models),
             options,
-            reports: Mutex::new(VecDeque::new()),
+            catalog,
+            models,
             auth,
-            channels,
-            running: RunningQueries::default(),
+            sessions,
+            statements,
             prepared: PreparedStatements::default(),
-            model_runs: Mutex::new(HashMap::new()),
-            rows_scanned: Mutex::new(HashMap::new()),
+            executor,
+            training,
+            pipelines,
+            progress,
         }))
     }
 
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         &self.auth
-    }
-
-    /// Ids of the statements streaming now.
-    pub fn running_queries(&self) -> Vec<String> {
-        self.running.ids()
-    }
-
-    /// The registry listing for a worker's heartbeat or registration reply. Statements do
-    /// not depend on it (they carry the versions they pin, which a worker fetches by hash);
-    /// it lets a worker name the models it could serve.
-    pub(crate) fn registry_listing(&self) -> Vec<shoal_operators::ModelInfo> {
-        shoal_operators::ModelProvider::list(self.models.as_ref())
-    }
-
-    pub(crate) fn note_model_runs(&self, worker: &str, runs: u64) {
-        self.model_runs.lock().insert(worker.to_string(), runs);
-    }
-
-    pub(crate) fn note_rows_scanned(&self, worker: &str, rows: u64) {
-        self.rows_scanned.lock().insert(worker.to_string(), rows);
-    }
-
-    /// Rows scanned by every worker, as of their last heartbeats.
-    pub(crate) fn rows_scanned_total(&self) -> u64 {
-        self.rows_scanned.lock().values().sum()
-    }
-
-    pub(crate) fn model_runs_of(&self, worker: &str) -> u64 {
-        self.model_runs.lock().get(worker).copied().unwrap_or(0)
     }
 
     pub fn catalog(&self) -> &Arc<SiteCatalog> {
@@ -183,59 +157,78 @@ impl Coordinator {
         &self.options
     }
 
-    pub(crate) fn keep_report(&self, query_id: String, report: QueryReport) {
-        let mut reports = self.reports.lock();
-        if reports.len() == KEPT_REPORTS {
-            reports.pop_front();
-        }
-        reports.push_back((query_id, report));
+    /// Ids of the statements streaming now.
+    pub fn running_queries(&self) -> Vec<String> {
+        self.executor.running().ids()
     }
 
+    /// The report of a recent statement.
     pub fn report(&self, query_id: &str) -> Option<QueryReport> {
-        self.reports
-            .lock()
-            .iter()
-            .rev()
-            .find(|(id, _)| id == query_id)
-            .map(|(_, r)| r.clone())
+        self.executor.reports().get(query_id)
     }
 
-    /// Serves Flight SQL (and the worker actions) until `shutdown` resolves. Refuses to
-    /// serve beyond loopback without client authentication unless `insecure` is set.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<()> {
-        let addr = listener.local_addr().map_err(|e| Error::Listen {
-            addr: "coordinator".into(),
-            message: e.to_string(),
-        })?;
-        check_exposure(
-            "coordinator",
-            addr,
-            self.auth.requires_client_auth(),
-            self.options.insecure,
-        )?;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &self.options.tls {
-            builder = builder
-                .tls_config(server_tls(tls)?)
-                .map_err(|e| Error::Security(format!("coordinator TLS: {e}")))?;
-        }
-        let auth = self.auth.clone();
-        let service = arrow_flight::flight_service_server::FlightServiceServer::new(
-            CoordinatorFlight::new(self),
-        )
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-        builder
-            .add_service(Guarded::coordinator(service, auth))
-            .serve_with_incoming_shutdown(crate::accept::accept_nodelay(listener), shutdown)
+    /// A fresh session over the cluster's tables, models and functions.
+    pub fn session(&self) -> Result<datafusion::prelude::SessionContext> {
+        self.sessions.session()
+    }
+
+    /// The registry listing for a worker's heartbeat or registration reply. Statements do
+    /// not depend on it (they carry the versions they pin, which a worker fetches by hash);
+    /// it lets a worker name the models it could serve.
+    pub(crate) fn registry_listing(&self) -> Vec<shoal_operators::ModelInfo> {
+        shoal_operators::ModelProvider::list(self.models.as_ref())
+    }
+
+    /// Plans `sql`. Remote clients may only read (DDL, DML and `SET` are refused), and
+    /// train models (`CREATE MODEL`).
+    pub async fn plan(self: &Arc<Self>, sql: &str) -> Result<PlannedQuery> {
+        self.plan_with_parameters(sql, None).await
+    }
+
+    /// Plans `sql` with its placeholders (`$1`, `?`) bound to `parameters`.
+    pub async fn plan_with_parameters(
+        &self,
+        sql: &str,
+        parameters: Option<ParamValues>,
+    ) -> Result<PlannedQuery> {
+        let statement = ShoalStatement::parse(sql)?;
+        self.statements
+            .plan(&statement, parameters, |create| self.training.plan(create))
             .await
-            .map_err(|e| Error::Listen {
-                addr: "coordinator".into(),
-                message: e.to_string(),
-            })
+    }
+
+    /// The result schema of `sql` and the parameters it expects, without running it.
+    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        self.statements.describe(&ShoalStatement::parse(sql)?).await
+    }
+
+    /// Plans `sql` again with the same parameters: what a re-run after a lost worker runs.
+    pub fn replan(self: &Arc<Self>, sql: &str, parameters: Option<ParamValues>) -> Replan {
+        let coordinator = self.clone();
+        let sql = sql.to_string();
+        Arc::new(move || {
+            let coordinator = coordinator.clone();
+            let sql = sql.clone();
+            let parameters = parameters.clone();
+            Box::pin(async move { coordinator.plan_with_parameters(&sql, parameters).await })
+        })
+    }
+
+    /// Plans, runs and collects `sql` in process (the embedded cluster, tests, the demo),
+    /// re-running it when a worker is lost mid-query.
+    pub async fn run(self: &Arc<Self>, sql: &str) -> Result<QueryOutput> {
+        let planned = self.plan(sql).await?;
+        self.executor
+            .collect(&ids::new_id(), planned, self.replan(sql, None))
+            .await
+    }
+
+    /// Validates, explains or runs a pipeline, sending its events to `events`.
+    pub async fn pipeline(
+        &self,
+        request: PipelineRequest,
+        events: mpsc::Sender<PipelineEvent>,
+    ) -> Result<()> {
+        self.pipelines.run(request, events).await
     }
 }

@@ -6,10 +6,44 @@
 
 use super::offset_of;
 use crate::error::{Error, Result};
-use crate::train::CreateModel;
-use crate::train::statement::{OptionValue, USAGE};
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    Number(f64),
+    Text(String),
+    List(Vec<OptionValue>),
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionValue::Number(n) => write!(f, "{n}"),
+            OptionValue::Text(s) => write!(f, "'{s}'"),
+            OptionValue::List(items) => {
+                let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+                write!(f, "[{}]", items.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateModel {
+    pub name: String,
+    /// `linear`, `logistic` or `mlp` (checked by the training options).
+    pub kind: String,
+    pub label: String,
+    /// The rows to train on: the query inside `FROM ( ... )`.
+    pub query: String,
+    /// In the order written.
+    pub options: Vec<(String, OptionValue)>,
+}
+
+/// How the statement is written, for parse errors.
+pub const USAGE: &str = "CREATE MODEL name [OPTIONS (key = value, ...)] AS TRAIN linear|logistic|mlp \
+                     PREDICTING label FROM (SELECT features..., label FROM ...)";
 
 /// Parses the statement at the parser's position (which is at `CREATE`); `sql` is the text
 /// the parser reads, from which the training query is cut.
@@ -150,9 +184,8 @@ fn value(p: &mut Parser, key: &str) -> Result<OptionValue> {
 
 #[cfg(test)]
 mod tests {
+    use super::{CreateModel, OptionValue};
     use crate::statement::ShoalStatement;
-    use crate::train::CreateModel;
-    use crate::train::statement::OptionValue;
 
     fn parse(sql: &str) -> Result<CreateModel, String> {
         match ShoalStatement::parse(sql).map_err(|e| e.to_string())? {

@@ -12,13 +12,13 @@
 //! ```
 //! Parse errors say what was expected and point at the line and column of the token found.
 
-mod create_model;
+pub mod create_model;
 mod placeholders;
 
 pub use placeholders::number_placeholders;
 
 use crate::error::{Error, Result};
-use crate::train::CreateModel;
+use create_model::CreateModel;
 use datafusion::config::ConfigOptions;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement};
@@ -61,12 +61,20 @@ impl ShoalStatement {
             .with_recursion_limit(recursion_limit)
             .build()?;
         let statement = parse_one(&mut parser, &sql)?;
-        while parser.parser.consume_token(&Token::SemiColon) {}
+        let mut separated = false;
+        while parser.parser.consume_token(&Token::SemiColon) {
+            separated = true;
+        }
         let next = parser.parser.peek_token();
         if next.token != Token::EOF {
+            let hint = if separated {
+                " (send one statement at a time)"
+            } else {
+                ""
+            };
             return Err(Error::Statement {
                 message: format!(
-                    "expected the end of the statement, found '{}' (send one statement at a time)",
+                    "expected the end of the statement, found '{}'{hint}",
                     next.token
                 ),
                 line: next.span.start.line,
@@ -118,6 +126,16 @@ impl CreateModel {
             }),
         }
     }
+}
+
+/// What a remote client may run: queries only (DDL, DML and `SET` are refused). The
+/// coordinator plans every client statement with these options, and the one-process
+/// reference engine of the tests does too, so both refuse the same statements.
+pub fn client_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// One statement at the parser's position.

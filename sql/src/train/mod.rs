@@ -1,4 +1,4 @@
-//! `CREATE MODEL ... AS TRAIN ...`: the statement ([`statement`], parsed by [`crate::statement`]), options and searches
+//! `CREATE MODEL ... AS TRAIN ...`: the statement ([`statement`]), options and searches
 //! ([`options`]), the federated training loop ([`driver`]) and its report ([`report`]).
 //! The loop runs SQL through a [`driver::QueryRunner`], so the same code trains on the
 //! cluster and in one process.

@@ -57,8 +57,8 @@ pub fn handle(
         ACTION_HEARTBEAT => {
             require_cluster_member(c, admission)?;
             let beat: Heartbeat = parse(&action)?;
-            c.note_model_runs(&beat.name, beat.model_runs);
-            c.note_rows_scanned(&beat.name, beat.rows_scanned);
+            c.progress
+                .note(&beat.name, beat.model_runs, beat.rows_scanned);
             json_reply(&HeartbeatReply {
                 known: c.catalog().heartbeat(&beat.name, beat.active_scans),
                 models: c.registry_listing(),
@@ -100,7 +100,7 @@ pub fn handle(
                 .sites()
                 .into_iter()
                 .map(|(name, url, live, tables)| SiteStatus {
-                    model_runs: c.model_runs_of(&name),
+                    model_runs: c.progress.model_runs_of(&name),
                     name,
                     url: url.to_string(),
                     live,
@@ -139,7 +139,7 @@ pub fn cancel(c: &Coordinator, info: Option<&FlightInfo>) -> CancelStatus {
     }
     let mut cancelled = false;
     for id in ids {
-        cancelled |= c.running.cancel(&id);
+        cancelled |= c.executor.running().cancel(&id);
     }
     if cancelled {
         CancelStatus::Cancelled

@@ -3,13 +3,15 @@
 //! Credentials are checked before any of this runs (see [`crate::security::Guarded`]).
 
 mod actions;
+mod catalog_calls;
 mod parameters;
 
-use super::catalog_calls;
-use super::limits::{StreamLimits, bounded, flight_status};
-use super::{Coordinator, query::uuid_like};
+use super::Coordinator;
+use super::execution::{bounded, flight_status};
+use super::ids::new_id;
 use crate::protocol::StatementHandle;
 use crate::security::Admission;
+use crate::security::{Guarded, check_exposure, server_tls};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoDataBuilder;
@@ -47,6 +49,45 @@ impl CoordinatorFlight {
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         Self { coordinator }
     }
+}
+
+/// Serves Flight SQL (and the worker actions) until `shutdown` resolves. Refuses to serve
+/// beyond loopback without client authentication unless `insecure` is set.
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let addr = listener.local_addr().map_err(|e| crate::Error::Listen {
+        addr: "coordinator".into(),
+        message: e.to_string(),
+    })?;
+    check_exposure(
+        "coordinator",
+        addr,
+        coordinator.auth.requires_client_auth(),
+        coordinator.options.insecure,
+    )?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &coordinator.options.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .map_err(|e| crate::Error::Security(format!("coordinator TLS: {e}")))?;
+    }
+    let auth = coordinator.auth.clone();
+    let service = arrow_flight::flight_service_server::FlightServiceServer::new(
+        CoordinatorFlight::new(coordinator),
+    )
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
+    builder
+        .add_service(Guarded::coordinator(service, auth))
+        .serve_with_incoming_shutdown(crate::accept::accept_nodelay(listener), shutdown)
+        .await
+        .map_err(|e| crate::Error::Listen {
+            addr: "coordinator".into(),
+            message: e.to_string(),
+        })
 }
 
 type DoGetStream = <CoordinatorFlight as FlightService>::DoGetStream;
@@ -147,14 +188,12 @@ impl CoordinatorFlight {
         let schema = planned.schema();
         // A worker lost before the first batch is sent makes the statement re-run on the
         // remaining holders of the data.
+        let executor = coordinator.executor.clone();
         let (batches, attempts) =
-            coordinator.execute_resilient(planned, coordinator.replan(&handle.sql, parameters));
-        let (running, cancel) = coordinator.running.start(&handle.query_id);
+            executor.execute_resilient(planned, coordinator.replan(&handle.sql, parameters));
+        let (running, cancel) = executor.running().start(&handle.query_id);
         let rows = Arc::new(AtomicU64::new(0));
-        let limits = StreamLimits {
-            timeout: coordinator.options().query_timeout,
-            max_rows: coordinator.options().max_result_rows,
-        };
+        let limits = executor.limits();
         let bounded = bounded(
             handle.query_id.clone(),
             batches,
@@ -166,7 +205,8 @@ impl CoordinatorFlight {
         // After the last batch: read the metrics into the query's report.
         let finish = futures::stream::once(async move {
             drop(running);
-            coordinator
+            executor
+                .reports()
                 .finish(
                     &handle.query_id,
                     &attempts,
@@ -225,7 +265,7 @@ impl FlightSqlService for CoordinatorFlight {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = StatementHandle {
             sql: query.query,
-            query_id: uuid_like(),
+            query_id: new_id(),
             parameters: None,
         };
         self.statement_info(handle, request.into_inner()).await
@@ -287,7 +327,7 @@ impl FlightSqlService for CoordinatorFlight {
             .ok_or_else(|| unknown_prepared(&handle))?;
         let statement = StatementHandle {
             sql: prepared.sql,
-            query_id: uuid_like(),
+            query_id: new_id(),
             parameters: prepared
                 .parameters
                 .as_ref()

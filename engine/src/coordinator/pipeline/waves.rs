@@ -8,10 +8,13 @@
 //! their committed waves cover, and runs only the rest. A wave cut short by a crash left only
 //! staging, which is dropped and redone; a wave is never half committed on a site.
 
-use super::Coordinator;
-use super::pipeline::{Events, PipelineEvent};
+use super::Pipelines;
+use super::events::Events;
+use crate::coordinator::ids::new_id;
 use crate::error::{Error, Result};
-use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_SEAL, ACTION_SINK_WAVES, SinkRun};
+use crate::protocol::{
+    ACTION_SINK_ABORT, ACTION_SINK_SEAL, ACTION_SINK_WAVES, PipelineEvent, SinkRun,
+};
 use datafusion::prelude::DataFrame;
 use shoal_operators::sink::staging::{ManifestFile, SiteManifest, waves_path};
 use shoal_planner::pipeline::waves::{InputFile, input_files, next_wave, wave_plan};
@@ -27,9 +30,9 @@ struct Moved {
     to_coordinator: u64,
 }
 
-impl Coordinator {
+impl Pipelines {
     pub(super) async fn run_output_in_waves(
-        self: &Arc<Self>,
+        &self,
         pipeline: &Pipeline,
         output: &CompiledOutput,
         run: &SinkRun,
@@ -71,7 +74,7 @@ impl Coordinator {
         }
         if !resume {
             // A fresh run: drop whatever an earlier attempt of this id staged or waved.
-            self.on_every_worker(ACTION_SINK_ABORT, run).await?;
+            self.workers.on_every_worker(ACTION_SINK_ABORT, run).await?;
         }
         let done = self.covered_inputs(run).await?;
         let mut pending: Vec<InputFile> = inputs
@@ -94,7 +97,7 @@ impl Coordinator {
         let (state, _) = output.dataframe.clone().into_parts();
         // As many files per site as a site reads in parallel: waves cost a barrier each,
         // not parallelism.
-        let per_site = match self.options.wave_files {
+        let per_site = match self.wave_files {
             0 => state.config().target_partitions(),
             n => n,
         };
@@ -103,7 +106,7 @@ impl Coordinator {
             let wave = next_wave(&pending, per_site);
             let wave_id = format!("wave-{}", wave[0].key);
             let plan = wave_plan(&logical, &wave, &waves_dir, &wave_id)?;
-            let frame = self.pinned(DataFrame::new(state.clone(), plan))?;
+            let frame = self.sessions.pinned(DataFrame::new(state.clone(), plan))?;
             let task_ctx = Arc::new(frame.task_ctx());
             let physical = frame.create_physical_plan().await?;
             let resumable = |e: Error| Error::RunStopped {
@@ -129,7 +132,9 @@ impl Coordinator {
                 .await
                 .map_err(resumable)?;
             let report = self
-                .report_plan(&super::query::uuid_like(), physical, rows, started)
+                .executor
+                .reports()
+                .of_plan(&new_id(), physical, rows, started)
                 .await;
             moved.scanned += report.bytes_scanned;
             moved.to_coordinator += report.bytes_to_coordinator;
@@ -143,7 +148,11 @@ impl Coordinator {
     /// The input keys the committed waves of `run` cover, over every live worker.
     async fn covered_inputs(&self, run: &SinkRun) -> Result<BTreeSet<String>> {
         let mut covered = BTreeSet::new();
-        for reply in self.ask_every_worker(ACTION_SINK_WAVES, run).await? {
+        for reply in self
+            .workers
+            .ask_every_worker(ACTION_SINK_WAVES, run)
+            .await?
+        {
             let waves: Vec<SiteManifest> =
                 serde_json::from_slice(&reply).map_err(|e| Error::Malformed {
                     what: format!("{ACTION_SINK_WAVES} reply"),
@@ -157,7 +166,7 @@ impl Coordinator {
     /// Seals `run` on every live worker; the manifests of the workers that hold it.
     async fn seal_everywhere(&self, run: &SinkRun) -> Result<Vec<SiteManifest>> {
         let mut sealed = Vec::new();
-        for reply in self.ask_every_worker(ACTION_SINK_SEAL, run).await? {
+        for reply in self.workers.ask_every_worker(ACTION_SINK_SEAL, run).await? {
             let manifest: Option<SiteManifest> =
                 serde_json::from_slice(&reply).map_err(|e| Error::Malformed {
                     what: format!("{ACTION_SINK_SEAL} reply"),

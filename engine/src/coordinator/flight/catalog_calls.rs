@@ -2,7 +2,7 @@
 //! GetTables, GetTableTypes, GetSqlInfo), answered from a fresh session's catalog: the
 //! site tables, `shoal.models` and the information schema.
 
-use super::Coordinator;
+use crate::coordinator::Coordinator;
 use crate::error::Result;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{

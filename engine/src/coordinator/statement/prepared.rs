@@ -1,7 +1,7 @@
 //! Prepared statements: the SQL and the parameters last bound to it, per handle. Bounded,
 //! so clients that never close their statements cannot grow the coordinator's memory.
 
-use super::query::uuid_like;
+use crate::coordinator::ids::new_id;
 use datafusion::arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +29,7 @@ struct Inner {
 impl PreparedStatements {
     /// Keeps `sql`; returns its handle.
     pub fn create(&self, sql: String) -> String {
-        let handle = format!("prepared-{}", uuid_like());
+        let handle = format!("prepared-{}", new_id());
         let mut inner = self.inner.lock();
         while inner.order.len() >= MAX_PREPARED {
             if let Some(oldest) = inner.order.pop_front() {

@@ -12,8 +12,8 @@
 //! until their inputs are complete, so they are always retryable; a query that has already
 //! streamed rows fails instead, naming the lost worker.
 
-use super::Coordinator;
-use super::query::PlannedQuery;
+use super::Executor;
+use crate::coordinator::statement::PlannedQuery;
 use crate::error::Result;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -66,7 +66,7 @@ enum Fault {
 }
 
 struct State {
-    coordinator: Arc<Coordinator>,
+    executor: Arc<Executor>,
     replan: Replan,
     first: Option<Arc<PlannedQuery>>,
     running: Option<Running>,
@@ -75,7 +75,7 @@ struct State {
     attempts: Arc<Attempts>,
 }
 
-impl Coordinator {
+impl Executor {
     /// Streams `planned`, re-planning with `replan` and re-running when a worker is lost
     /// before any batch was delivered (at most `task_retries` times).
     pub fn execute_resilient(
@@ -86,7 +86,7 @@ impl Coordinator {
         let schema = planned.schema();
         let attempts = Arc::new(Attempts::default());
         let state = State {
-            coordinator: self.clone(),
+            executor: self.clone(),
             replan,
             first: Some(planned),
             running: None,
@@ -108,7 +108,7 @@ impl Coordinator {
         sites: Vec<(String, Url)>,
     ) -> Result<Running> {
         let stream = self.execute(planned)?;
-        let coordinator = self.clone();
+        let executor = self.clone();
         let every = (self.options.heartbeat_interval / 2).max(Duration::from_millis(20));
         let stall_timeout = self.options.stall_timeout;
         let watched: Vec<String> = sites.iter().map(|(s, _)| s.clone()).collect();
@@ -116,14 +116,12 @@ impl Coordinator {
         let batches = delivered.clone();
         let watchdog = Box::pin(async move {
             // Progress: rows the workers scanned (their heartbeats) or batches delivered.
-            let progress = || coordinator.rows_scanned_total() + batches.load(Ordering::Relaxed);
+            let progress =
+                || executor.progress.rows_scanned_total() + batches.load(Ordering::Relaxed);
             let (mut last, mut since) = (progress(), Instant::now());
             loop {
                 tokio::time::sleep(every).await;
-                if let Some(silent) = watched
-                    .iter()
-                    .find(|s| !coordinator.catalog.is_responsive(s))
-                {
+                if let Some(silent) = watched.iter().find(|s| !executor.catalog.is_responsive(s)) {
                     return Fault::Silent(silent.clone());
                 }
                 let now = progress();
@@ -199,13 +197,13 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
             return None;
         }
         if state.running.is_none() {
-            let sites = state.coordinator.catalog.live_sites();
+            let sites = state.executor.catalog.live_sites();
             let planned = match state.first.take() {
                 Some(planned) => Ok(planned),
                 None => (state.replan)().await.map(Arc::new),
             };
             let started = planned.and_then(|planned| {
-                let running = state.coordinator.start_attempt(&planned, sites)?;
+                let running = state.executor.start_attempt(&planned, sites)?;
                 *state.attempts.last_plan.lock() = Some(planned);
                 Ok(running)
             });
@@ -241,7 +239,7 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                     state.running = None;
                     let error = crate::Error::Stalled {
                         seconds: idle.as_secs_f64(),
-                        limit: state.coordinator.options.stall_timeout.as_secs_f64(),
+                        limit: state.executor.options.stall_timeout.as_secs_f64(),
                     };
                     return Some((Err(error.into_datafusion()), state));
                 }
@@ -258,13 +256,13 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                     worker: silent.clone(),
                     cause: format!(
                         "(no heartbeat for {} ms)",
-                        state.coordinator.catalog.heartbeat_timeout().as_millis()
+                        state.executor.catalog.heartbeat_timeout().as_millis()
                     ),
                 }));
                 (error, vec![silent])
             }
             Err(error) => {
-                let lost = state.coordinator.confirm_lost(&sites, &error).await;
+                let lost = state.executor.confirm_lost(&sites, &error).await;
                 (error, lost)
             }
         };
@@ -274,7 +272,7 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
         }
         let noticed = Instant::now();
         for site in &lost {
-            state.coordinator.catalog.mark_down(site);
+            state.executor.catalog.mark_down(site);
             tracing::warn!(worker = %site, "worker lost mid-query: {error}");
         }
         state
@@ -286,7 +284,7 @@ async fn next_batch(mut state: State) -> Option<(datafusion::error::Result<Recor
                 noticed,
             }));
         let retries = *state.attempts.retries.lock();
-        if state.delivered || retries >= state.coordinator.options.task_retries {
+        if state.delivered || retries >= state.executor.options.task_retries {
             state.done = true;
             let why = if state.delivered {
                 "after part of the result was already sent, so it cannot be re-run without \

@@ -1,0 +1,129 @@
+//! What each finished statement moved and did, kept for `shoal.query_report` (the most
+//! recent statements only).
+
+use super::PlannedQuery;
+use super::resilient::Attempts;
+use datafusion::physical_plan::ExecutionPlan;
+use parking_lot::Mutex;
+use shoal_planner::QueryReport;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reports kept: the most recent statements only.
+const KEPT_REPORTS: usize = 256;
+
+/// How long a finished statement waits for its workers' metrics before reporting without
+/// them.
+const METRICS_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+pub struct QueryReports {
+    kept: Mutex<VecDeque<(String, QueryReport)>>,
+}
+
+impl QueryReports {
+    pub fn keep(&self, query_id: String, report: QueryReport) {
+        let mut kept = self.kept.lock();
+        if kept.len() == KEPT_REPORTS {
+            kept.pop_front();
+        }
+        kept.push_back((query_id, report));
+    }
+
+    pub fn get(&self, query_id: &str) -> Option<QueryReport> {
+        self.kept
+            .lock()
+            .iter()
+            .rev()
+            .find(|(id, _)| id == query_id)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// The report of a statement that has finished streaming (of its last attempt, with
+    /// the workers lost on the way); kept under `query_id`.
+    pub async fn finish(
+        &self,
+        query_id: &str,
+        attempts: &Attempts,
+        rows: u64,
+        started: Instant,
+    ) -> QueryReport {
+        let planned = attempts.last_plan.lock().clone();
+        let mut report = match planned.as_deref() {
+            Some(PlannedQuery::Plan { plan, .. }) => {
+                read_report(query_id, plan.clone(), rows, started).await
+            }
+            _ => QueryReport {
+                rows_returned: rows,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                ..Default::default()
+            },
+        };
+        report.retries = *attempts.retries.lock();
+        let lost = attempts.lost.lock();
+        report.lost_workers = lost.iter().map(|l| l.site.clone()).collect();
+        report.lost_at_ms = lost
+            .iter()
+            .map(|l| l.noticed.saturating_duration_since(started).as_millis() as u64)
+            .collect();
+        drop(lost);
+        self.keep(query_id.to_string(), report.clone());
+        report
+    }
+
+    /// The report of an executed plan (waiting up to [`METRICS_WAIT`] for the workers'
+    /// metrics); kept under `query_id`.
+    pub async fn of_plan(
+        &self,
+        query_id: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        rows: u64,
+        started: Instant,
+    ) -> QueryReport {
+        let report = read_report(query_id, plan, rows, started).await;
+        self.keep(query_id.to_string(), report.clone());
+        report
+    }
+}
+
+/// The report of an executed plan, waiting up to [`METRICS_WAIT`] for the workers' metrics
+/// (without them when they do not come).
+async fn read_report(
+    query_id: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    rows: u64,
+    started: Instant,
+) -> QueryReport {
+    let reading = QueryReport::from_executed_plan(plan, rows, started.elapsed());
+    match tokio::time::timeout(METRICS_WAIT, reading).await {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            tracing::warn!(query_id, "reading query metrics failed: {e}");
+            QueryReport::default()
+        }
+        Err(_) => {
+            tracing::warn!(
+                query_id,
+                "worker metrics did not arrive in {METRICS_WAIT:?}"
+            );
+            QueryReport::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_most_recent_reports_are_kept() {
+        let reports = QueryReports::default();
+        for i in 0..=KEPT_REPORTS {
+            reports.keep(format!("q{i}"), QueryReport::default());
+        }
+        assert!(reports.get("q0").is_none());
+        assert!(reports.get("q1").is_some());
+        assert!(reports.get(&format!("q{KEPT_REPORTS}")).is_some());
+    }
+}

@@ -1,0 +1,60 @@
+//! How a coordinator is set up: every knob `shoal coordinator` exposes, with its default.
+
+use crate::security::ServerTls;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    /// Folder of `<name>.onnx` files; none means an empty registry.
+    pub models_dir: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    /// A worker silent for longer is considered down.
+    pub heartbeat_timeout: Duration,
+    /// Static bearer tokens clients may present.
+    pub tokens: Vec<String>,
+    /// (user, password) pairs for the Basic-to-Bearer handshake.
+    pub users: Vec<(String, String)>,
+    /// Shared with the workers: they run plans only from its holder, and only its holders
+    /// may register as workers.
+    pub cluster_secret: Option<String>,
+    /// Serve Flight SQL over TLS with this certificate.
+    pub tls: Option<ServerTls>,
+    /// CA that signed the workers' certificates (for `https://` workers).
+    pub tls_ca: Option<PathBuf>,
+    /// Allow listening beyond loopback without client authentication.
+    pub insecure: bool,
+    /// A statement running longer is cancelled on every worker.
+    pub query_timeout: Duration,
+    /// A statement returning more rows fails (add a LIMIT or aggregate on the cluster).
+    pub max_result_rows: u64,
+    /// Times a statement is planned again and re-run when a worker is lost mid-query.
+    pub task_retries: u32,
+    /// A statement during which no worker scans a row and no batch arrives for this long
+    /// fails with a no-progress error.
+    pub stall_timeout: Duration,
+    /// Input files each site reads per wave of a resumable run; 0: as many as a site reads
+    /// in parallel (the core count). Smaller waves checkpoint more often.
+    pub wave_files: usize,
+}
+
+impl Default for CoordinatorOptions {
+    fn default() -> Self {
+        Self {
+            models_dir: None,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            tokens: Vec::new(),
+            users: Vec::new(),
+            cluster_secret: None,
+            tls: None,
+            tls_ca: None,
+            insecure: false,
+            query_timeout: Duration::from_secs(3600),
+            max_result_rows: 100_000_000,
+            task_retries: 2,
+            stall_timeout: Duration::from_secs(300),
+            wave_files: 0,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! One output of a pipeline, by its sink's kind: a train node, a resumable run in waves, or
+//! one query whose rows go to the client or whose files are committed on the workers.
+
+use super::Pipelines;
+use super::events::Events;
+use crate::coordinator::ids::new_id;
+use crate::error::Result;
+use crate::protocol::{ACTION_SINK_ABORT, PipelineEvent, SinkRun};
+use shoal_operators::sink::staging::ManifestFile;
+use shoal_planner::pipeline::{CompiledOutput, Pipeline, SinkKind, waves};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Pipelines {
+    pub(super) async fn run_output(
+        &self,
+        pipeline: &Pipeline,
+        output: &CompiledOutput,
+        run_id: &str,
+        resume: bool,
+        events: &Events,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let name = output.sink.clone();
+        if let SinkKind::Train(statement) = &output.kind {
+            return self.run_train_output(output, statement, events).await;
+        }
+        if let SinkKind::LocalParquet { path } = &output.kind
+            && waves::is_map_only(output.dataframe.logical_plan())
+        {
+            let run = SinkRun {
+                path: path.clone(),
+                run_id: run_id.to_string(),
+            };
+            return self
+                .run_output_in_waves(pipeline, output, &run, resume, events)
+                .await;
+        }
+        let kind = match &output.kind {
+            SinkKind::Client | SinkKind::Train(_) => "client",
+            SinkKind::LocalParquet { .. } => "local_parquet",
+        };
+        let run = match &output.kind {
+            SinkKind::LocalParquet { path } => {
+                let run = SinkRun {
+                    path: path.clone(),
+                    run_id: run_id.to_string(),
+                };
+                let done = self.committed_manifests(&run).await?;
+                if !done.is_empty() {
+                    let files: Vec<ManifestFile> = done.into_iter().flat_map(|m| m.files).collect();
+                    return events
+                        .send(PipelineEvent::Output {
+                            output: name,
+                            kind: kind.into(),
+                            rows: files.iter().map(|f| f.rows).sum(),
+                            files,
+                            already_committed: true,
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                            bytes_scanned: 0,
+                            bytes_to_coordinator: 0,
+                        })
+                        .await;
+                }
+                self.workers
+                    .on_every_worker(ACTION_SINK_ABORT, &run)
+                    .await?;
+                Some(run)
+            }
+            SinkKind::Client | SinkKind::Train(_) => None,
+        };
+        let frame = self.sessions.pinned(output.dataframe.clone())?;
+        let task_ctx = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
+        let result = self
+            .stream_output(
+                pipeline,
+                &name,
+                plan.clone(),
+                task_ctx,
+                run.is_none(),
+                events,
+            )
+            .await;
+        let (rows, manifest) = match (result, &run) {
+            (Ok(done), _) => done,
+            (Err(e), Some(run)) => {
+                if let Err(abort) = self.workers.on_every_worker(ACTION_SINK_ABORT, run).await {
+                    tracing::warn!("aborting run {}: {abort}", run.run_id);
+                }
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
+        let files = match &run {
+            Some(run) => self.commit(run, manifest, &BTreeMap::new()).await?,
+            None => Vec::new(),
+        };
+        let report = self
+            .executor
+            .reports()
+            .of_plan(&new_id(), plan, rows, started)
+            .await;
+        events
+            .send(PipelineEvent::Output {
+                output: name,
+                kind: kind.into(),
+                rows: if run.is_some() {
+                    files.iter().map(|f| f.rows).sum()
+                } else {
+                    rows
+                },
+                files,
+                already_committed: false,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                bytes_scanned: report.bytes_scanned,
+                bytes_to_coordinator: report.bytes_to_coordinator,
+            })
+            .await
+    }
+}

@@ -1,0 +1,99 @@
+//! The DataFusion session every statement is planned in: a fresh one per statement, so the
+//! catalog is read live and nothing one client sets leaks into another's queries. It wires
+//! datafusion-distributed to shoal's catalog (which worker holds which file), channels and
+//! codec, and pins the model versions a statement calls.
+
+use crate::error::Result;
+use crate::security::ClusterChannels;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+use shoal_operators::ModelProvider;
+use shoal_operators::codec::ShoalCodec;
+use shoal_operators::model::DirectoryModels;
+use shoal_operators::udf::model_pins::{ModelPins, Pins};
+use shoal_planner::locality::CatalogWorkerResolver;
+use shoal_planner::{SiteCatalog, SiteLocality, SiteSchemaProvider};
+use shoal_sql::with_shoal_functions_at;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Sessions {
+    catalog: Arc<SiteCatalog>,
+    models: Arc<DirectoryModels>,
+    /// Channels to the workers, reused across statements.
+    channels: ClusterChannels,
+}
+
+impl Sessions {
+    pub fn new(
+        catalog: Arc<SiteCatalog>,
+        models: Arc<DirectoryModels>,
+        channels: ClusterChannels,
+    ) -> Self {
+        Self {
+            catalog,
+            models,
+            channels,
+        }
+    }
+
+    /// A fresh session per statement: the catalog is read live, and nothing one client sets
+    /// leaks into another's queries.
+    pub fn session(&self) -> Result<SessionContext> {
+        let provider: Arc<dyn ModelProvider> = self.models.clone();
+        let locality = SiteLocality::new(self.catalog.clone());
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("shoal_cluster", "public");
+        let builder = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config);
+        // shoal's extension nodes (sinks) are planned before the distributed planner wraps
+        // the query planner, so they land inside the workers' stages.
+        let state = with_shoal_functions_at(builder, provider.clone(), "coordinator")
+            .with_query_planner(Arc::new(shoal_operators::sink::ShoalQueryPlanner))
+            .with_distributed_worker_resolver(CatalogWorkerResolver::new(self.catalog.clone()))
+            .with_distributed_channel_resolver(self.channels.clone())
+            .with_distributed_planner()
+            .with_distributed_user_codec(ShoalCodec::default())
+            // Sent to the workers with every task; `pinned` fills it in per statement.
+            .with_distributed_option_extension(ModelPins::default())
+            .with_distributed_desired_task_count_handler(locality.clone())
+            .with_distributed_scale_up_leaf_node_handler(locality.clone())
+            .with_distributed_route_tasks_handler(locality)
+            .build();
+        let mut state = state;
+        // Every branch of a UNION gets the stage's full task count: each task is one site,
+        // and a branch given fewer tasks than sites could not keep its scans local.
+        state
+            .config_mut()
+            .options_mut()
+            .set("distributed.children_isolator_unions", "false")?;
+        let ctx = SessionContext::new_with_state(state);
+        let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
+        datafusion::catalog::CatalogProvider::register_schema(
+            catalog.as_ref(),
+            "public",
+            Arc::new(SiteSchemaProvider::new(self.catalog.clone())),
+        )?;
+        ctx.register_catalog("shoal_cluster", catalog);
+        // The system schema lives in the same catalog as the site tables.
+        shoal_sql::session::register_system_tables(&ctx, provider)?;
+        Ok(ctx)
+    }
+
+    /// `df` with the versions of the models its plan calls pinned, so the coordinator and
+    /// every worker score with the same version even if one is registered meanwhile, or a
+    /// worker has not heard of it yet. Called right before physical planning.
+    pub fn pinned(&self, df: DataFrame) -> Result<DataFrame> {
+        let pins = Pins::for_plan(df.logical_plan(), self.models.as_ref())?;
+        let (mut state, plan) = df.into_parts();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(pins.to_extension()?);
+        Ok(DataFrame::new(state, plan))
+    }
+}

@@ -1,0 +1,57 @@
+//! Calls the coordinator makes on workers outside of query work: sink commits, aborts,
+//! statuses, waves and seals, each to one worker or to every live one.
+
+use crate::client;
+use crate::error::{Error, Result};
+use crate::protocol::SinkRun;
+use crate::security::ClusterChannels;
+use shoal_planner::SiteCatalog;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct WorkerCalls {
+    catalog: Arc<SiteCatalog>,
+    channels: ClusterChannels,
+}
+
+impl WorkerCalls {
+    pub fn new(catalog: Arc<SiteCatalog>, channels: ClusterChannels) -> Self {
+        Self { catalog, channels }
+    }
+
+    /// Sends `action` with `body` to worker `site`; its reply.
+    pub async fn call(&self, site: &str, action: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let url = self.catalog.url_of(site)?;
+        client::action(self.channels.connector(), url.as_str(), action, body).await
+    }
+
+    /// Sends `action` about `run` to every live worker; their replies, in site order.
+    pub async fn ask_every_worker(&self, action: &str, run: &SinkRun) -> Result<Vec<Vec<u8>>> {
+        let body = serde_json::to_vec(run).map_err(|e| Error::Malformed {
+            what: "sink run".into(),
+            message: e.to_string(),
+        })?;
+        let mut replies = Vec::new();
+        for (site, url) in self.catalog.live_sites() {
+            let reply = client::action(
+                self.channels.connector(),
+                url.as_str(),
+                action,
+                body.clone(),
+            )
+            .await
+            .map_err(|e| Error::SinkAction {
+                action: action.to_string(),
+                run_id: run.run_id.clone(),
+                worker: site.clone(),
+                source: Box::new(e),
+            })?;
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    pub async fn on_every_worker(&self, action: &str, run: &SinkRun) -> Result<()> {
+        self.ask_every_worker(action, run).await.map(|_| ())
+    }
+}
