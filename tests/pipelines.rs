@@ -535,3 +535,71 @@ kind = "client"
     assert_same_rows("batched pipeline", &expected, &to_rows(&rows_of(&events)));
     cluster.stop().await;
 }
+
+/// A name written in a pipeline file is used as written, whatever its case: a features
+/// column `shipmode_AIR`, a model node listing it, an aggregate grouping by `Mode_Flag`,
+/// and the client sink's columns all keep their names (SQL would fold them unquoted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_case_names_go_through_features_model_and_sink_as_written() {
+    let cluster = start_cluster().await;
+    let toml = r#"
+[source.items]
+table = "lineitem"
+
+[features.flags]
+input = "items"
+keep = ["l_quantity", "l_returnflag"]
+columns = { shipmode_AIR = "CASE WHEN l_shipmode = 'AIR' THEN 1.0 ELSE 0.0 END", Mode_Flag = "l_returnflag" }
+
+[model.scored]
+input = "flags"
+model = "price"
+features = ["l_quantity", "shipmode_AIR"]
+predict = "Price_Hat"
+
+[aggregate.by_flag]
+input = "scored"
+group_by = ["Mode_Flag"]
+values = { N_Air = "sum(\"shipmode_AIR\")", Avg_Price = "round(avg(\"Price_Hat\"), 4)" }
+
+[sink.out]
+input = "by_flag"
+kind = "client"
+"#;
+    let events = run(&cluster, "mixed_case", toml, PipelineMode::Run, None)
+        .await
+        .unwrap();
+    let batches = rows_of(&events);
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["Mode_Flag", "N_Air", "Avg_Price"]);
+    let mut actual = to_rows(&batches);
+    actual.sort();
+    let local = local_context().await;
+    let sql = "SELECT l_returnflag, sum(air), round(avg(predict('price', l_quantity, air)), 4) \
+               FROM (SELECT l_quantity, l_returnflag, \
+                     CASE WHEN l_shipmode = 'AIR' THEN 1.0 ELSE 0.0 END AS air FROM lineitem) \
+               GROUP BY l_returnflag ORDER BY l_returnflag";
+    let expected = to_rows(&local.sql(sql).await.unwrap().collect().await.unwrap());
+    assert_eq!(actual, expected);
+
+    // An SQL expression still follows SQL: unquoted, the name folds, and the error says how
+    // to keep its case.
+    let folded = toml.replace("sum(\\\"shipmode_AIR\\\")", "sum(shipmode_AIR)");
+    assert_ne!(folded, toml);
+    let err = run(
+        &cluster,
+        "mixed_case",
+        &folded,
+        PipelineMode::Validate,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("\"shipmode_AIR\" (in double quotes)"), "{err}");
+    cluster.stop().await;
+}

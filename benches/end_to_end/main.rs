@@ -45,6 +45,17 @@ fn flag(args: &[String], name: &str) -> String {
 }
 
 fn main() {
+    // The bench's thread budget, as `shoal --inference-slots` reads it (shoal.inference.slots):
+    // for shoal in process and for the ORT-alone floor alike.
+    if let Some(slots) = std::env::var("SHOAL_INFERENCE_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let _ = shoal_operators::runtime::configure(shoal_operators::config::InferenceOptions {
+            slots,
+            native_trees: true,
+        });
+    }
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--phase") {
         let phase = phases::Args {

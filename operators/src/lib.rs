@@ -17,6 +17,7 @@
 //! [`udf::model_pins`] the model versions a statement was planned with.
 
 pub mod codec;
+pub mod config;
 pub mod error;
 pub mod features;
 pub mod model;
@@ -26,6 +27,7 @@ pub mod status;
 pub mod train;
 pub mod udf;
 
+pub use config::ShoalOptions;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelInfo, ModelProvider, ModelSignature};
 pub use status::{ErrorExt, StatusCode};

@@ -4,6 +4,7 @@
 //! library is the one inside the `onnxruntime` wheel from PyPI, which `make setup` copies to
 //! `.shoal/onnxruntime/` in the repository. `ORT_DYLIB_PATH` overrides the lookup.
 
+use crate::config::{InferenceOptions, ShoalOptions};
 use crate::error::{Error, Result};
 use ort::environment::Environment;
 use std::path::{Path, PathBuf};
@@ -101,17 +102,40 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
-/// Number of inference slots: concurrent model runs, each with its own session.
+static INFERENCE: OnceLock<InferenceOptions> = OnceLock::new();
+
+/// Sets this process's `shoal.inference.*` settings (from the command line), before any
+/// model runs; a second call, or one after the inference pool started, changes nothing
+/// and says so.
+pub fn configure(options: InferenceOptions) -> std::result::Result<(), InferenceOptions> {
+    INFERENCE.set(options)
+}
+
+/// This process's `shoal.inference.*` settings: as configured, or the defaults.
+pub fn inference_options() -> InferenceOptions {
+    // Fixed once read: the pool and every session see the same settings.
+    INFERENCE
+        .get_or_init(|| ShoalOptions::default().inference)
+        .clone()
+}
+
+/// The `shoal.*` settings a new session of this process starts with.
+pub fn session_options() -> ShoalOptions {
+    ShoalOptions {
+        inference: inference_options(),
+        ..ShoalOptions::default()
+    }
+}
+
+/// Number of inference slots: concurrent model runs, each with its own session
+/// (`shoal.inference.slots`; 0 means one per core).
 pub fn inference_slots() -> usize {
-    std::env::var("SHOAL_INFERENCE_SLOTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        })
+    match inference_options().slots {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    }
 }
 
 /// Runs CPU-heavy work (feature stacking, inference) on the inference pool, never on an IO

@@ -100,7 +100,11 @@ pub async fn local_context(
     let state = with_shoal_functions(
         SessionStateBuilder::new()
             .with_default_features()
-            .with_config(SessionConfig::new().with_information_schema(true)),
+            .with_config(
+                SessionConfig::new()
+                    .with_information_schema(true)
+                    .with_option_extension(shoal_operators::runtime::session_options()),
+            ),
         provider.clone(),
     )
     .build();

@@ -27,6 +27,35 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    inference: InferenceArgs,
+}
+
+/// This process's `shoal.inference.*` settings (for every command that runs models: a
+/// worker, a coordinator, the embedded cluster of `demo` and `run`).
+#[derive(clap::Args, Clone)]
+struct InferenceArgs {
+    /// Concurrent model runs in this process, each with its own ONNX Runtime session
+    /// (shoal.inference.slots; default: one per core).
+    #[arg(long, global = true, env = "SHOAL_INFERENCE_SLOTS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    inference_slots: Option<u32>,
+    /// Score tree ensembles with shoal's native evaluator (shoal.inference.native_trees);
+    /// false: with ONNX Runtime.
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
+    native_trees: bool,
+}
+
+impl InferenceArgs {
+    fn apply(&self) {
+        let options = shoal_operators::config::InferenceOptions {
+            slots: self.inference_slots.map_or(0, |n| n as usize),
+            native_trees: self.native_trees,
+        };
+        // First thing the process does: nothing has read the settings yet.
+        if shoal_operators::runtime::configure(options).is_err() {
+            tracing::warn!("inference settings were read before the command line applied them");
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,20 +141,21 @@ enum Command {
         /// Folder of <name>.onnx models to register.
         #[arg(long)]
         models: Option<PathBuf>,
-        /// Seconds of silence after which a worker counts as down.
-        #[arg(long, default_value_t = 5.0)]
-        heartbeat_timeout: f64,
-        /// Seconds between a worker's heartbeats (told to each worker as it registers).
-        #[arg(long, default_value_t = 1.0)]
-        heartbeat_interval: f64,
+        /// Silence after which a worker counts as down (e.g. 5s, 800ms; a bare number is
+        /// seconds).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        heartbeat_timeout: Duration,
+        /// Time between a worker's heartbeats (told to each worker as it registers).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        heartbeat_interval: Duration,
         /// Times a statement is planned again and re-run on the remaining holders of its
         /// files when a worker is lost mid-query.
         #[arg(long, default_value_t = 2)]
         task_retries: u32,
-        /// Seconds without progress (no row scanned on any worker, no result batch) after
+        /// Time without progress (no row scanned on any worker, no result batch) after
         /// which a statement fails.
-        #[arg(long, default_value_t = 300.0)]
-        stall_timeout: f64,
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        stall_timeout: Duration,
         /// Input files each site reads per wave of a resumable pipeline run (0: the core
         /// count); smaller waves checkpoint more often.
         #[arg(long, default_value_t = 0)]
@@ -139,9 +169,9 @@ enum Command {
         /// Listen beyond loopback without client authentication.
         #[arg(long)]
         insecure: bool,
-        /// Seconds a statement may run before it is stopped on every worker.
-        #[arg(long, default_value_t = 3600.0)]
-        query_timeout: f64,
+        /// Time a statement may run before it is stopped on every worker.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        query_timeout: Duration,
         /// Rows a statement may return to a client.
         #[arg(long, default_value_t = 100_000_000)]
         max_result_rows: u64,
@@ -173,9 +203,9 @@ enum Command {
         /// resources-exhausted error; the worker keeps running.
         #[arg(long, value_parser = parse_bytes)]
         memory_limit: Option<usize>,
-        /// Seconds a stopping worker (Ctrl-C, SIGTERM) lets its running tasks finish.
-        #[arg(long, default_value_t = 30.0)]
-        drain_timeout: f64,
+        /// Time a stopping worker (Ctrl-C, SIGTERM) lets its running tasks finish.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: Duration,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
@@ -217,6 +247,7 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    cli.inference.apply();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -286,10 +317,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_environment()?;
             let options = CoordinatorOptions {
                 models_dir: models,
-                heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
-                heartbeat_interval: Duration::from_secs_f64(heartbeat_interval),
+                heartbeat_timeout,
+                heartbeat_interval,
                 task_retries,
-                stall_timeout: Duration::from_secs_f64(stall_timeout),
+                stall_timeout,
                 wave_files,
                 users: auth.user_pairs(),
                 tokens: auth.tokens,
@@ -297,7 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: tls.server(),
                 tls_ca: tls.tls_ca.clone(),
                 insecure,
-                query_timeout: Duration::from_secs_f64(query_timeout),
+                query_timeout,
                 max_result_rows,
             };
             let coordinator = Coordinator::new(options)?;
@@ -339,7 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if memory_limit.is_some() {
                 options.memory_limit = memory_limit;
             }
-            options.drain_timeout = Duration::from_secs_f64(drain_timeout);
+            options.drain_timeout = drain_timeout;
             options.listen = listen;
             options.name = name;
             options.cluster_secret = match &cluster_secret_file {
@@ -421,6 +452,18 @@ async fn shutdown_signal() {
 }
 
 /// `512MiB`, `4GiB`, `1.5GB`, `100000` (bytes).
+/// A duration: `1.5` (seconds), `300ms`, `5s`, `2m`, `1h`, `1h 30m` (humantime's syntax).
+/// Negative, infinite or NaN values are refused rather than panicking.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if let Ok(seconds) = trimmed.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("'{text}' is not a duration: use e.g. 5s, 300ms or 1h"));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("'{text}' is not a duration ({e}): use e.g. 5s, 300ms or 1h"))
+}
+
 fn parse_bytes(text: &str) -> Result<usize, String> {
     let trimmed = text.trim();
     let split = trimmed
@@ -442,4 +485,19 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         }
     };
     Ok((number * scale) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_bare_seconds_and_refuse_nonsense() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["-1", "NaN", "inf", "soon", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -9,9 +9,10 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use shoal_operators::ModelProvider;
+use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
 use shoal_operators::model::DirectoryModels;
-use shoal_operators::udf::model_pins::{ModelPins, Pins};
+use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{SiteCatalog, SiteLocality, SiteSchemaProvider};
 use shoal_sql::with_shoal_functions_at;
@@ -57,8 +58,9 @@ impl Sessions {
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_planner()
             .with_distributed_user_codec(ShoalCodec::default())
-            // Sent to the workers with every task; `pinned` fills it in per statement.
-            .with_distributed_option_extension(ModelPins::default())
+            // `shoal.*`, sent to the workers with every task; `pinned` fills in the model
+            // versions per statement.
+            .with_distributed_option_extension(shoal_operators::runtime::session_options())
             .with_distributed_desired_task_count_handler(locality.clone())
             .with_distributed_scale_up_leaf_node_handler(locality.clone())
             .with_distributed_route_tasks_handler(locality)
@@ -89,11 +91,10 @@ impl Sessions {
     pub fn pinned(&self, df: DataFrame) -> Result<DataFrame> {
         let pins = Pins::for_plan(df.logical_plan(), self.models.as_ref())?;
         let (mut state, plan) = df.into_parts();
-        state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .insert(pins.to_extension()?);
+        let options = state.config_mut().options_mut();
+        let mut shoal = ShoalOptions::from_config(options);
+        shoal.models = pins.to_options()?;
+        options.extensions.insert(shoal);
         Ok(DataFrame::new(state, plan))
     }
 }

@@ -25,8 +25,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
 use shoal_operators::ModelProvider;
+use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
-use shoal_operators::udf::model_pins::{ModelPins, Pins};
+use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::site_store_url;
 use shoal_sql::with_shoal_functions_at;
 use std::path::PathBuf;
@@ -200,11 +201,12 @@ impl WorkerProcess {
                     let builder = ctx
                         .builder
                         .with_runtime_env(runtime)
-                        // The model versions the coordinator planned the statement with.
-                        .with_distributed_option_extension_from_headers::<ModelPins>(
+                        // `shoal.*` as the coordinator planned the statement: the model
+                        // versions it pinned, the evaluator it chose.
+                        .with_distributed_option_extension_from_headers::<ShoalOptions>(
                             &ctx.headers,
                         )?;
-                    let state = with_shoal_functions_at(builder, provider, &sink_site.site)
+                    let mut state = with_shoal_functions_at(builder, provider, &sink_site.site)
                         .with_distributed_channel_resolver(peers)
                         .with_distributed_user_codec(
                             ShoalCodec::default().with_sink_site(sink_site),
@@ -213,6 +215,11 @@ impl WorkerProcess {
                         .build();
                     // The models the task calls, ready before it runs: `predict` never
                     // fetches or loads inside an operator.
+                    // The inference pool is this site's: its size is the worker's own.
+                    let options = state.config_mut().options_mut();
+                    let mut shoal = ShoalOptions::from_config(options);
+                    shoal.inference.slots = shoal_operators::runtime::inference_options().slots;
+                    options.extensions.insert(shoal);
                     let pins = Pins::from_config(state.config_options())?;
                     models.preload(&pins).await?;
                     Ok(state)

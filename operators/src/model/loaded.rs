@@ -64,7 +64,8 @@ impl From<&LoadedModel> for ModelInfo {
 }
 
 /// The native tree evaluator for this model, when its graph is one tree ensemble over one
-/// float [N, width] input and the evaluator is not turned off.
+/// float [N, width] input (`shoal.inference.native_trees` decides per statement whether it is
+/// used).
 fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<NativeTrees> {
     let InputLayout::Stacked {
         width,
@@ -73,9 +74,6 @@ fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<
     else {
         return None;
     };
-    if !NativeTrees::enabled() {
-        return None;
-    }
     match NativeTrees::from_onnx(bytes, width) {
         Ok(trees) => {
             tracing::info!(model = name, "tree ensemble evaluated natively");

@@ -80,6 +80,7 @@ pub fn infer(
     kind: PredictKind,
     features: &[ArrayRef],
     rows: usize,
+    native_trees: bool,
 ) -> Result<ArrayRef> {
     MODEL_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sig = &model.signature;
@@ -124,9 +125,12 @@ pub fn infer(
             }
         }
     }
-    if let (Some(native), InputLayout::Stacked { .. }, [matrix]) =
-        (&model.native, sig.layout, f32_buffers.as_slice())
-    {
+    if let (true, Some(native), InputLayout::Stacked { .. }, [matrix]) = (
+        native_trees,
+        &model.native,
+        sig.layout,
+        f32_buffers.as_slice(),
+    ) {
         let outputs = native.run(matrix, rows);
         return to_arrow(
             model,

@@ -12,27 +12,14 @@
 //! name), so a user codec is never asked to encode one (apache/datafusion#24830).
 
 use super::predict::PredictUdf;
+use crate::config::{ModelOptions, ShoalOptions};
 use crate::error::Error;
 use crate::model::ModelProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, ScalarValue, extensions_options};
-use datafusion::config::{ConfigExtension, ConfigOptions};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::collections::{BTreeMap, HashMap};
-
-extensions_options! {
-    /// `shoal_models.*`: set by the coordinator for one statement (see [`ModelPins::for_plan`]).
-    pub struct ModelPins {
-        /// JSON object: model name -> content hash the statement was planned with.
-        pub versions: String, default = String::new()
-        /// JSON object: model name -> rows per model run (a pipeline model node's batch_size).
-        pub batch_rows: String, default = String::new()
-    }
-}
-
-impl ConfigExtension for ModelPins {
-    const PREFIX: &'static str = "shoal_models";
-}
 
 /// The pins of one statement, parsed.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -44,12 +31,12 @@ pub struct Pins {
 impl Pins {
     /// The pins in `options`, or none (one-process sessions and statements without a model).
     pub fn from_config(options: &ConfigOptions) -> Result<Self> {
-        let Some(ext) = options.extensions.get::<ModelPins>() else {
+        let Some(ext) = options.extensions.get::<ShoalOptions>() else {
             return Ok(Self::default());
         };
         Ok(Self {
-            versions: parse_map("versions", &ext.versions)?,
-            batch_rows: parse_map("batch_rows", &ext.batch_rows)?,
+            versions: parse_map("versions", &ext.models.versions)?,
+            batch_rows: parse_map("batch_rows", &ext.models.batch_rows)?,
         })
     }
 
@@ -81,16 +68,16 @@ impl Pins {
         Ok(pins)
     }
 
-    /// As a config extension, to be sent with the statement.
-    pub fn to_extension(&self) -> Result<ModelPins> {
+    /// As the `shoal.models.*` settings, to be sent with the statement.
+    pub fn to_options(&self) -> Result<ModelOptions> {
         let json = |value: serde_json::Result<String>| -> Result<String> {
             let text = value.map_err(|e| Error::ModelPins {
-                key: ModelPins::PREFIX.into(),
+                key: "shoal.models".into(),
                 message: format!("encoding: {e}"),
             })?;
             Ok(ascii_json(text))
         };
-        Ok(ModelPins {
+        Ok(ModelOptions {
             versions: json(serde_json::to_string(&self.versions))?,
             batch_rows: json(serde_json::to_string(&self.batch_rows))?,
         })
@@ -116,14 +103,14 @@ fn ascii_json(json: String) -> String {
     out
 }
 
-/// One field of [`ModelPins`]: empty, or a JSON object of models.
+/// One `shoal.models.*` setting: empty, or a JSON object of models.
 fn parse_map<T: serde::de::DeserializeOwned + Default>(key: &str, text: &str) -> Result<T> {
     if text.is_empty() {
         return Ok(T::default());
     }
     serde_json::from_str(text).map_err(|e| {
         Error::ModelPins {
-            key: format!("{}.{key}", ModelPins::PREFIX),
+            key: format!("shoal.models.{key}"),
             message: e.to_string(),
         }
         .into()
@@ -191,9 +178,16 @@ mod tests {
         // Only the models the plan calls travel.
         assert_eq!(pins.versions.len(), 1);
 
+        assert_eq!(Pins::from_config(&with_pins(&pins)).unwrap(), pins);
+    }
+
+    fn with_pins(pins: &Pins) -> ConfigOptions {
         let mut options = ConfigOptions::new();
-        options.extensions.insert(pins.to_extension().unwrap());
-        assert_eq!(Pins::from_config(&options).unwrap(), pins);
+        options.extensions.insert(ShoalOptions {
+            models: pins.to_options().unwrap(),
+            ..Default::default()
+        });
+        options
     }
 
     #[test]
@@ -202,14 +196,12 @@ mod tests {
             versions: BTreeMap::from([("modèle_𝔪".to_string(), "ab12".to_string())]),
             batch_rows: BTreeMap::from([("modèle_𝔪".to_string(), 7)]),
         };
-        let ext = pins.to_extension().unwrap();
+        let ext = pins.to_options().unwrap();
         assert!(
             ext.versions.is_ascii() && ext.batch_rows.is_ascii(),
             "{ext:?}"
         );
-        let mut options = ConfigOptions::new();
-        options.extensions.insert(ext);
-        assert_eq!(Pins::from_config(&options).unwrap(), pins);
+        assert_eq!(Pins::from_config(&with_pins(&pins)).unwrap(), pins);
     }
 
     #[test]
@@ -219,11 +211,9 @@ mod tests {
             Pins::default()
         );
         let mut options = ConfigOptions::new();
-        options.extensions.insert(ModelPins {
-            versions: "not json".into(),
-            batch_rows: String::new(),
-        });
+        options.extensions.insert(ShoalOptions::default());
+        options.set("shoal.models.versions", "not json").unwrap();
         let err = Pins::from_config(&options).unwrap_err().to_string();
-        assert!(err.contains("shoal_models.versions"), "{err}");
+        assert!(err.contains("shoal.models.versions"), "{err}");
     }
 }

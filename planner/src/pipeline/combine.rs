@@ -1,6 +1,8 @@
 //! Nodes that combine or reduce: joins, unions and aggregates.
 
-use super::compile::{Compiled, check_columns, df_error, field_names, input, parse_expr};
+use super::compile::{
+    Compiled, check_columns, df_error, field_names, input, parse_expr, parse_name_or_expr,
+};
 use super::diagnostic::Diagnostic;
 use super::parse::{Node, Pipeline};
 use super::spec::Text;
@@ -195,7 +197,7 @@ pub(super) fn aggregate(
     let names = field_names(&df);
     let mut groups = Vec::new();
     for (i, g) in spec.group_by.iter().enumerate() {
-        groups.push(parse_expr(
+        groups.push(parse_name_or_expr(
             pipeline,
             &df,
             &format!("{key}.group_by[{i}]"),

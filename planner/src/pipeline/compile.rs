@@ -119,7 +119,17 @@ pub(super) fn df_error(
     let message = e.strip_backtrace().replace('\n', " ");
     let diagnostic = Diagnostic::new(key, span, message);
     match missing {
-        Some(name) => diagnostic.suggest(&name, names.iter().map(String::as_str)),
+        // SQL folded an unquoted mixed-case name: say how to keep its case.
+        Some(name) => match names
+            .iter()
+            .find(|n| **n != name && n.to_lowercase() == name)
+        {
+            Some(exact) => diagnostic.with_help(format!(
+                "SQL folds unquoted names to lower case: write \"{exact}\" (in double \
+                 quotes) inside an expression, or the name alone where a list takes names"
+            )),
+            None => diagnostic.suggest(&name, names.iter().map(String::as_str)),
+        },
         None => diagnostic,
     }
 }
@@ -143,6 +153,23 @@ pub(super) fn check_columns(
         }
     }
     Ok(())
+}
+
+/// An entry of a list that takes names or expressions (a model's features, an aggregate's
+/// `group_by`): a string that is exactly a column's name is that column, as written (a name
+/// is a name in a pipeline file, whatever its case); anything else is an SQL expression,
+/// where SQL's rules apply.
+pub(super) fn parse_name_or_expr(
+    pipeline: &Pipeline,
+    df: &DataFrame,
+    key: &str,
+    text: &Text,
+) -> Result<Expr, Diagnostic> {
+    let written = pipeline.substitute(text, key)?;
+    if df.schema().fields().iter().any(|f| f.name() == &written) {
+        return Ok(col(Column::from_name(written)));
+    }
+    parse_expr(pipeline, df, key, text)
 }
 
 pub(super) fn parse_expr(
@@ -287,7 +314,7 @@ fn model(
     };
     let mut args = vec![lit(model_name.as_str())];
     for (i, f) in spec.features.get_ref().iter().enumerate() {
-        args.push(parse_expr(
+        args.push(parse_name_or_expr(
             pipeline,
             &df,
             &format!("{key}.features[{i}]"),

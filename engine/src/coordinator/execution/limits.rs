@@ -191,7 +191,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("--max-result-rows"));
+        assert_eq!(
+            err.message(),
+            "the result has more than 11 rows (the coordinator's --max-result-rows); aggregate \
+             on the cluster or add a LIMIT"
+        );
     }
 
     #[tokio::test]

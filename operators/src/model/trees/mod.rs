@@ -9,7 +9,8 @@
 //! graph, or an ensemble using a feature this evaluator lacks, runs on ONNX Runtime as
 //! before: [`NativeTrees::from_onnx`] says why in its `Err`.
 //!
-//! `SHOAL_TREES=onnxruntime` turns the native evaluator off (to compare the two).
+//! `SET shoal.inference.native_trees = false` (or `--native-trees false`) turns the native
+//! evaluator off (to compare the two).
 
 mod attributes;
 mod forest;
@@ -44,11 +45,6 @@ pub struct NativeTrees {
 }
 
 impl NativeTrees {
-    /// Whether the native evaluator is allowed (`SHOAL_TREES` is not `onnxruntime`).
-    pub fn enabled() -> bool {
-        std::env::var("SHOAL_TREES").map_or(true, |v| v != "onnxruntime")
-    }
-
     /// Compiles a model whose graph is one tree-ensemble node reading a float [N, width]
     /// input; `Err` says why another graph is left to ONNX Runtime.
     pub fn from_onnx(bytes: &[u8], width: usize) -> Result<Self, Unsupported> {

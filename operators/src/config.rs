@@ -1,0 +1,164 @@
+//! `shoal.*`: every setting shoal adds to a DataFusion session, as one typed
+//! [`ConfigExtension`] with documented keys (`SET`-able in a one-process session, listed in
+//! `information_schema.df_settings`, and sent to the workers with every task by
+//! datafusion-distributed).
+//!
+//! | key | type | default | what it does |
+//! | --- | --- | --- | --- |
+//! | `shoal.inference.slots` | integer | cores | concurrent model runs in a process (each with its own ONNX Runtime session); process-wide, fixed when the process first runs a model (`--inference-slots`) |
+//! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
+//! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
+//! | `shoal.models.batch_rows` | JSON | `{}` | model name -> rows per model run (a pipeline model node's `batch_size`) |
+//!
+//! DataFusion's `extensions_options!` makes one-level keys only; this implements
+//! [`ExtensionOptions`] by hand for the `shoal.<area>.<name>` keys.
+
+use datafusion::common::{Result, config_err};
+use datafusion::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
+use std::any::Any;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShoalOptions {
+    pub inference: InferenceOptions,
+    pub models: ModelOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceOptions {
+    /// Concurrent model runs per process; 0 means one per core.
+    pub slots: usize,
+    /// Whether tree ensembles run on shoal's native evaluator.
+    pub native_trees: bool,
+}
+
+/// The model versions a statement pins (see [`crate::udf::model_pins`]); JSON objects, as
+/// they travel as gRPC metadata with each task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOptions {
+    pub versions: String,
+    pub batch_rows: String,
+}
+
+impl Default for ShoalOptions {
+    fn default() -> Self {
+        Self {
+            inference: InferenceOptions {
+                slots: 0,
+                native_trees: true,
+            },
+            models: ModelOptions::default(),
+        }
+    }
+}
+
+impl ConfigExtension for ShoalOptions {
+    const PREFIX: &'static str = "shoal";
+}
+
+impl ShoalOptions {
+    /// The options in `config`, or the defaults when a session has none.
+    pub fn from_config(config: &ConfigOptions) -> Self {
+        config
+            .extensions
+            .get::<ShoalOptions>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+const SLOTS: &str = "inference.slots";
+const NATIVE_TREES: &str = "inference.native_trees";
+const VERSIONS: &str = "models.versions";
+const BATCH_ROWS: &str = "models.batch_rows";
+
+impl ExtensionOptions for ShoalOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            SLOTS => self.inference.slots = value.trim().parse().or_else(|_| {
+                config_err!(
+                    "shoal.{SLOTS} must be a count of model runs (0: one per core), not '{value}'"
+                )
+            })?,
+            NATIVE_TREES => {
+                self.inference.native_trees = value.trim().parse().or_else(|_| {
+                    config_err!("shoal.{NATIVE_TREES} must be true or false, not '{value}'")
+                })?
+            }
+            VERSIONS => self.models.versions = value.to_string(),
+            BATCH_ROWS => self.models.batch_rows = value.to_string(),
+            other => {
+                return config_err!(
+                    "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
+                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        let entry = |key: &str, value: String, description: &'static str| ConfigEntry {
+            key: key.to_string(),
+            value: Some(value),
+            description,
+        };
+        vec![
+            entry(
+                SLOTS,
+                self.inference.slots.to_string(),
+                "Concurrent model runs per process (0: one per core); fixed when the process \
+                 first runs a model",
+            ),
+            entry(
+                NATIVE_TREES,
+                self.inference.native_trees.to_string(),
+                "Score tree ensembles with shoal's native evaluator (false: ONNX Runtime)",
+            ),
+            entry(
+                VERSIONS,
+                self.models.versions.clone(),
+                "JSON: model name -> content hash the statement was planned with",
+            ),
+            entry(
+                BATCH_ROWS,
+                self.models.batch_rows.clone(),
+                "JSON: model name -> rows per model run",
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn keys_are_set_typed_and_listed() {
+        let mut config = ConfigOptions::new();
+        config.extensions.insert(ShoalOptions::default());
+        config.set("shoal.inference.native_trees", "false").unwrap();
+        config.set("shoal.inference.slots", "3").unwrap();
+        let options = ShoalOptions::from_config(&config);
+        assert!(!options.inference.native_trees);
+        assert_eq!(options.inference.slots, 3);
+        let err = config.set("shoal.inference.slots", "many").unwrap_err();
+        assert!(err.to_string().contains("shoal.inference.slots"), "{err}");
+        let err = config.set("shoal.infrence.slots", "1").unwrap_err();
+        assert!(err.to_string().contains("unknown setting"), "{err}");
+        let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys.len(), 4);
+    }
+}
