@@ -59,9 +59,12 @@ impl sqllogictest::AsyncDB for Db {
         let err = |e: String| SltError(e);
         let (schema, batches) = match &self.engine {
             Engine::Local(ctx) => {
-                // The same parser and dispatch as the coordinator's; shoal's EXPLAIN of
-                // stages and CREATE MODEL need a cluster (`onlyif cluster` in the files).
+                // The same parser and dispatch as the coordinator's; CREATE MODEL needs a
+                // cluster (`onlyif cluster` in the files).
                 let statement = ShoalStatement::parse(sql).map_err(|e| err(e.to_string()))?;
+                if let ShoalStatement::Explain(inner) = &statement {
+                    return local_explain(ctx, inner).await.map_err(err);
+                }
                 let df = statement
                     .dataframe(ctx, shoal_sql::statement::client_options())
                     .await
@@ -91,7 +94,7 @@ impl sqllogictest::AsyncDB for Db {
                 .iter()
                 .map(|f| column_type(f.data_type()))
                 .collect(),
-            rows: to_rows(&batches),
+            rows: slt_rows(to_rows(&batches)),
         })
     }
 
@@ -100,6 +103,48 @@ impl sqllogictest::AsyncDB for Db {
     }
 
     async fn shutdown(&mut self) {}
+}
+
+/// shoal's EXPLAIN on one process: the same text the coordinator makes, for a plan that
+/// reads no site (every table is local), one line per plan row.
+async fn local_explain(
+    ctx: &SessionContext,
+    statement: &ShoalStatement,
+) -> Result<DBOutput<DefaultColumnType>, String> {
+    let df = match statement {
+        ShoalStatement::Sql(_) | ShoalStatement::ShowModels => statement
+            .dataframe(ctx, shoal_sql::statement::client_options())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not a query")?,
+        other => return Err(format!("{} cannot be explained again", other.kind())),
+    };
+    let plan = df.create_physical_plan().await.map_err(|e| e.to_string())?;
+    let catalog = shoal_planner::SiteCatalog::new(std::time::Duration::from_secs(5));
+    let text =
+        shoal_planner::explain::explain_stages(&plan, &catalog).map_err(|e| e.to_string())?;
+    Ok(DBOutput::Rows {
+        types: vec![DefaultColumnType::Text],
+        rows: slt_rows(text.lines().map(|l| vec![l.to_string()]).collect()),
+    })
+}
+
+/// An empty cell written `(empty)`, as DataFusion's sqllogictests do: an empty line would
+/// end the record.
+fn slt_rows(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    rows.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|cell| {
+                    if cell.is_empty() {
+                        "(empty)".into()
+                    } else {
+                        cell
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {

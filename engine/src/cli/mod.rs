@@ -160,6 +160,9 @@ enum Command {
         /// count); smaller waves checkpoint more often.
         #[arg(long, default_value_t = 0)]
         wave_files: usize,
+        /// Partitions each site's scan is split into (default: the coordinator's cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        target_partitions: Option<u32>,
         /// TOML file with client tokens, users and the cluster secret (see README); also
         /// read: SHOAL_TOKENS (comma-separated tokens), SHOAL_CLUSTER_SECRET.
         #[arg(long)]
@@ -304,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             task_retries,
             stall_timeout,
             wave_files,
+            target_partitions,
             auth_file,
             tls,
             insecure,
@@ -322,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 task_retries,
                 stall_timeout,
                 wave_files,
+                target_partitions: target_partitions.map(|n| n as usize),
                 users: auth.user_pairs(),
                 tokens: auth.tokens,
                 cluster_secret: auth.cluster_secret,

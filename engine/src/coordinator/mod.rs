@@ -98,6 +98,7 @@ impl Coordinator {
             catalog.clone(),
             models.clone(),
             channels.clone(),
+            options.target_partitions,
         ));
         let statements = Arc::new(Statements::new(sessions.clone(), catalog.clone()));
         let executor = Arc::new(Executor::new(

@@ -36,6 +36,9 @@ pub struct CoordinatorOptions {
     /// Input files each site reads per wave of a resumable run; 0: as many as a site reads
     /// in parallel (the core count). Smaller waves checkpoint more often.
     pub wave_files: usize,
+    /// Partitions a site's scan is split into (DataFusion's target partitions); none: the
+    /// coordinator's core count. Fixing it makes plans the same on every machine.
+    pub target_partitions: Option<usize>,
 }
 
 impl Default for CoordinatorOptions {
@@ -55,6 +58,7 @@ impl Default for CoordinatorOptions {
             task_retries: 2,
             stall_timeout: Duration::from_secs(300),
             wave_files: 0,
+            target_partitions: None,
         }
     }
 }

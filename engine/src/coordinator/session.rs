@@ -24,6 +24,7 @@ pub struct Sessions {
     models: Arc<DirectoryModels>,
     /// Channels to the workers, reused across statements.
     channels: ClusterChannels,
+    target_partitions: Option<usize>,
 }
 
 impl Sessions {
@@ -31,11 +32,13 @@ impl Sessions {
         catalog: Arc<SiteCatalog>,
         models: Arc<DirectoryModels>,
         channels: ClusterChannels,
+        target_partitions: Option<usize>,
     ) -> Self {
         Self {
             catalog,
             models,
             channels,
+            target_partitions,
         }
     }
 
@@ -44,9 +47,12 @@ impl Sessions {
     pub fn session(&self) -> Result<SessionContext> {
         let provider: Arc<dyn ModelProvider> = self.models.clone();
         let locality = SiteLocality::new(self.catalog.clone());
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("shoal_cluster", "public");
+        if let Some(partitions) = self.target_partitions {
+            config = config.with_target_partitions(partitions.max(1));
+        }
         let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config);
