@@ -5,31 +5,14 @@
 
 use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
-use shoal_tests::{assert_same_rows, local_context, start_cluster, to_rows};
+use shoal_tests::{TPCH_Q1, TPCH_Q6, assert_same_rows, local_context, start_cluster, to_rows};
 
 const FEATURES: &str = "l_quantity, l_extendedprice, l_discount, l_tax";
 
 fn queries() -> Vec<(&'static str, String)> {
     vec![
-        (
-            "TPC-H Q1",
-            "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, \
-             sum(l_extendedprice) AS sum_base_price, \
-             sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, \
-             sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge, \
-             avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, \
-             avg(l_discount) AS avg_disc, count(*) AS count_order \
-             FROM lineitem WHERE l_shipdate <= DATE '1998-12-01' - INTERVAL '90' DAY \
-             GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus"
-                .into(),
-        ),
-        (
-            "TPC-H Q6",
-            "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem \
-             WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
-             AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24"
-                .into(),
-        ),
+        ("TPC-H Q1", TPCH_Q1.into()),
+        ("TPC-H Q6", TPCH_Q6.into()),
         (
             "predict_proba average by return flag",
             format!(

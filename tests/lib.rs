@@ -14,6 +14,21 @@ use shoal_operators::model::DirectoryModels;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// TPC-H Q1 (pricing summary report), as the specification writes it.
+pub const TPCH_Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, \
+    sum(l_extendedprice) AS sum_base_price, \
+    sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, \
+    sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge, \
+    avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, \
+    avg(l_discount) AS avg_disc, count(*) AS count_order \
+    FROM lineitem WHERE l_shipdate <= DATE '1998-12-01' - INTERVAL '90' DAY \
+    GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus";
+
+/// TPC-H Q6 (forecasting revenue change).
+pub const TPCH_Q6: &str = "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem \
+    WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
+    AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24";
+
 /// Scale of the test data: 60k lineitem rows, split into 3 sites × 2 files.
 pub const TEST_SCALE: f64 = 0.01;
 pub const TEST_SITES: usize = 3;

@@ -8,22 +8,7 @@
 use datafusion::arrow::array::AsArray;
 use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
-use shoal_tests::{models_dir, repo_root, tpch_sites};
-
-/// TPC-H Q1 (pricing summary report), as the specification writes it.
-const TPCH_Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, \
-    sum(l_extendedprice) AS sum_base_price, \
-    sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, \
-    sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge, \
-    avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, \
-    avg(l_discount) AS avg_disc, count(*) AS count_order \
-    FROM lineitem WHERE l_shipdate <= date '1998-12-01' - interval '90' day \
-    GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus";
-
-/// TPC-H Q6 (forecasting revenue change).
-const TPCH_Q6: &str = "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem \
-    WHERE l_shipdate >= date '1994-01-01' AND l_shipdate < date '1995-01-01' \
-    AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24";
+use shoal_tests::{TPCH_Q1, TPCH_Q6, models_dir, repo_root, tpch_sites};
 
 /// The test cluster, its scans split in 2 partitions per site whatever the machine's cores.
 async fn start_cluster() -> EmbeddedCluster {

@@ -13,3 +13,17 @@ where
 {
     AbortOnDropHandle::new(tokio::task::spawn(future))
 }
+
+/// As [`spawn_owned`], on `runtime` (a thread with a runtime of its own handing work to the
+/// main one).
+#[allow(clippy::disallowed_methods)] // the one owned wrapper around tokio's spawn
+pub fn spawn_owned_on<F>(
+    runtime: &tokio::runtime::Handle,
+    future: F,
+) -> AbortOnDropHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    AbortOnDropHandle::new(runtime.spawn(future))
+}

@@ -1,7 +1,11 @@
-//! Heartbeats on their own OS thread with their own runtime. Query work can keep every
-//! thread of the worker's runtime busy for seconds (model inference is synchronous inside a
-//! stream's poll); a heartbeat that needed one of those threads would arrive late and the
-//! coordinator would declare a busy worker dead. On this thread nothing else runs.
+//! Heartbeats on their own OS thread with their own runtime. Why a thread of their own:
+//! inference runs on the CPU pool, but the runtime thread whose stream asked for a batch to
+//! be scored waits for it (DataFusion's `ScalarUDFImpl::invoke_with_args` is synchronous, so
+//! the poll cannot return until the batch is scored; `block_in_place` only moves the
+//! runtime's other tasks away). With every runtime thread waiting on inference for seconds,
+//! a heartbeat that needed one of them would arrive late and the coordinator would declare a
+//! busy worker dead. On this thread nothing else runs. Model prefetches are tasks on the
+//! worker's runtime, owned by the beat loop (aborted when it stops).
 
 use super::models::RemoteModels;
 use super::{Coordinator, register, yielding_scan};
@@ -79,15 +83,17 @@ async fn beat_forever(
     main: tokio::runtime::Handle,
 ) {
     let prefetching = Arc::new(AtomicBool::new(false));
-    let prefetch = |models: &Arc<RemoteModels>| {
+    // The prefetch running now, if any: dropped (aborted) when the beats stop.
+    let mut running: Option<tokio_util::task::AbortOnDropHandle<()>> = None;
+    let mut prefetch = |models: &Arc<RemoteModels>| {
         // One prefetch at a time; a beat that finds one running skips it.
         if !prefetching.swap(true, Ordering::AcqRel) {
             let models = models.clone();
             let prefetching = prefetching.clone();
-            main.spawn(async move {
+            running = Some(crate::tasks::spawn_owned_on(&main, async move {
                 models.prefetch().await;
                 prefetching.store(false, Ordering::Release);
-            });
+            }));
         }
     };
     prefetch(&models);
