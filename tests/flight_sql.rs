@@ -639,7 +639,7 @@ async fn a_model_over_a_workers_memory_limit_arrives_as_resource_exhausted() {
     );
     assert!(
         status.message().contains("model 'heavy_scorer'")
-            && status.message().contains("--memory-limit"),
+            && status.message().contains("--memory-limit 262144 bytes"),
         "{}",
         status.message()
     );

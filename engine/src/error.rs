@@ -377,6 +377,7 @@ mod tests {
         let too_large: DataFusionError = shoal_operators::Error::ModelTooLarge {
             model: "m".into(),
             bytes: 10,
+            limit: 8,
             detail: "pool".into(),
         }
         .into();

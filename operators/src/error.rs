@@ -110,11 +110,14 @@ pub enum Error {
 
     #[error(
         "model '{model}' ({bytes} bytes in memory) does not fit in the worker's memory limit \
-         (--memory-limit): {detail}"
+         (--memory-limit {limit} bytes): {detail}"
     )]
     ModelTooLarge {
         model: String,
         bytes: usize,
+        /// The worker's limit (`--memory-limit`).
+        limit: usize,
+        /// What the memory pool said (its largest consumers).
         detail: String,
     },
 

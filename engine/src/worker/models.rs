@@ -9,7 +9,9 @@
 use crate::client;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
 use crate::security::Connector;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
 use shoal_operators::udf::model_pins::Pins;
@@ -72,6 +74,10 @@ impl RemoteModels {
             .map_err(|e| Error::ModelTooLarge {
                 model: name.to_string(),
                 bytes,
+                limit: match pool.memory_limit() {
+                    MemoryLimit::Finite(limit) => limit,
+                    MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+                },
                 detail: e.to_string(),
             })?;
         self.reservations
