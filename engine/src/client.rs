@@ -97,23 +97,9 @@ pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<
 /// The coordinator's own words for a failed statement: its status message, rather than the
 /// status wrapped in the Flight and Arrow errors that carried it.
 fn server_message(error: Error) -> Error {
-    use arrow_flight::error::FlightError;
-    fn status_of<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a tonic::Status> {
-        if let Some(status) = error.downcast_ref::<tonic::Status>() {
-            return Some(status);
-        }
-        if let Some(FlightError::Tonic(status)) = error.downcast_ref::<FlightError>() {
-            return Some(status);
-        }
-        error.source().and_then(status_of)
-    }
     let status = match &error {
         Error::Rpc(status) => Some(status.as_ref()),
-        Error::Flight(FlightError::Tonic(status)) => Some(status.as_ref()),
-        Error::Arrow(datafusion::arrow::error::ArrowError::ExternalError(inner)) => {
-            status_of(inner.as_ref())
-        }
-        _ => None,
+        other => shoal_operators::status::chain(other).find_map(crate::error::grpc_status_of),
     };
     match status {
         Some(status) => Error::Server {

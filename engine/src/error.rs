@@ -5,7 +5,9 @@
 //! DataFusion's variants, gRPC status codes, I/O error kinds), never from message text.
 
 use datafusion::error::DataFusionError;
-use shoal_operators::status::{Classifier, ErrorExt, StatusCode, operators_error, status_of};
+use shoal_operators::status::{
+    Classifier, ErrorExt, StatusCode, chain, operators_error, status_of,
+};
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -228,11 +230,19 @@ fn engine_error(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode>
 /// A raw gRPC status in the chain (one datafusion-distributed did not decode as a
 /// DataFusion error: it came from the connection or the server's guard, not the work).
 fn grpc_status(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
-    if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        return Some(from_grpc(status.code()));
+    grpc_status_of(error).map(|status| from_grpc(status.code()))
+}
+
+/// The gRPC status one link of an error chain is: a raw `tonic::Status`, or Flight's
+/// wrapping of one.
+pub fn grpc_status_of<'a>(
+    link: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a tonic::Status> {
+    if let Some(status) = link.downcast_ref::<tonic::Status>() {
+        return Some(status);
     }
-    match error.downcast_ref::<arrow_flight::error::FlightError>()? {
-        arrow_flight::error::FlightError::Tonic(status) => Some(from_grpc(status.code())),
+    match link.downcast_ref::<arrow_flight::error::FlightError>()? {
+        arrow_flight::error::FlightError::Tonic(status) => Some(status),
         _ => None,
     }
 }
@@ -262,51 +272,32 @@ fn is_connection_kind(kind: std::io::ErrorKind) -> bool {
 /// into a DataFusion error, so a raw one is the connection's), or an I/O error of a
 /// connection. What a killed or cut-off worker leaves its peers with.
 pub fn is_transport_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut link = Some(error);
-    while let Some(current) = link {
-        if let Some(code) = raw_status_code(current) {
-            return matches!(
-                code,
-                tonic::Code::Unavailable
-                    | tonic::Code::Unknown
-                    | tonic::Code::Internal
-                    | tonic::Code::Cancelled
-                    | tonic::Code::Aborted
-            );
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>()
-            && is_connection_kind(io.kind())
-        {
-            return true;
-        }
-        link = current.source();
-    }
-    false
-}
-
-fn raw_status_code(error: &(dyn std::error::Error + 'static)) -> Option<tonic::Code> {
-    if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        return Some(status.code());
-    }
-    match error.downcast_ref::<arrow_flight::error::FlightError>()? {
-        arrow_flight::error::FlightError::Tonic(status) => Some(status.code()),
-        _ => None,
-    }
+    chain(error)
+        .find_map(|link| {
+            if let Some(status) = grpc_status_of(link) {
+                return Some(matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Internal
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Aborted
+                ));
+            }
+            let io = link.downcast_ref::<std::io::Error>()?;
+            is_connection_kind(io.kind()).then_some(true)
+        })
+        .unwrap_or(false)
 }
 
 /// Whether a DataFusion memory pool refused a reservation somewhere in the chain.
 fn ran_out_of_memory(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut link = Some(error);
-    while let Some(current) = link {
-        if matches!(
-            current.downcast_ref::<DataFusionError>(),
+    chain(error).any(|link| {
+        matches!(
+            link.downcast_ref::<DataFusionError>(),
             Some(DataFusionError::ResourcesExhausted(_))
-        ) {
-            return true;
-        }
-        link = current.source();
-    }
-    false
+        )
+    })
 }
 
 pub fn to_grpc(code: StatusCode) -> tonic::Code {

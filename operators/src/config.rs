@@ -64,6 +64,14 @@ impl ShoalOptions {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// Whether `config` lets tree ensembles run natively (read per batch: no copy).
+    pub fn native_trees(config: &ConfigOptions) -> bool {
+        config
+            .extensions
+            .get::<ShoalOptions>()
+            .is_none_or(|options| options.inference.native_trees)
+    }
 }
 
 const SLOTS: &str = "inference.slots";

@@ -137,6 +137,9 @@ pub enum Error {
     )]
     ModelNotLoaded { model: String, hash: String },
 
+    #[error("loading model {hash} stopped before it finished: {message}")]
+    ModelLoad { hash: String, message: String },
+
     #[error("ONNX Runtime is not available: {message}")]
     RuntimeUnavailable { message: String },
 
@@ -205,6 +208,7 @@ impl Error {
             | Error::InferencePool { .. }
             | Error::ModelPins { .. }
             | Error::ModelNotLoaded { .. }
+            | Error::ModelLoad { .. }
             | Error::ModelFetch { .. }
             | Error::Inference { .. }
             | Error::OutputShape { .. }

@@ -2,7 +2,9 @@
 //!
 //! Every shoal error type says both through [`ErrorExt`] (GreptimeDB's `ErrorExt::status_code`
 //! and `retry_hint` are the model). The Flight SQL front door turns the code into a gRPC
-//! status; the coordinator re-runs a statement only for a retryable kind. Errors travel
+//! status, which tells a client whether sending the statement again may help. (The
+//! coordinator's own re-run after a lost worker does not read kinds: it probes the workers
+//! an attempt used, see the engine's `execution::resilient`.) Errors travel
 //! inside DataFusion errors (`External`, `Context`, `Shared` ...): [`status_of`] walks the
 //! whole source chain and takes the first link that knows its kind, so no caller ever
 //! classifies an error by its text. A variant that only wraps another error reports no kind
@@ -60,16 +62,12 @@ pub type Classifier = fn(&(dyn StdError + 'static)) -> Option<StatusCode>;
 /// The status of `error`: the first link of its source chain that `classifiers` (tried in
 /// order, after DataFusion's own variants) recognise; [`StatusCode::Internal`] if none does.
 pub fn status_of(error: &(dyn StdError + 'static), classifiers: &[Classifier]) -> StatusCode {
-    let mut link: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = link {
-        if let Some(code) = datafusion_variant(current)
-            .or_else(|| classifiers.iter().find_map(|classify| classify(current)))
-        {
-            return code;
-        }
-        link = current.source();
-    }
-    StatusCode::Internal
+    chain(error)
+        .find_map(|link| {
+            datafusion_variant(link)
+                .or_else(|| classifiers.iter().find_map(|classify| classify(link)))
+        })
+        .unwrap_or(StatusCode::Internal)
 }
 
 /// The kinds DataFusion's own variants carry (they survive datafusion-distributed's wire
@@ -83,6 +81,15 @@ fn datafusion_variant(error: &(dyn StdError + 'static)) -> Option<StatusCode> {
         DataFusionError::ResourcesExhausted(_) => Some(StatusCode::ResourceExhausted),
         _ => None,
     }
+}
+
+/// `error` and its sources, outermost first.
+pub fn chain<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |e: &&'a (dyn StdError + 'static)| {
+        (*e).source()
+    })
 }
 
 /// Classifies shoal-operators' errors.

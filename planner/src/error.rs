@@ -70,17 +70,11 @@ impl Error {
     }
 }
 
-/// Classifies shoal-planner's errors; a pipeline file that does not validate is the
-/// client's to fix.
+/// Classifies shoal-planner's errors.
 pub fn planner_error(
     error: &(dyn std::error::Error + 'static),
 ) -> Option<shoal_operators::StatusCode> {
-    if let Some(e) = error.downcast_ref::<Error>() {
-        return e.own_status();
-    }
-    error
-        .downcast_ref::<crate::pipeline::PipelineError>()
-        .map(|_| shoal_operators::StatusCode::InvalidArgument)
+    error.downcast_ref::<Error>()?.own_status()
 }
 
 impl shoal_operators::ErrorExt for Error {

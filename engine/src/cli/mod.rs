@@ -457,16 +457,25 @@ async fn shutdown_signal() {
 }
 
 /// `512MiB`, `4GiB`, `1.5GB`, `100000` (bytes).
-/// A duration: `1.5` (seconds), `300ms`, `5s`, `2m`, `1h`, `1h 30m` (humantime's syntax).
-/// Negative, infinite or NaN values are refused rather than panicking.
+/// The longest duration a flag takes: deadlines are `now + duration`, which must not
+/// overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration: `1.5` (seconds), `300ms`, `5s`, `2m`, `1h`, `1h 30m` (humantime's syntax),
+/// at most a year. Negative, infinite, NaN or longer values are refused rather than
+/// panicking.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
-    if let Ok(seconds) = trimmed.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds)
-            .map_err(|_| format!("'{text}' is not a duration: use e.g. 5s, 300ms or 1h"));
+    let duration = match trimmed.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("'{text}' is not a duration: use e.g. 5s, 300ms or 1h"))?,
+        Err(_) => humantime::parse_duration(trimmed)
+            .map_err(|e| format!("'{text}' is not a duration ({e}): use e.g. 5s, 300ms or 1h"))?,
+    };
+    if duration > MAX_DURATION {
+        return Err(format!("'{text}' is longer than a year"));
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| format!("'{text}' is not a duration ({e}): use e.g. 5s, 300ms or 1h"))
+    Ok(duration)
 }
 
 fn parse_bytes(text: &str) -> Result<usize, String> {
@@ -501,7 +510,7 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        for bad in ["-1", "NaN", "inf", "soon", ""] {
+        for bad in ["-1", "NaN", "inf", "soon", "", "1e30", "400days"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

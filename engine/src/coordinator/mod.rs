@@ -168,11 +168,6 @@ impl Coordinator {
         self.executor.reports().get(query_id)
     }
 
-    /// A fresh session over the cluster's tables, models and functions.
-    pub fn session(&self) -> Result<datafusion::prelude::SessionContext> {
-        self.sessions.session()
-    }
-
     /// The registry listing for a worker's heartbeat or registration reply. Statements do
     /// not depend on it (they carry the versions they pin, which a worker fetches by hash);
     /// it lets a worker name the models it could serve.
@@ -182,7 +177,7 @@ impl Coordinator {
 
     /// Plans `sql`. Remote clients may only read (DDL, DML and `SET` are refused), and
     /// train models (`CREATE MODEL`).
-    pub async fn plan(self: &Arc<Self>, sql: &str) -> Result<PlannedQuery> {
+    pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
         self.plan_with_parameters(sql, None).await
     }
 

@@ -17,8 +17,9 @@ use shoal_operators::model::content_hash;
 use shoal_operators::udf::model_pins::Pins;
 use shoal_operators::{Error, ErrorExt, LoadedModel, ModelInfo, ModelProvider, Result, StatusCode};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct RemoteModels {
@@ -28,6 +29,8 @@ pub struct RemoteModels {
     /// Latest registry listing from the coordinator (name -> info).
     names: RwLock<BTreeMap<String, ModelInfo>>,
     loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    /// Held while `preload` loads: one load of a model, whoever asks.
+    preloading: tokio::sync::Mutex<()>,
     /// The worker's memory pool: every loaded model holds a reservation in it, so model
     /// sessions and query operators share one limit.
     memory: Option<Arc<dyn MemoryPool>>,
@@ -47,6 +50,7 @@ impl RemoteModels {
             cache_dir,
             names: RwLock::new(BTreeMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            preloading: tokio::sync::Mutex::new(()),
             memory: None,
             reservations: Mutex::new(HashMap::new()),
         }
@@ -112,7 +116,7 @@ impl RemoteModels {
     }
 
     async fn fetch_to_cache(&self, hash: &str) -> Result<Vec<u8>> {
-        let store = |message: String| Error::ModelFetch {
+        let failed = |message: String| Error::ModelFetch {
             hash: hash.to_string(),
             source_url: self.coordinator.clone(),
             message,
@@ -121,7 +125,7 @@ impl RemoteModels {
         let body = serde_json::to_vec(&FetchModel {
             hash: hash.to_string(),
         })
-        .map_err(|e| store(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
         let bytes = client::action(&self.connector, &self.coordinator, ACTION_FETCH_MODEL, body)
             .await
             .map_err(|e| Error::ModelFetch {
@@ -130,56 +134,98 @@ impl RemoteModels {
                 unreachable: e.status_code() == StatusCode::Unavailable,
                 message: e.to_string(),
             })?;
-        if content_hash(&bytes) != hash {
-            return Err(store("the bytes received do not match the hash".into()));
-        }
-        tokio::fs::create_dir_all(&self.cache_dir)
-            .await
-            .map_err(|e| store(e.to_string()))?;
-        // Write then rename: a crash never leaves a truncated model in the cache, and
-        // workers sharing the cache folder never see each other's partial writes.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self
-            .cache_dir
-            .join(format!(".{hash}.{}.{write}.tmp", std::process::id()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .map_err(|e| store(e.to_string()))?;
-        if let Err(e) = tokio::fs::rename(&tmp, self.cache_path(hash)).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(store(e.to_string()));
-        }
-        Ok(bytes)
+        // Hashing and file writes are blocking work: off the runtime threads.
+        let (dir, path, expected) = (
+            self.cache_dir.clone(),
+            self.cache_path(hash),
+            hash.to_string(),
+        );
+        blocking(hash, move || store_verified(&dir, &path, &expected, bytes))
+            .await?
+            .map_err(failed)
     }
 
-    /// Makes every model `pins` names ready before a task that calls them runs: fetched if
-    /// not cached, its memory reserved, its sessions built off the runtime threads.
+    /// Makes every model `pins` names ready before a task that calls them runs: read from
+    /// the cache or fetched, its memory reserved, its sessions built off the runtime
+    /// threads. One load at a time: the tasks of one statement arrive together and must not
+    /// each load (and reserve memory for) the same model.
     pub async fn preload(&self, pins: &Pins) -> Result<()> {
+        let _one_at_a_time = self.preloading.lock().await;
         for (name, hash) in &pins.versions {
+            // The hash names a file in the cache: a site takes no path from a request.
+            if !is_content_hash(hash) {
+                return Err(Error::ModelPins {
+                    key: "shoal.models.versions".into(),
+                    message: format!("'{hash}' (for model '{name}') is not a sha256 hex digest"),
+                });
+            }
             if self.loaded.lock().contains_key(hash) {
                 continue;
             }
-            let cached = tokio::fs::read(self.cache_path(hash)).await.ok();
+            let (path, expected) = (self.cache_path(hash), hash.clone());
+            let cached = blocking(hash, move || {
+                std::fs::read(&path)
+                    .ok()
+                    .filter(|bytes| content_hash(bytes) == expected)
+            })
+            .await?;
             let bytes = match cached {
-                Some(bytes) if content_hash(&bytes) == *hash => bytes,
-                _ => self.fetch_to_cache(hash).await?,
+                Some(bytes) => bytes,
+                None => self.fetch_to_cache(hash).await?,
             };
             self.reserve(name, hash, bytes.len())?;
             let model_name = name.clone();
-            let model = tokio::task::spawn_blocking(move || {
+            let model = blocking(hash, move || {
                 LoadedModel::from_bytes(&model_name, "the coordinator's registry", bytes)
             })
-            .await
-            .map_err(|e| Error::Inference {
-                model: name.clone(),
-                rows: 0,
-                message: format!("loading the model stopped: {e}"),
-            })??;
+            .await??;
             self.loaded.lock().insert(hash.clone(), Arc::new(model));
         }
         Ok(())
     }
+}
+
+/// Runs blocking work (hashing, files, ONNX Runtime session set-up) on tokio's blocking
+/// pool.
+async fn blocking<T: Send + 'static>(
+    hash: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::ModelLoad {
+            hash: hash.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// `bytes` written to `path` in the cache folder if their sha256 is `expected`: written
+/// under a temporary name and renamed, so a crash never leaves a truncated model and
+/// workers sharing the folder never see each other's partial writes.
+fn store_verified(
+    dir: &Path,
+    path: &Path,
+    expected: &str,
+    bytes: Vec<u8>,
+) -> std::result::Result<Vec<u8>, String> {
+    if content_hash(&bytes) != expected {
+        return Err("the bytes received do not match the hash".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{expected}.{}.{write}.tmp", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
+    Ok(bytes)
+}
+
+/// A content hash as the registry writes them: 64 lowercase hex digits.
+fn is_content_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl ModelProvider for RemoteModels {
@@ -216,5 +262,33 @@ impl ModelProvider for RemoteModels {
 
     fn list(&self) -> Vec<ModelInfo> {
         self.names.read().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sha256_names_a_cache_file() {
+        assert!(is_content_hash(&"ab".repeat(32)));
+        for bad in ["../../etc/passwd", "", &"AB".repeat(32), &"ab".repeat(33)] {
+            assert!(!is_content_hash(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_only_bytes_that_match_their_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"model bytes".to_vec();
+        let hash = content_hash(&bytes);
+        let path = dir.path().join(format!("{hash}.onnx"));
+        assert!(store_verified(dir.path(), &path, &"0".repeat(64), bytes.clone()).is_err());
+        assert!(!path.exists());
+        assert_eq!(
+            store_verified(dir.path(), &path, &hash, bytes.clone()),
+            Ok(bytes)
+        );
+        assert!(path.is_file());
     }
 }

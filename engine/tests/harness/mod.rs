@@ -194,8 +194,10 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{live} of {n} workers live after {timeout:?}; logs in {}",
-                self.logs.display()
+                "{live} of {n} workers live after {timeout:?} ({:?}); the logs (their folder \
+                 goes with the test):\n{}",
+                self.sites(),
+                self.log_tails()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -305,6 +307,28 @@ fn spawn_coordinator(spec: &Spec, listen: &str, logs: &Path, log: &str) -> Child
         .stderr(log_file(logs, log))
         .spawn()
         .expect("start the coordinator")
+}
+
+impl Cluster {
+    /// The last lines of every process's log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.logs)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        let mut out = String::new();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {}\n", path.display()));
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 fn log_file(dir: &Path, name: &str) -> Stdio {

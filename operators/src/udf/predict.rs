@@ -197,9 +197,7 @@ impl ScalarUDFImpl for PredictUdf {
         };
         let name = self.model_name(scalar)?.to_string();
         let pins = Pins::from_config(&args.config_options)?;
-        let native_trees = ShoalOptions::from_config(&args.config_options)
-            .inference
-            .native_trees;
+        let native_trees = ShoalOptions::native_trees(&args.config_options);
         let pinned = pins.versions.get(&name).map(String::as_str);
         let model = self.provider.model(&name, pinned)?;
         let rows = args.number_rows;

@@ -99,19 +99,26 @@ pub(super) fn train(
     Ok(selected)
 }
 
-/// A TOML option value as `CREATE MODEL` would have it.
+/// A TOML option value as `CREATE MODEL` would have it: a scalar, or a list of scalars
+/// (lists do not nest, as in the statement).
 fn option_value(value: &toml::Value) -> Result<OptionValue, String> {
+    match value {
+        toml::Value::Array(items) => Ok(OptionValue::List(
+            items.iter().map(option_scalar).collect::<Result<_, _>>()?,
+        )),
+        scalar => option_scalar(scalar),
+    }
+}
+
+fn option_scalar(value: &toml::Value) -> Result<OptionValue, String> {
     Ok(match value {
         toml::Value::Integer(i) => OptionValue::Number(*i as f64),
         toml::Value::Float(f) => OptionValue::Number(*f),
         toml::Value::String(s) => OptionValue::Text(s.to_ascii_lowercase()),
         toml::Value::Boolean(b) => OptionValue::Text(b.to_string()),
-        toml::Value::Array(items) => {
-            OptionValue::List(items.iter().map(option_value).collect::<Result<_, _>>()?)
-        }
         other => {
             return Err(format!(
-                "an option takes a number, a string or a list, found {other}"
+                "an option takes a number, a string or a list of them, found {other}"
             ));
         }
     })

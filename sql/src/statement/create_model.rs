@@ -149,35 +149,47 @@ fn identifier(p: &mut Parser, wanted: &str) -> Result<String> {
     }
 }
 
+/// An option's value: one scalar, or a list of scalars (a searched option). Lists do not
+/// nest and a sign applies to a number only, so nothing here recurses on client input.
 fn value(p: &mut Parser, key: &str) -> Result<OptionValue> {
+    if p.peek_token_ref().token != Token::LBracket {
+        return scalar(p, key);
+    }
+    p.next_token();
+    let mut items = Vec::new();
+    loop {
+        items.push(scalar(p, key)?);
+        let next = p.next_token();
+        match next.token {
+            Token::Comma => continue,
+            Token::RBracket => break,
+            _ => return Err(unexpected(&next, "',' or ']' in a list")),
+        }
+    }
+    Ok(OptionValue::List(items))
+}
+
+fn scalar(p: &mut Parser, key: &str) -> Result<OptionValue> {
     let next = p.next_token();
+    let number = |token: &TokenWithSpan, text: &str, sign: f64| {
+        text.parse::<f64>()
+            .map(|n| OptionValue::Number(sign * n))
+            .map_err(|_| at(token, format!("option '{key}': '{text}' is not a number")))
+    };
     match &next.token {
-        Token::Number(n, _) => n
-            .parse()
-            .map(OptionValue::Number)
-            .map_err(|_| at(&next, format!("option '{key}': '{n}' is not a number"))),
-        Token::Minus => match value(p, key)? {
-            OptionValue::Number(n) => Ok(OptionValue::Number(-n)),
-            other => Err(at(
-                &next,
-                format!("option '{key}': '-{other}' is not a number"),
-            )),
-        },
+        Token::Number(n, _) => number(&next, n, 1.0),
+        Token::Minus => {
+            let after = p.next_token();
+            match &after.token {
+                Token::Number(n, _) => number(&after, n, -1.0),
+                _ => Err(unexpected(
+                    &after,
+                    &format!("a number after '-' in option '{key}'"),
+                )),
+            }
+        }
         Token::SingleQuotedString(s) => Ok(OptionValue::Text(s.clone())),
         Token::Word(w) => Ok(OptionValue::Text(w.value.to_ascii_lowercase())),
-        Token::LBracket => {
-            let mut items = Vec::new();
-            loop {
-                items.push(value(p, key)?);
-                let next = p.next_token();
-                match next.token {
-                    Token::Comma => continue,
-                    Token::RBracket => break,
-                    _ => return Err(unexpected(&next, "',' or ']' in a list")),
-                }
-            }
-            Ok(OptionValue::List(items))
-        }
         _ => Err(unexpected(&next, &format!("a value for option '{key}'"))),
     }
 }
@@ -239,6 +251,17 @@ mod tests {
             )
             .contains("given twice")
         );
+        // Nesting is refused at once, whatever its depth (no recursion on client input).
+        let deep = format!(
+            "CREATE MODEL m OPTIONS (l2 = {}0) AS TRAIN linear PREDICTING y FROM (SELECT 1)",
+            "[".repeat(100_000)
+        );
+        assert!(err(&deep).contains("a value for option 'l2'"));
+        let signs = format!(
+            "CREATE MODEL m OPTIONS (l2 = {}1) AS TRAIN linear PREDICTING y FROM (SELECT 1)",
+            "- ".repeat(100_000)
+        );
+        assert!(err(&signs).contains("a number after '-'"));
         let e = err("CREATE MODEL m AS TRAIN linear PREDICTING y FROM (SELEC 1)");
         assert!(
             e.contains("training query") && e.contains("column 51"),

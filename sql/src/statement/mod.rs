@@ -146,7 +146,16 @@ fn parse_one(parser: &mut DFParser, sql: &str) -> Result<ShoalStatement> {
     };
     if word(0, "EXPLAIN") && !explained_by_datafusion(parser) {
         parser.parser.next_token();
-        return Ok(ShoalStatement::Explain(Box::new(parse_one(parser, sql)?)));
+        let inner = parser.parser.peek_token();
+        let explained = parse_one(parser, sql)?;
+        if let ShoalStatement::Explain(_) = explained {
+            return Err(Error::Statement {
+                message: "EXPLAIN cannot be explained again".into(),
+                line: inner.span.start.line,
+                column: inner.span.start.column,
+            });
+        }
+        return Ok(ShoalStatement::Explain(Box::new(explained)));
     }
     if word(0, "SHOW") && word(1, "MODELS") {
         parser.parser.next_token();

@@ -4,7 +4,6 @@
 
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
@@ -27,14 +26,13 @@ enum Stop {
 }
 
 /// `batches` bounded by `limits` and `cancel`; counts rows into `rows`. Errors are carried as
-/// `FlightError::Tonic` with the status the client should see.
+/// `FlightError::Tonic` with the status the client should see (their kind's).
 pub fn bounded(
     query_id: String,
     batches: SendableRecordBatchStream,
     cancel: oneshot::Receiver<()>,
     limits: StreamLimits,
     rows: Arc<AtomicU64>,
-    to_status: impl Fn(DataFusionError) -> Status + Send + 'static,
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
     let stopped = Arc::new(Mutex::new(None::<Stop>));
     let stop = {
@@ -74,7 +72,7 @@ pub fn bounded(
                         Ok(batch)
                     }
                 }
-                Err(e) => Err(to_status(e)),
+                Err(e) => Err(crate::Error::from_datafusion(e).to_status()),
             };
             *failed = out.is_err();
             futures::future::ready(Some(out.map_err(|s| FlightError::Tonic(Box::new(s)))))
@@ -149,12 +147,10 @@ mod tests {
             std::mem::forget(tx);
         }
         let rows = Arc::new(AtomicU64::new(0));
-        let out: Vec<RecordBatch> = bounded("q".into(), stream, rx, limits, rows, |e| {
-            Status::internal(e.to_string())
-        })
-        .try_collect()
-        .await
-        .map_err(flight_status)?;
+        let out: Vec<RecordBatch> = bounded("q".into(), stream, rx, limits, rows)
+            .try_collect()
+            .await
+            .map_err(flight_status)?;
         Ok(out.iter().map(|b| b.num_rows() as u64).sum())
     }
 
@@ -177,7 +173,6 @@ mod tests {
             rx,
             limits(10_000, 2),
             Arc::new(AtomicU64::new(0)),
-            |e| Status::internal(e.to_string()),
         )
         .collect()
         .await;

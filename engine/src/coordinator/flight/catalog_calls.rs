@@ -49,7 +49,7 @@ async fn all_tables(
         datafusion::arrow::datatypes::SchemaRef,
     )>,
 > {
-    let ctx = coordinator.session()?;
+    let ctx = coordinator.sessions.session()?;
     let mut out = Vec::new();
     for catalog_name in ctx.catalog_names() {
         let Some(catalog) = ctx.catalog(&catalog_name) else {
@@ -82,7 +82,7 @@ async fn all_tables(
 }
 
 pub fn catalogs(coordinator: &Coordinator, query: CommandGetCatalogs) -> Result<RecordBatch> {
-    let ctx = coordinator.session()?;
+    let ctx = coordinator.sessions.session()?;
     let mut builder = query.into_builder();
     let mut names = ctx.catalog_names();
     names.sort();
@@ -93,7 +93,7 @@ pub fn catalogs(coordinator: &Coordinator, query: CommandGetCatalogs) -> Result<
 }
 
 pub fn schemas(coordinator: &Coordinator, query: CommandGetDbSchemas) -> Result<RecordBatch> {
-    let ctx = coordinator.session()?;
+    let ctx = coordinator.sessions.session()?;
     // The builder applies the client's catalog and schema-pattern filters.
     let mut builder = query.into_builder();
     for catalog_name in ctx.catalog_names() {

@@ -104,11 +104,6 @@ fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
     })
 }
 
-/// The status a client gets for an engine error (its kind's code, its message).
-pub(super) fn to_status(e: crate::Error) -> Status {
-    e.to_status()
-}
-
 /// A FlightInfo whose one ticket is `ticket`, answering `descriptor`.
 fn flight_info(
     schema: &Schema,
@@ -139,7 +134,7 @@ fn command_info(
 }
 
 fn one_batch(batch: crate::Result<RecordBatch>) -> Result<Response<DoGetStream>, Status> {
-    let batch = batch.map_err(to_status)?;
+    let batch = batch.map_err(crate::Error::to_status)?;
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(batch.schema())
         .build(futures::stream::once(async move { Ok(batch) }))
@@ -166,7 +161,7 @@ impl CoordinatorFlight {
             .coordinator
             .plan_with_parameters(&handle.sql, parameters)
             .await
-            .map_err(to_status)?;
+            .map_err(crate::Error::to_status)?;
         flight_info(&planned.schema(), handle.to_ticket(), descriptor)
     }
 
@@ -183,7 +178,7 @@ impl CoordinatorFlight {
             coordinator
                 .plan_with_parameters(&handle.sql, parameters.clone())
                 .await
-                .map_err(to_status)?,
+                .map_err(crate::Error::to_status)?,
         );
         let schema = planned.schema();
         // A worker lost before the first batch is sent makes the statement re-run on the
@@ -200,7 +195,6 @@ impl CoordinatorFlight {
             cancel,
             limits,
             rows.clone(),
-            |e| to_status(crate::Error::from_datafusion(e)),
         );
         // After the last batch: read the metrics into the query's report.
         let finish = futures::stream::once(async move {
@@ -290,7 +284,7 @@ impl FlightSqlService for CoordinatorFlight {
             .coordinator
             .describe(&query.query)
             .await
-            .map_err(to_status)?;
+            .map_err(crate::Error::to_status)?;
         let handle = self.coordinator.prepared.create(query.query);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
@@ -533,7 +527,7 @@ impl PipelineStream {
             }
             return match self.outcome.take()? {
                 Ok(()) => None,
-                Err(e) => Some((Err(to_status(e)), self)),
+                Err(e) => Some((Err(e.to_status()), self)),
             };
         }
     }

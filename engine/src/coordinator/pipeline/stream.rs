@@ -42,7 +42,6 @@ impl Pipelines {
             cancel,
             limits,
             Arc::new(AtomicU64::new(0)),
-            |e| Error::from_datafusion(e).to_status(),
         );
         tokio::pin!(stream);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
