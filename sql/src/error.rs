@@ -22,6 +22,14 @@ pub enum Error {
         column: u64,
     },
 
+    /// A statement over one of the coordinator's limits (size, tokens, nesting).
+    #[error("{message}")]
+    Limit { message: String },
+
+    /// A client's statement calls a function only the coordinator's own plans may call.
+    #[error("function '{name}' is internal to shoal and cannot be called from a statement")]
+    Internal { name: String },
+
     #[error("{0}")]
     Model(#[from] shoal_operators::Error),
 
@@ -40,6 +48,8 @@ impl Error {
             Error::DataDir { .. } => Some(StatusCode::Internal),
             // The options, label or training rows the statement names are wrong.
             Error::Statement { .. } | Error::Training { .. } => Some(StatusCode::InvalidArgument),
+            Error::Limit { .. } => Some(StatusCode::ResourceExhausted),
+            Error::Internal { .. } => Some(StatusCode::PermissionDenied),
             Error::Model(_) | Error::DataFusion(_) => None,
         }
     }

@@ -2,10 +2,13 @@
 
 mod demo;
 mod demo_training;
+mod limits;
 mod output;
 mod pipeline;
 
 use anyhow::Context;
+use limits::StatementLimitArgs;
+use shoal_sql::statement::StatementLimits;
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_engine::client;
 use shoal_engine::protocol::PipelineMode;
@@ -29,6 +32,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     inference: InferenceArgs,
+    #[command(flatten)]
+    limits: StatementLimitArgs,
 }
 
 /// This process's `shoal.inference.*` settings (for every command that runs models: a
@@ -251,8 +256,12 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     cli.inference.apply();
+    let limits = cli.limits.limits();
+    // Every thread that may plan, encode, decode or run a statement gets a stack that holds
+    // the deepest statement the limits allow (DataFusion walks expressions recursively).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(limits.thread_stack_bytes())
         .build()
     {
         Ok(rt) => rt,
@@ -261,7 +270,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, limits)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -270,7 +279,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => pipeline::run(args, PipelineMode::Run).await,
@@ -335,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 insecure,
                 query_timeout,
                 max_result_rows,
+                statement_limits: limits,
             };
             let coordinator = Coordinator::new(options)?;
             let listener = tokio::net::TcpListener::bind(&listen)

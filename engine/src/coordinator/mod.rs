@@ -42,6 +42,7 @@ pub use statement::PlannedQuery;
 use crate::error::{Error, Result};
 use crate::protocol::{PipelineEvent, PipelineRequest};
 use crate::security::{Authenticator, ClusterChannels, Connector, client_tls};
+use crate::tasks::PlanningGate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use execution::{ExecutionOptions, Executor, Replan};
@@ -70,6 +71,8 @@ pub struct Coordinator {
     training: Arc<Training>,
     pipelines: Pipelines,
     progress: Arc<WorkerProgress>,
+    /// Client statements plan through it: a few at a time, off the runtime's threads.
+    planning: PlanningGate,
 }
 
 impl Coordinator {
@@ -139,6 +142,7 @@ impl Coordinator {
             training,
             pipelines,
             progress,
+            planning: PlanningGate::per_core(),
         }))
     }
 
@@ -187,15 +191,26 @@ impl Coordinator {
         sql: &str,
         parameters: Option<ParamValues>,
     ) -> Result<PlannedQuery> {
-        let statement = ShoalStatement::parse(sql)?;
-        self.statements
-            .plan(&statement, parameters, |create| self.training.plan(create))
+        self.planning
+            .run(async {
+                let statement =
+                    ShoalStatement::parse_with_limits(sql, &self.options.statement_limits)?;
+                self.statements
+                    .plan(&statement, parameters, |create| self.training.plan(create))
+                    .await
+            })
             .await
     }
 
     /// The result schema of `sql` and the parameters it expects, without running it.
     pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        self.statements.describe(&ShoalStatement::parse(sql)?).await
+        self.planning
+            .run(async {
+                let statement =
+                    ShoalStatement::parse_with_limits(sql, &self.options.statement_limits)?;
+                self.statements.describe(&statement).await
+            })
+            .await
     }
 
     /// Plans `sql` again with the same parameters: what a re-run after a lost worker runs.

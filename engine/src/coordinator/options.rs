@@ -1,6 +1,7 @@
 //! How a coordinator is set up: every knob `shoal coordinator` exposes, with its default.
 
 use crate::security::ServerTls;
+use shoal_sql::statement::StatementLimits;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct CoordinatorOptions {
     /// Partitions a site's scan is split into (DataFusion's target partitions); none: the
     /// coordinator's core count. Fixing it makes plans the same on every machine.
     pub target_partitions: Option<usize>,
+    /// Size and nesting a client's statement may have.
+    pub statement_limits: StatementLimits,
 }
 
 impl Default for CoordinatorOptions {
@@ -59,6 +62,7 @@ impl Default for CoordinatorOptions {
             stall_timeout: Duration::from_secs(300),
             wave_files: 0,
             target_partitions: None,
+            statement_limits: StatementLimits::default(),
         }
     }
 }

@@ -128,7 +128,7 @@ impl Training {
 
 /// Plans one training pass (plain SQL: a pass is never a `CREATE MODEL` of its own).
 async fn plan_pass(statements: &Statements, sql: &str) -> Result<PlannedQuery> {
-    let statement = ShoalStatement::parse(sql)?;
+    let statement = ShoalStatement::parse_internal(sql)?;
     statements
         .plan(&statement, None, |create| {
             Err(Error::Sql(shoal_sql::Error::Training {

@@ -271,6 +271,14 @@ impl Cluster {
         false
     }
 
+    /// Whether the coordinator and every worker are still running (after a hostile
+    /// statement: none of them may have died of it).
+    pub fn all_running(&mut self) -> bool {
+        let names: Vec<String> = self.workers.keys().cloned().collect();
+        matches!(self.coordinator.try_wait(), Ok(None))
+            && names.iter().all(|name| self.is_running(name))
+    }
+
     /// Whether worker `name`'s process is still running.
     pub fn is_running(&mut self, name: &str) -> bool {
         let worker = self.workers.get_mut(name).expect("a worker");

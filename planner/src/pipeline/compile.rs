@@ -3,6 +3,7 @@
 //! locality, distribution and checks as the equivalent query.
 
 use super::diagnostic::Diagnostic;
+use shoal_sql::statement::StatementLimits;
 use super::parse::{Node, NodeKind, Pipeline};
 use super::spec::Text;
 use super::{combine, features_node, sink_node, train_node};
@@ -179,6 +180,11 @@ pub(super) fn parse_expr(
     text: &Text,
 ) -> Result<Expr, Diagnostic> {
     let sql = pipeline.substitute(text, key)?;
+    // Checked first as a client's SQL: a pipeline file is the client's, so its expressions
+    // get the same size and depth limits and may not call internal functions.
+    StatementLimits::default()
+        .check_expression(&sql)
+        .map_err(|e| Diagnostic::new(key.to_string(), Some(text.span()), e.to_string()))?;
     df.parse_sql_expr(&sql)
         .map_err(|e| df_error(key, Some(text.span()), e, &field_names(df)))
 }

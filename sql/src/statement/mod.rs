@@ -13,13 +13,14 @@
 //! Parse errors say what was expected and point at the line and column of the token found.
 
 pub mod create_model;
+mod limits;
 mod placeholders;
 
+pub use limits::{Caller, INTERNAL_FUNCTION_PREFIX, StatementLimits};
 pub use placeholders::number_placeholders;
 
 use crate::error::{Error, Result};
 use create_model::CreateModel;
-use datafusion::config::ConfigOptions;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -45,22 +46,31 @@ pub enum ShoalStatement {
 }
 
 impl ShoalStatement {
-    /// Parses one statement (a trailing `;` allowed), with DataFusion's default recursion
-    /// limit.
+    /// Parses one client statement (a trailing `;` allowed) within the default limits.
     pub fn parse(sql: &str) -> Result<Self> {
-        let limit = ConfigOptions::default().sql_parser.recursion_limit.get();
-        Self::parse_with_limit(sql, limit)
+        Self::parse_with_limits(sql, &StatementLimits::default())
     }
 
-    /// Parses one statement, nesting at most `recursion_limit` deep (a deeper statement is
-    /// an error, never a stack overflow).
-    pub fn parse_with_limit(sql: &str, recursion_limit: usize) -> Result<Self> {
+    /// Parses one client statement within `limits`: over them, or calling an internal
+    /// function, it is an error naming the limit or the function, never a stack overflow.
+    pub fn parse_with_limits(sql: &str, limits: &StatementLimits) -> Result<Self> {
+        Self::parse_checked(sql, limits, Caller::Client)
+    }
+
+    /// Parses a statement the coordinator wrote itself (a training pass), which may call
+    /// the internal training functions.
+    pub fn parse_internal(sql: &str) -> Result<Self> {
+        Self::parse_checked(sql, &StatementLimits::default(), Caller::Internal)
+    }
+
+    fn parse_checked(sql: &str, limits: &StatementLimits, caller: Caller) -> Result<Self> {
+        limits.check_text(sql)?;
         let sql = number_placeholders(sql);
         let mut parser = DFParserBuilder::new(sql.as_ref())
             .with_dialect(&GenericDialect {})
-            .with_recursion_limit(recursion_limit)
+            .with_recursion_limit(limits.parser_recursion)
             .build()?;
-        let statement = parse_one(&mut parser, &sql)?;
+        let statement = parse_one(&mut parser, &sql).map_err(|e| limits.name_recursion(e))?;
         let mut separated = false;
         while parser.parser.consume_token(&Token::SemiColon) {
             separated = true;
@@ -81,7 +91,25 @@ impl ShoalStatement {
                 column: next.span.start.column,
             });
         }
+        statement.check_tree(limits, caller)?;
         Ok(statement)
+    }
+
+    /// Checks the parsed statement's nesting and function calls (see [`limits`]).
+    fn check_tree(&self, limits: &StatementLimits, caller: Caller) -> Result<()> {
+        match self {
+            ShoalStatement::Sql(statement) => limits.check_tree(statement, caller),
+            ShoalStatement::ShowModels => Ok(()),
+            ShoalStatement::Explain(inner) => inner.check_tree(limits, caller),
+            ShoalStatement::CreateModel(create) => {
+                let query = DFParserBuilder::new(create.query.as_str())
+                    .with_dialect(&GenericDialect {})
+                    .with_recursion_limit(limits.parser_recursion)
+                    .build()?
+                    .parse_statement()?;
+                limits.check_tree(&query, caller)
+            }
+        }
     }
 
     /// The statement's name for messages: `CREATE MODEL`, `SHOW MODELS`, `EXPLAIN`, `SQL`.
@@ -286,6 +314,6 @@ mod tests {
     fn a_statement_nested_past_the_limit_is_an_error() {
         let deep = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
         let err = ShoalStatement::parse(&deep).unwrap_err().to_string();
-        assert!(err.contains("RecursionLimitExceeded"), "{err}");
+        assert!(err.contains("sql_parser.recursion_limit"), "{err}");
     }
 }

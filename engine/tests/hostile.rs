@@ -1,0 +1,97 @@
+//! Statements a hostile but authenticated client may send, against real processes: each
+//! is refused with an error naming the limit or the rule, or runs, and every process
+//! survives it. (Before the limits existed, each of these killed the coordinator or a
+//! worker: a stack overflow while planning, an abort on a huge allocation.)
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod harness;
+
+use harness::{Cluster, Layout, Spec, scene};
+
+/// The coordinator's default `--max-expression-depth`.
+const DEPTH: usize = 500;
+
+/// Expression shapes a statement nests: `n` levels of each.
+fn shapes(n: usize) -> Vec<(&'static str, String)> {
+    let terms = |op: &str, term: &dyn Fn(usize) -> String| {
+        (0..n).map(term).collect::<Vec<_>>().join(op)
+    };
+    vec![
+        ("arithmetic chain", format!("SELECT {}", terms(" + ", &|_| "1".into()))),
+        (
+            "arithmetic in an aggregate",
+            format!(
+                "SELECT sum({}) FROM lineitem",
+                terms(" + ", &|_| "l_quantity".into())
+            ),
+        ),
+        (
+            "boolean chain",
+            format!(
+                "SELECT count(*) FROM lineitem WHERE {}",
+                terms(" OR ", &|i| format!("l_orderkey = {i}"))
+            ),
+        ),
+        (
+            "nested calls",
+            format!(
+                "SELECT {}l_quantity{} FROM lineitem LIMIT 1",
+                "abs(".repeat(n),
+                ")".repeat(n)
+            ),
+        ),
+        (
+            "CASE",
+            format!(
+                "SELECT count(CASE {} END) FROM lineitem",
+                terms(" ", &|i| format!("WHEN l_orderkey = {i} THEN {i}"))
+            ),
+        ),
+        (
+            "IN list",
+            format!(
+                "SELECT count(*) FROM lineitem WHERE l_orderkey IN ({})",
+                terms(", ", &|i| i.to_string())
+            ),
+        ),
+        (
+            "nested subqueries",
+            format!("SELECT {}1{}", "(SELECT ".repeat(n), ")".repeat(n)),
+        ),
+    ]
+}
+
+fn assert_alive(cluster: &mut Cluster, what: &str) {
+    assert!(
+        cluster.all_running(),
+        "a process died of {what}:\n{}",
+        cluster.log_tails()
+    );
+}
+
+#[test]
+fn every_expression_shape_up_to_and_past_the_limits_is_answered_or_refused_naming_the_limit() {
+    let mut s = scene(Layout::Plain, Spec::default());
+    let cluster = &mut s.cluster;
+    for n in [10, DEPTH - 20, DEPTH + 1, 4 * DEPTH] {
+        for (shape, sql) in shapes(n) {
+            let answer = cluster.sql(&sql);
+            let what = format!("{shape} of {n}");
+            assert_alive(cluster, &what);
+            if answer.ok {
+                continue;
+            }
+            let named = ["max_expression_depth", "sql_parser.recursion_limit"]
+                .iter()
+                .any(|limit| answer.stderr.contains(limit));
+            assert!(named, "{what}: {}", answer.stderr);
+            // Only nesting past a limit may be refused: flat shapes and shallow ones run.
+            let nests = !matches!(shape, "CASE" | "IN list");
+            assert!(n > 10 && nests, "{what} refused: {}", answer.stderr);
+            if n > DEPTH && shape != "nested subqueries" && shape != "nested calls" {
+                assert!(answer.stderr.contains("max_expression_depth"), "{what}");
+            }
+        }
+    }
+}
