@@ -41,7 +41,10 @@ async fn run(
             events.push(e);
         }
     };
-    let (outcome, ()) = tokio::join!(coordinator.pipeline(request, tx), collect);
+    let (outcome, ()) = tokio::join!(
+        coordinator.pipeline(request, &shoal_engine::security::Principal::Open, tx),
+        collect
+    );
     outcome.map_err(|e| e.to_string())?;
     Ok(events)
 }

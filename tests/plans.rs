@@ -107,7 +107,12 @@ async fn explain_placement_of_example_pipelines() {
                 }
             }
         };
-        let (outcome, ()) = tokio::join!(cluster.coordinator.pipeline(request, tx), collect);
+        let (outcome, ()) = tokio::join!(
+            cluster
+                .coordinator
+                .pipeline(request, &shoal_engine::security::Principal::Open, tx),
+            collect
+        );
         outcome.unwrap_or_else(|e| panic!("{name}: {e}"));
         settings().bind(|| insta::assert_snapshot!(format!("pipeline_{name}"), text));
     }

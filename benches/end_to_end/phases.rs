@@ -318,7 +318,10 @@ async fn run_pipeline(cluster: &EmbeddedCluster, job: Job, run_id: &str) -> Vec<
             }
         }
     };
-    let (outcome, ()) = tokio::join!(coordinator.pipeline(request, tx), collect);
+    let (outcome, ()) = tokio::join!(
+        coordinator.pipeline(request, &shoal_engine::security::Principal::Open, tx),
+        collect
+    );
     outcome.unwrap();
     files
 }

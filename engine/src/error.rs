@@ -103,6 +103,14 @@ pub enum Error {
         cause: String,
     },
 
+    /// A per-client quota (running statements, prepared statements) is used up.
+    #[error("{0}")]
+    Quota(String),
+
+    /// The caller may not do this (another client's work, a shipped model's name).
+    #[error("{0}")]
+    Forbidden(String),
+
     #[error("the coordinator refused {action}: {message}")]
     Refused { action: String, message: String },
 
@@ -168,6 +176,8 @@ impl Error {
             Error::Unreachable { .. } | Error::WorkerLost { .. } => StatusCode::Unavailable,
             Error::Stalled { .. } => StatusCode::DeadlineExceeded,
             Error::ClientGone => StatusCode::Cancelled,
+            Error::Quota(_) => StatusCode::ResourceExhausted,
+            Error::Forbidden(_) => StatusCode::PermissionDenied,
             Error::RunIncomplete { .. }
             | Error::MissingDataDir { .. }
             | Error::Models { .. }

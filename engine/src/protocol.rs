@@ -197,6 +197,13 @@ pub struct StatementHandle {
     /// Parameter values of a prepared statement: one row, as an Arrow IPC stream (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<String>,
+    /// Who the coordinator issued the ticket to ([`crate::security::Principal::owner`]).
+    #[serde(default)]
+    pub owner: String,
+    /// The coordinator's HMAC of the fields above (hex): a ticket it did not issue, or one
+    /// changed by the client, is refused.
+    #[serde(default)]
+    pub mac: String,
 }
 
 impl StatementHandle {

@@ -14,11 +14,13 @@ const DEPTH: usize = 500;
 
 /// Expression shapes a statement nests: `n` levels of each.
 fn shapes(n: usize) -> Vec<(&'static str, String)> {
-    let terms = |op: &str, term: &dyn Fn(usize) -> String| {
-        (0..n).map(term).collect::<Vec<_>>().join(op)
-    };
+    let terms =
+        |op: &str, term: &dyn Fn(usize) -> String| (0..n).map(term).collect::<Vec<_>>().join(op);
     vec![
-        ("arithmetic chain", format!("SELECT {}", terms(" + ", &|_| "1".into()))),
+        (
+            "arithmetic chain",
+            format!("SELECT {}", terms(" + ", &|_| "1".into())),
+        ),
         (
             "arithmetic in an aggregate",
             format!(

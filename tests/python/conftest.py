@@ -21,6 +21,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "python-test-token-0123456789"
 USER, PASSWORD = "analyst", "a-long-test-password"
+# A second client, and an admin (who sees and cancels everyone's statements).
+RIVAL, RIVAL_PASSWORD = "rival", "another-long-test-password"
+ADMIN, ADMIN_PASSWORD = "operator", "the-operators-long-password"
 CLUSTER_SECRET = "python-test-cluster-secret-0123456789"
 SCALE = "0.2"
 ROWS = 1_199_969
@@ -62,10 +65,17 @@ class Cluster:
         return flight.FlightClient(self.url), flight.FlightCallOptions(
             headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
 
-    def action(self, name):
-        client, options = self.flight_client()
-        results = list(client.do_action(flight.Action(name, b""), options))
-        client.close()
+    def login(self, user, password):
+        """A pyarrow.flight client logged in as `user` (Basic handshake, bearer token)."""
+        client = flight.FlightClient(self.url)
+        header = client.authenticate_basic_token(user, password)
+        return client, flight.FlightCallOptions(headers=[header])
+
+    def action(self, name, body=b"", as_client=None):
+        client, options = as_client or self.flight_client()
+        results = list(client.do_action(flight.Action(name, body), options))
+        if as_client is None:
+            client.close()
         return json.loads(b"".join(r.body.to_pybytes() for r in results))
 
 
@@ -81,7 +91,10 @@ def running_cluster(scratch):
     binary = shoal_bin()
     data = test_data(binary)
     auth = scratch / "auth.toml"
-    auth.write_text(f'[[users]]\nname = "{USER}"\npassword = "{PASSWORD}"\n')
+    auth.write_text(
+        f'[[users]]\nname = "{USER}"\npassword = "{PASSWORD}"\n'
+        f'[[users]]\nname = "{RIVAL}"\npassword = "{RIVAL_PASSWORD}"\n'
+        f'[[users]]\nname = "{ADMIN}"\npassword = "{ADMIN_PASSWORD}"\nrole = "admin"\n')
     auth.chmod(0o600)
     env = dict(os.environ, SHOAL_TOKENS=TOKEN, SHOAL_CLUSTER_SECRET=CLUSTER_SECRET)
     port = free_port()

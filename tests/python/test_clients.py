@@ -11,6 +11,7 @@ import pyarrow.flight as flight
 import pytest
 
 from conftest import PASSWORD, ROWS, TOKEN, USER
+from flightsql_wire import statement_command
 
 FEATURES = "l_quantity, l_extendedprice, l_discount, l_tax"
 AUTH = adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value
@@ -179,27 +180,6 @@ def test_pyarrow_flight_disconnect_stops_the_query(cluster):
     after = wait_until_idle(cluster)
     assert after - before < 40, after - before
     assert cluster.action("shoal.running") == []
-
-
-def statement_command(sql):
-    """A Flight SQL CommandStatementQuery packed in a protobuf Any, by hand (pyarrow.flight
-    has no Flight SQL client): field 1 = the query string."""
-    def field(number, payload):
-        return bytes([number << 3 | 2]) + varint(len(payload)) + payload
-
-    def varint(n):
-        out = b""
-        while True:
-            byte = n & 0x7F
-            n >>= 7
-            if n:
-                out += bytes([byte | 0x80])
-            else:
-                return out + bytes([byte])
-
-    command = field(1, sql.encode())
-    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-    return field(1, type_url) + field(2, command)
 
 
 @pytest.mark.parametrize("sql", [

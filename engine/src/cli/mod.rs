@@ -7,9 +7,8 @@ mod output;
 mod pipeline;
 
 use anyhow::Context;
-use limits::StatementLimitArgs;
-use shoal_sql::statement::StatementLimits;
 use clap::{Parser, Subcommand, ValueEnum};
+use limits::StatementLimitArgs;
 use shoal_engine::client;
 use shoal_engine::protocol::PipelineMode;
 use shoal_engine::security::{
@@ -17,6 +16,7 @@ use shoal_engine::security::{
     read_secret_file,
 };
 use shoal_engine::{Coordinator, CoordinatorOptions, WorkerOptions, WorkerProcess};
+use shoal_sql::statement::StatementLimits;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -183,6 +183,10 @@ enum Command {
         /// Rows a statement may return to a client.
         #[arg(long, default_value_t = 100_000_000)]
         max_result_rows: u64,
+        /// Trials a CREATE MODEL search may run; a larger grid is refused naming its size.
+        #[arg(long, default_value_t = shoal_sql::train::options::DEFAULT_MAX_SEARCH_TRIALS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        max_search_trials: usize,
     },
     /// Run a worker over a data folder holding DIR/<table>/*.parquet.
     Worker {
@@ -322,6 +326,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             insecure,
             query_timeout,
             max_result_rows,
+            max_search_trials,
         } => {
             let auth = match &auth_file {
                 Some(path) => load_auth_file(path)?,
@@ -337,6 +342,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 wave_files,
                 target_partitions: target_partitions.map(|n| n as usize),
                 users: auth.user_pairs(),
+                admins: auth.admins(),
                 tokens: auth.tokens,
                 cluster_secret: auth.cluster_secret,
                 tls: tls.server(),
@@ -345,6 +351,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 query_timeout,
                 max_result_rows,
                 statement_limits: limits,
+                max_search_trials,
             };
             let coordinator = Coordinator::new(options)?;
             let listener = tokio::net::TcpListener::bind(&listen)

@@ -9,7 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shoal_engine::client;
 use shoal_engine::protocol::{ACTION_PIPELINE, PipelineEvent, PipelineMode, PipelineRequest};
-use shoal_engine::security::{Connector, client_tls, read_secret_file};
+use shoal_engine::security::{Connector, Principal, client_tls, read_secret_file};
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -136,7 +136,8 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
                 }
                 anyhow::Ok(())
             };
-            let (outcome, printed) = tokio::join!(coordinator.pipeline(request, tx), print);
+            let (outcome, printed) =
+                tokio::join!(coordinator.pipeline(request, &Principal::Open, tx), print);
             cluster.stop().await;
             printed?;
             outcome?;

@@ -41,7 +41,7 @@ pub use statement::PlannedQuery;
 
 use crate::error::{Error, Result};
 use crate::protocol::{PipelineEvent, PipelineRequest};
-use crate::security::{Authenticator, ClusterChannels, Connector, client_tls};
+use crate::security::{Authenticator, ClusterChannels, Connector, Principal, client_tls};
 use crate::tasks::PlanningGate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
@@ -73,6 +73,8 @@ pub struct Coordinator {
     progress: Arc<WorkerProgress>,
     /// Client statements plan through it: a few at a time, off the runtime's threads.
     planning: PlanningGate,
+    /// Signs the statement tickets handed to clients.
+    tickets: flight::TicketKey,
 }
 
 impl Coordinator {
@@ -85,11 +87,14 @@ impl Coordinator {
             None => DirectoryModels::default(),
         };
         let models = Arc::new(models);
-        let auth = Arc::new(Authenticator::new(
-            &options.tokens,
-            &options.users,
-            options.cluster_secret.as_deref(),
-        ));
+        let auth = Arc::new(
+            Authenticator::new(
+                &options.tokens,
+                &options.users,
+                options.cluster_secret.as_deref(),
+            )
+            .with_admins(&options.admins),
+        );
         let worker_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
         let channels = ClusterChannels::new(Connector::new(
             options.cluster_secret.as_deref(),
@@ -120,6 +125,7 @@ impl Coordinator {
             statements.clone(),
             executor.clone(),
             models.clone(),
+            options.max_search_trials,
         ));
         let pipelines = Pipelines::new(
             sessions.clone(),
@@ -143,6 +149,7 @@ impl Coordinator {
             pipelines,
             progress,
             planning: PlanningGate::per_core(),
+            tickets: flight::TicketKey::random()?,
         }))
     }
 
@@ -162,14 +169,19 @@ impl Coordinator {
         &self.options
     }
 
-    /// Ids of the statements streaming now.
-    pub fn running_queries(&self) -> Vec<String> {
-        self.executor.running().ids()
+    /// Ids of the statements streaming now that `principal` may see: its own, or all for
+    /// an admin.
+    pub fn running_queries(&self, principal: &Principal) -> Vec<String> {
+        self.executor
+            .running()
+            .ids(&principal.owner(), principal.is_admin())
     }
 
-    /// The report of a recent statement.
-    pub fn report(&self, query_id: &str) -> Option<QueryReport> {
-        self.executor.reports().get(query_id)
+    /// The report of a recent statement of `principal`'s (anyone's for an admin).
+    pub fn report(&self, query_id: &str, principal: &Principal) -> Option<QueryReport> {
+        self.executor
+            .reports()
+            .get(query_id, &principal.owner(), principal.is_admin())
     }
 
     /// The registry listing for a worker's heartbeat or registration reply. Statements do
@@ -238,8 +250,9 @@ impl Coordinator {
     pub async fn pipeline(
         &self,
         request: PipelineRequest,
+        owner: &Principal,
         events: mpsc::Sender<PipelineEvent>,
     ) -> Result<()> {
-        self.pipelines.run(request, events).await
+        self.pipelines.run(request, owner.owner(), events).await
     }
 }

@@ -16,6 +16,9 @@ pub struct CoordinatorOptions {
     pub tokens: Vec<String>,
     /// (user, password) pairs for the Basic-to-Bearer handshake.
     pub users: Vec<(String, String)>,
+    /// Users with the admin role: they see and cancel everyone's statements, and may
+    /// train under a shipped model's name.
+    pub admins: Vec<String>,
     /// Shared with the workers: they run plans only from its holder, and only its holders
     /// may register as workers.
     pub cluster_secret: Option<String>,
@@ -42,6 +45,8 @@ pub struct CoordinatorOptions {
     pub target_partitions: Option<usize>,
     /// Size and nesting a client's statement may have.
     pub statement_limits: StatementLimits,
+    /// Trials a `CREATE MODEL` search may run (a larger grid is refused naming its size).
+    pub max_search_trials: usize,
 }
 
 impl Default for CoordinatorOptions {
@@ -52,6 +57,7 @@ impl Default for CoordinatorOptions {
             heartbeat_timeout: Duration::from_secs(5),
             tokens: Vec::new(),
             users: Vec::new(),
+            admins: Vec::new(),
             cluster_secret: None,
             tls: None,
             tls_ca: None,
@@ -63,6 +69,7 @@ impl Default for CoordinatorOptions {
             wave_files: 0,
             target_partitions: None,
             statement_limits: StatementLimits::default(),
+            max_search_trials: shoal_sql::train::options::DEFAULT_MAX_SEARCH_TRIALS,
         }
     }
 }

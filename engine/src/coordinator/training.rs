@@ -21,6 +21,8 @@ pub struct Training {
     statements: Arc<Statements>,
     executor: Arc<Executor>,
     models: Arc<DirectoryModels>,
+    /// Trials a hyperparameter search may run.
+    max_search_trials: usize,
 }
 
 impl Training {
@@ -29,12 +31,14 @@ impl Training {
         statements: Arc<Statements>,
         executor: Arc<Executor>,
         models: Arc<DirectoryModels>,
+        max_search_trials: usize,
     ) -> Self {
         Self {
             sessions,
             statements,
             executor,
             models,
+            max_search_trials,
         }
     }
 
@@ -149,6 +153,10 @@ struct ClusterRunner {
 
 #[async_trait::async_trait]
 impl QueryRunner for ClusterRunner {
+    fn max_search_trials(&self) -> usize {
+        self.training.max_search_trials
+    }
+
     async fn schema(&self, sql: &str) -> shoal_sql::Result<SchemaRef> {
         let ctx = match &self.pipeline_session {
             Some(ctx) => ctx.clone(),

@@ -12,8 +12,12 @@ use tonic::Status;
 
 /// How long a token issued by the Basic handshake stays valid.
 const ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Bound on live issued tokens, so a client looping on the handshake cannot grow memory.
+/// Bound on live issued tokens, so clients looping on the handshake cannot grow memory.
 const MAX_ISSUED_TOKENS: usize = 10_000;
+/// Live tokens one user may hold (one per connection of a client that logs in each time):
+/// a user's next login past it retires that user's oldest token, so a user looping on the
+/// handshake only ever ends their own sessions, never anyone else's logins.
+pub const MAX_TOKENS_PER_USER: usize = 64;
 
 type SecretDigest = [u8; 32];
 
@@ -27,10 +31,32 @@ fn digest(secret: &str) -> SecretDigest {
 pub enum Principal {
     /// No client authentication is configured (a loopback endpoint).
     Open,
-    /// A client with a valid bearer token (static, or issued by the handshake to `user`).
-    Client { user: String },
+    /// A client with a valid bearer token (static token `token-N`, N its place in the list,
+    /// or issued by the handshake to `user`); `admin` for users given the admin role.
+    Client { user: String, admin: bool },
     /// A holder of the cluster secret: a worker (or the coordinator, at a worker).
     Cluster,
+}
+
+impl Principal {
+    /// Whose statements, prepared statements and reports a request may see: its own.
+    pub fn owner(&self) -> String {
+        match self {
+            Principal::Open => "open".into(),
+            Principal::Client { user, .. } => format!("user:{user}"),
+            Principal::Cluster => "cluster".into(),
+        }
+    }
+
+    /// Whether it may see and cancel everyone's work and train under a shipped model's
+    /// name: the admin role, the cluster itself, and the one principal of an endpoint with
+    /// no client authentication (loopback, a single user).
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Principal::Open | Principal::Cluster => true,
+            Principal::Client { admin, .. } => *admin,
+        }
+    }
 }
 
 /// What the guard attaches to an admitted request.
@@ -54,6 +80,8 @@ pub struct Authenticator {
     users: HashMap<String, SecretDigest>,
     cluster_secret: Option<SecretDigest>,
     issued: Mutex<HashMap<SecretDigest, Issued>>,
+    /// Users with the admin role.
+    admins: Vec<String>,
 }
 
 impl Authenticator {
@@ -70,7 +98,19 @@ impl Authenticator {
                 .collect(),
             cluster_secret: cluster_secret.map(digest),
             issued: Mutex::new(HashMap::new()),
+            admins: Vec::new(),
         }
+    }
+
+    /// Gives `admins` (user names) the admin role.
+    pub fn with_admins(mut self, admins: &[String]) -> Self {
+        self.admins = admins.to_vec();
+        self
+    }
+
+    fn client(&self, user: String) -> Principal {
+        let admin = self.admins.contains(&user);
+        Principal::Client { user, admin }
     }
 
     /// Whether clients must present credentials.
@@ -98,7 +138,7 @@ impl Authenticator {
                     return admitted(Principal::Cluster);
                 }
                 if let Some(user) = self.client_for(token) {
-                    return admitted(Principal::Client { user });
+                    return admitted(self.client(user));
                 }
                 if self.requires_client_auth() {
                     return Err(Status::unauthenticated(
@@ -127,7 +167,7 @@ impl Authenticator {
                 }
                 let token = self.issue(&user)?;
                 Ok(Admission {
-                    principal: Principal::Client { user },
+                    principal: self.client(user),
                     issued_token: Some(token),
                 })
             }
@@ -169,14 +209,18 @@ impl Authenticator {
     }
 
     fn client_for(&self, token: &str) -> Option<String> {
+        use subtle::ConditionallySelectable;
         let presented = digest(token);
-        // Every static token is compared, with no early exit.
+        // Every static token is compared, with no early exit; each is its own principal.
         let mut matched = subtle::Choice::from(0);
-        for expected in &self.static_tokens {
-            matched |= expected.ct_eq(&presented);
+        let mut place = 0u64;
+        for (i, expected) in self.static_tokens.iter().enumerate() {
+            let equal = expected.ct_eq(&presented);
+            place = u64::conditional_select(&place, &(i as u64 + 1), equal);
+            matched |= equal;
         }
         if bool::from(matched) {
-            return Some("token".into());
+            return Some(format!("token-{place}"));
         }
         // Looked up by digest: timing depends on the digest, not on the secret.
         let mut issued = self.issued.lock();
@@ -194,6 +238,20 @@ impl Authenticator {
         let token = random_secret().map_err(|e| Status::internal(e.to_string()))?;
         let now = Instant::now();
         let mut issued = self.issued.lock();
+        let mine: Vec<(SecretDigest, Instant)> = issued
+            .iter()
+            .filter(|(_, entry)| entry.user == user)
+            .map(|(key, entry)| (*key, entry.expires))
+            .collect();
+        if mine.len() >= MAX_TOKENS_PER_USER
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, expires)| *expires)
+        {
+            tracing::info!(
+                user,
+                "login past {MAX_TOKENS_PER_USER} live tokens: the user's oldest token is retired"
+            );
+            issued.remove(oldest);
+        }
         if issued.len() >= MAX_ISSUED_TOKENS {
             issued.retain(|_, entry| entry.expires > now);
         }
@@ -281,7 +339,13 @@ mod tests {
         let login = a.admit(Some(&basic("ana", "s3cret")), true).unwrap();
         let token = login.issued_token.unwrap();
         let again = a.admit(Some(&format!("Bearer {token}")), false).unwrap();
-        assert_eq!(again.principal, Principal::Client { user: "ana".into() });
+        assert_eq!(
+            again.principal,
+            Principal::Client {
+                user: "ana".into(),
+                admin: false
+            }
+        );
         let unpadded = basic("ana", "s3cret").trim_end_matches('=').to_string();
         assert!(a.admit(Some(&unpadded), true).is_ok());
         let wrong = a.admit(Some(&basic("ana", "guess")), true).unwrap_err();
@@ -289,6 +353,47 @@ mod tests {
         // Basic credentials on any other call are refused.
         let elsewhere = a.admit(Some(&basic("ana", "s3cret")), false).unwrap_err();
         assert!(elsewhere.message().contains("Handshake"));
+    }
+
+    #[test]
+    fn one_user_looping_on_the_handshake_retires_only_their_own_tokens() {
+        let a = Authenticator::new(
+            &[],
+            &[
+                ("ana".into(), "s3cret".into()),
+                ("bo".into(), "other".into()),
+            ],
+            None,
+        )
+        .with_admins(&["bo".into()]);
+        let bo = a.admit(Some(&basic("bo", "other")), true).unwrap();
+        let bo_token = format!("Bearer {}", bo.issued_token.unwrap());
+        let first = a.admit(Some(&basic("ana", "s3cret")), true).unwrap();
+        let first = format!("Bearer {}", first.issued_token.unwrap());
+        for _ in 0..3 * MAX_TOKENS_PER_USER {
+            a.admit(Some(&basic("ana", "s3cret")), true).unwrap();
+        }
+        assert_eq!(a.issued.lock().len(), MAX_TOKENS_PER_USER + 1);
+        assert!(
+            a.admit(Some(&first), false).is_err(),
+            "the oldest was retired"
+        );
+        let bo = a.admit(Some(&bo_token), false).unwrap().principal;
+        assert!(bo.is_admin() && bo.owner() == "user:bo");
+        assert!(a.admit(Some(&basic("bo", "other")), true).is_ok());
+    }
+
+    #[test]
+    fn each_static_token_is_its_own_principal() {
+        let a = Authenticator::new(&["first-token".into(), "second-token".into()], &[], None);
+        let owner = |t: &str| {
+            a.admit(Some(&format!("Bearer {t}")), false)
+                .unwrap()
+                .principal
+                .owner()
+        };
+        assert_eq!(owner("first-token"), "user:token-1");
+        assert_eq!(owner("second-token"), "user:token-2");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub const CLUSTER_SECRET_ENV: &str = "SHOAL_CLUSTER_SECRET";
 /// [[users]]                             # user names for the Basic handshake
 /// name = "analyst"
 /// password = "..."
+/// role = "admin"                        # optional: sees and cancels everyone's work
 /// ```
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +35,9 @@ pub struct AuthFile {
 pub struct User {
     pub name: String,
     pub password: String,
+    /// `"admin"` or `"user"` (the default).
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 impl AuthFile {
@@ -74,6 +78,17 @@ impl AuthFile {
                 "the cluster secret is too short: use at least 16 characters".into(),
             ));
         }
+        if let Some(user) = self
+            .users
+            .iter()
+            .find(|u| !matches!(u.role.as_deref(), None | Some("admin" | "user")))
+        {
+            return Err(Error::Security(format!(
+                "user '{}' has role '{}': use \"admin\" or \"user\"",
+                user.name,
+                user.role.as_deref().unwrap_or_default()
+            )));
+        }
         if let Some(user) = self.users.iter().find(|u| u.password.is_empty()) {
             return Err(Error::Security(format!(
                 "user '{}' has an empty password",
@@ -81,6 +96,15 @@ impl AuthFile {
             )));
         }
         Ok(())
+    }
+
+    /// Users with the admin role.
+    pub fn admins(&self) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|u| u.role.as_deref() == Some("admin"))
+            .map(|u| u.name.clone())
+            .collect()
     }
 
     pub fn user_pairs(&self) -> Vec<(String, String)> {

@@ -65,7 +65,7 @@ pub fn one_hot(x: &ArrayRef, vocabulary: &[String]) -> Result<FixedSizeListArray
     let index = vocabulary_index(vocabulary)?;
     let width = vocabulary.len();
     let positions = map_categories(x, |v| v.and_then(|v| index.get(v).copied()))?;
-    let mut values = vec![0f32; positions.len() * width];
+    let mut values = super::zeroed_block(positions.len(), width)?;
     for (row, position) in positions.iter().enumerate() {
         if let Some(p) = position {
             values[row * width + p] = 1.0;

@@ -14,4 +14,40 @@ pub mod matrix;
 pub mod numeric;
 pub mod text;
 
+use datafusion::arrow::error::ArrowError;
+
+/// Widest feature vector a kernel builds per row (`hashed_ngrams` buckets, `one_hot` words):
+/// checked while planning, so a statement asking for more fails before any batch is read.
+pub const MAX_FEATURE_WIDTH: usize = 16_384;
+/// Bytes a kernel may allocate for one batch's output (8192 rows of the widest vector).
+pub const MAX_BATCH_OUTPUT_BYTES: usize = 512 << 20;
+
+/// A zeroed `rows` x `width` Float32 block for one batch's output. Past
+/// [`MAX_BATCH_OUTPUT_BYTES`], or when the allocator refuses, it is an error naming the size
+/// (`MemoryError`, a resources-exhausted error for the client), never an abort.
+pub(crate) fn zeroed_block(rows: usize, width: usize) -> Result<Vec<f32>, ArrowError> {
+    let cells = rows.checked_mul(width);
+    let bytes = cells.and_then(|c| c.checked_mul(size_of::<f32>()));
+    let (Some(cells), Some(bytes)) = (cells, bytes) else {
+        return Err(too_large(rows, width));
+    };
+    if bytes > MAX_BATCH_OUTPUT_BYTES {
+        return Err(too_large(rows, width));
+    }
+    let mut block = Vec::new();
+    block
+        .try_reserve_exact(cells)
+        .map_err(|_| too_large(rows, width))?;
+    block.resize(cells, 0f32);
+    Ok(block)
+}
+
+fn too_large(rows: usize, width: usize) -> ArrowError {
+    ArrowError::MemoryError(format!(
+        "{rows} rows x {width} features of Float32 is over the {} MiB a kernel may build \
+         for one batch",
+        MAX_BATCH_OUTPUT_BYTES >> 20
+    ))
+}
+
 pub use matrix::{as_matrix_view, cast_all, is_numeric_feature, stack_as_f32, stack_row_major};

@@ -44,7 +44,7 @@ pub fn hashed_ngrams(x: &ArrayRef, n: usize, buckets: usize) -> Result<FixedSize
         }
         slots
     })?;
-    let mut values = vec![0f32; per_row.len() * buckets];
+    let mut values = super::zeroed_block(per_row.len(), buckets)?;
     for (row, slots) in per_row.iter().enumerate() {
         for (slot, count) in slots {
             values[row * buckets + slot] = *count;

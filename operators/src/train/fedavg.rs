@@ -157,6 +157,7 @@ impl AggregateUDFImpl for FedAvgRoundUdf {
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let plan: RoundPlan = serde_json::from_str(&literal_string(args.exprs, FEDAVG_ROUND)?)
             .map_err(|e| DataFusionError::Plan(format!("{FEDAVG_ROUND}: bad round plan: {e}")))?;
+        plan.validate(FEDAVG_ROUND)?;
         let names = argument_names(args.exprs);
         if names.len() != plan.architecture.inputs + 2 {
             return Err(DataFusionError::Plan(format!(

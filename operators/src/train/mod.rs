@@ -9,6 +9,7 @@
 //! - [`onnx_export`]: a trained model as an ONNX graph;
 //! - [`metric_udfs`]: `evaluate(...)` and `compare_models(...)` over [`metrics`].
 
+pub mod bounds;
 pub mod combine;
 pub mod fedavg;
 pub mod gram;

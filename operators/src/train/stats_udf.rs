@@ -113,6 +113,7 @@ impl AggregateUDFImpl for LinearStatsUdf {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let names = argument_names(args.exprs);
+        super::bounds::check_features(self.name(), names.len().saturating_sub(1))?;
         Ok(Box::new(LinearStatsAccumulator {
             local: SiteStats {
                 site: self.site.clone(),

@@ -10,9 +10,11 @@
 //! regex_extract(text, 'pattern', group)
 //! ```
 
-use crate::features::{categorical, numeric, text};
+use crate::features::{MAX_FEATURE_WIDTH, categorical, numeric, text};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::DataFusionError;
 use datafusion::common::{Result, ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -117,8 +119,8 @@ impl FeatureFunction {
             Self::Bucketize | Self::OrdinalEncode | Self::TokenCount => DataType::Int32,
             Self::HashBucket => DataType::Int64,
             Self::RegexExtract => DataType::Utf8,
-            Self::OneHot => list(params.len()),
-            Self::HashedNgrams => list(self.count(params, 1)?),
+            Self::OneHot => list(self.width(params.len(), "words")?),
+            Self::HashedNgrams => list(self.width(self.count(params, 1)?, "buckets")?),
             _ => DataType::Float64,
         })
     }
@@ -207,6 +209,19 @@ impl FeatureFunction {
         Ok(v as usize)
     }
 
+    /// A feature vector's width, refused past [`MAX_FEATURE_WIDTH`] while planning (a row
+    /// of the output holds that many Float32s).
+    fn width(self, width: usize, of: &str) -> Result<usize> {
+        if width > MAX_FEATURE_WIDTH {
+            return plan_err!(
+                "{}: {width} {of} is over the limit of {MAX_FEATURE_WIDTH} features per row \
+                 (each row holds one Float32 per feature)",
+                self.name()
+            );
+        }
+        Ok(width)
+    }
+
     fn text(self, params: &[ScalarValue], i: usize) -> Result<String> {
         match &params[i] {
             ScalarValue::Utf8(Some(s))
@@ -225,8 +240,13 @@ impl FeatureFunction {
         };
         let words =
             || -> Result<Vec<String>> { (0..params.len()).map(|i| self.text(params, i)).collect() };
-        let named =
-            |e: datafusion::arrow::error::ArrowError| plan_datafusion_err!("{}: {e}", self.name());
+        let named = |e: ArrowError| match e {
+            // A batch's output over the kernels' allocation bound: ask for less.
+            ArrowError::MemoryError(m) => {
+                DataFusionError::ResourcesExhausted(format!("{}: {m}", self.name()))
+            }
+            e => plan_datafusion_err!("{}: {e}", self.name()),
+        };
         let out: ArrayRef = match self {
             Self::ScaleStandard => Arc::new(
                 numeric::scale_standard(x, self.number(params, 0)?, self.number(params, 1)?)
@@ -243,7 +263,10 @@ impl FeatureFunction {
                     .map_err(named)?,
             ),
             Self::Bucketize => Arc::new(numeric::bucketize(x, &numbers(0)?).map_err(named)?),
-            Self::OneHot => Arc::new(categorical::one_hot(x, &words()?).map_err(named)?),
+            Self::OneHot => {
+                self.width(params.len(), "words")?;
+                Arc::new(categorical::one_hot(x, &words()?).map_err(named)?)
+            }
             Self::OrdinalEncode => {
                 Arc::new(categorical::ordinal_encode(x, &words()?).map_err(named)?)
             }
@@ -251,10 +274,10 @@ impl FeatureFunction {
                 Arc::new(categorical::hash_bucket(x, self.count(params, 0)? as u64).map_err(named)?)
             }
             Self::TokenCount => Arc::new(text::token_count(x).map_err(named)?),
-            Self::HashedNgrams => Arc::new(
-                text::hashed_ngrams(x, self.count(params, 0)?, self.count(params, 1)?)
-                    .map_err(named)?,
-            ),
+            Self::HashedNgrams => {
+                let buckets = self.width(self.count(params, 1)?, "buckets")?;
+                Arc::new(text::hashed_ngrams(x, self.count(params, 0)?, buckets).map_err(named)?)
+            }
             Self::RegexExtract => {
                 let pattern = self.text(params, 0)?;
                 let regex = regex::Regex::new(&pattern).map_err(|e| {

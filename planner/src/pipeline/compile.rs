@@ -3,7 +3,6 @@
 //! locality, distribution and checks as the equivalent query.
 
 use super::diagnostic::Diagnostic;
-use shoal_sql::statement::StatementLimits;
 use super::parse::{Node, NodeKind, Pipeline};
 use super::spec::Text;
 use super::{combine, features_node, sink_node, train_node};
@@ -14,6 +13,7 @@ use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Expr, ScalarUDF, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use shoal_operators::{PredictKind, PredictUdf};
+use shoal_sql::statement::StatementLimits;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;

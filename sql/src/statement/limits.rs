@@ -18,9 +18,9 @@
 //! limits ([`StatementLimits::thread_stack_bytes`]), so everything the limits allow fits.
 
 use crate::error::{Error, Result};
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{CopyToSource, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
-use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Tokenizer;
@@ -94,7 +94,12 @@ impl StatementLimits {
             })?;
         let counted = tokens
             .iter()
-            .filter(|t| !matches!(t, datafusion::sql::sqlparser::tokenizer::Token::Whitespace(_)))
+            .filter(|t| {
+                !matches!(
+                    t,
+                    datafusion::sql::sqlparser::tokenizer::Token::Whitespace(_)
+                )
+            })
             .count();
         if counted > self.max_tokens {
             return Err(too_large(format!(
@@ -127,7 +132,9 @@ impl StatementLimits {
             .with_recursion_limit(self.parser_recursion)
             .try_with_sql(sql)
             .and_then(|mut parser| parser.parse_expr())
-            .map_err(|e| self.name_recursion(Error::DataFusion(DataFusionError::SQL(Box::new(e), None))))?;
+            .map_err(|e| {
+                self.name_recursion(Error::DataFusion(DataFusionError::SQL(Box::new(e), None)))
+            })?;
         let mut walk = Walk {
             limits: *self,
             caller: Caller::Client,
@@ -295,7 +302,7 @@ mod tests {
         };
         assert!(limits.check_expression("a + b * 2").is_ok());
         let err = limits
-            .check_expression(&vec!["a"; 12].join(" OR "))
+            .check_expression(&["a"; 12].join(" OR "))
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_expression_depth"), "{err}");

@@ -9,7 +9,7 @@
 //!  final:  the same with epochs = 0: loss and held-out scores of the final weights
 //! ```
 
-use super::options::{Hyper, ModelKind, TrainConfig};
+use super::options::{DEFAULT_MAX_SEARCH_TRIALS, Hyper, ModelKind, TrainConfig};
 use super::report::{RoundReport, TrainingReport, TrialReport};
 use super::statement::CreateModel;
 use crate::error::{Error, Result};
@@ -31,6 +31,10 @@ pub trait QueryRunner: Send + Sync {
     /// The result, and the bytes the coordinator received from the sites for it (0 when
     /// not distributed).
     async fn collect(&self, sql: &str) -> Result<(Vec<RecordBatch>, u64)>;
+    /// Trials a search may run (the coordinator's `--max-search-trials`).
+    fn max_search_trials(&self) -> usize {
+        DEFAULT_MAX_SEARCH_TRIALS
+    }
 }
 
 /// A trained model, ready to export and register.
@@ -93,6 +97,9 @@ pub async fn train(statement: &CreateModel, runner: &dyn QueryRunner) -> Result<
     let kind = ModelKind::parse(&statement.kind).map_err(|m| failed(name, m))?;
     let config =
         TrainConfig::from_options(kind, &statement.options).map_err(|m| failed(name, m))?;
+    config
+        .check_search_size(runner.max_search_trials())
+        .map_err(|m| failed(name, m))?;
     let schema = runner.schema(&statement.query).await?;
     let (features, label) = split_columns(name, &schema, &statement.label)?;
     let source = format!("({}) AS __shoal_training", statement.query);
@@ -218,6 +225,8 @@ fn split_columns(name: &str, schema: &SchemaRef, label: &str) -> Result<(Vec<Str
             "the training query has no feature column besides the label",
         ));
     }
+    shoal_operators::train::bounds::check_features("the training query", features.len())
+        .map_err(|e| failed(name, e))?;
     Ok((features, label))
 }
 

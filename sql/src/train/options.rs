@@ -3,6 +3,7 @@
 
 use super::statement::OptionValue;
 use serde::{Deserialize, Serialize};
+use shoal_operators::train::bounds;
 use shoal_operators::train::combine::Privacy;
 use shoal_operators::train::network::Objective;
 
@@ -95,6 +96,9 @@ pub struct TrainConfig {
     pub searched: Vec<(String, Vec<f64>)>,
 }
 
+/// Trials a search may run unless the coordinator says otherwise (`--max-search-trials`).
+pub const DEFAULT_MAX_SEARCH_TRIALS: usize = 64;
+
 const SEARCHABLE: &[&str] = &[
     "learning_rate",
     "l2",
@@ -154,14 +158,14 @@ fn check_range(key: &str, v: f64) -> Result<(), String> {
         "learning_rate" => (1e-9, 100.0, false),
         "l2" => (0.0, 1e6, false),
         "rounds" => (1.0, 10_000.0, true),
-        "epochs" => (1.0, 1_000.0, true),
-        "batch_size" => (1.0, 1e6, true),
-        "hidden" => (1.0, 1024.0, true),
+        "epochs" => (1.0, bounds::MAX_EPOCHS as f64, true),
+        "batch_size" => (1.0, bounds::MAX_BATCH_SIZE as f64, true),
+        "hidden" => (1.0, bounds::MAX_HIDDEN_UNITS as f64, true),
         "clip_norm" | "noise_multiplier" => (0.0, 1e9, false),
         "min_site_rows" => (0.0, 1e15, true),
         "holdout" => (0.0, 0.9, false),
         "seed" => (0.0, 9e15, true),
-        "trials" => (1.0, 64.0, true),
+        "trials" => (1.0, DEFAULT_MAX_SEARCH_TRIALS as f64, true),
         _ => (f64::MIN, f64::MAX, false),
     };
     if !(lo..=hi).contains(&v) || (whole && v.fract() != 0.0) {
@@ -301,30 +305,74 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// How many combinations the searched lists span (saturating: a grid past u128 is
+    /// counted as u128::MAX). Computed from the list lengths: nothing is materialised.
+    pub fn grid_size(&self) -> u128 {
+        self.searched.iter().fold(1u128, |n, (_, values)| {
+            n.saturating_mul(values.len() as u128)
+        })
+    }
+
+    /// Refuses a search that would run more than `max_trials` trials, naming the count.
+    pub fn check_search_size(&self, max_trials: usize) -> Result<(), String> {
+        let planned = match self.search {
+            None => return Ok(()),
+            Some(Search::Grid) => self.grid_size(),
+            Some(Search::Random) => self.grid_size().min(self.trials as u128),
+        };
+        if planned <= max_trials as u128 {
+            return Ok(());
+        }
+        let lists: Vec<String> = self
+            .searched
+            .iter()
+            .map(|(key, values)| format!("{key} ({} values)", values.len()))
+            .collect();
+        let count = if planned == u128::MAX {
+            "more than 10^38".to_string()
+        } else {
+            planned.to_string()
+        };
+        Err(format!(
+            "the search over {} is {count} trials, over the limit of {max_trials} \
+             (--max-search-trials); search = 'random' with trials = N tries N of them",
+            lists.join(" x ")
+        ))
+    }
+
     /// The trials to run: one without a search; the grid's combinations, or `trials`
-    /// combinations of it drawn at random without repeats.
+    /// combinations of it drawn at random without repeats. Only the trials returned are
+    /// built (a random draw picks combination numbers, then builds those), so a search
+    /// is as large as [`Self::check_search_size`] allows, whatever its grid.
     pub fn trials(&self) -> Vec<Hyper> {
-        let mut combos = vec![self.base.clone()];
-        for (key, values) in &self.searched {
-            combos = combos
-                .iter()
-                .flat_map(|h| {
-                    values.iter().map(move |v| {
-                        let mut h = h.clone();
-                        h.set(key, *v);
-                        h
-                    })
-                })
-                .collect();
+        let total = self.grid_size();
+        let numbers: Vec<u128> = match self.search {
+            Some(Search::Random) if total > self.trials as u128 => {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+                let mut picked = std::collections::BTreeSet::new();
+                while picked.len() < self.trials {
+                    picked.insert(rng.random_range(0..total));
+                }
+                picked.into_iter().collect()
+            }
+            _ => (0..total).collect(),
+        };
+        numbers.into_iter().map(|n| self.combination(n)).collect()
+    }
+
+    /// Combination number `n` of the grid, the last searched key varying fastest (the
+    /// order of a nested loop over the keys as written).
+    fn combination(&self, mut n: u128) -> Hyper {
+        let mut hyper = self.base.clone();
+        for (key, values) in self.searched.iter().rev() {
+            let len = values.len().max(1) as u128;
+            if let Some(v) = values.get((n % len) as usize) {
+                hyper.set(key, *v);
+            }
+            n /= len;
         }
-        if self.search == Some(Search::Random) && combos.len() > self.trials {
-            use rand::SeedableRng;
-            use rand::seq::SliceRandom;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
-            combos.shuffle(&mut rng);
-            combos.truncate(self.trials);
-        }
-        combos
+        hyper
     }
 
     pub fn searched_keys(&self) -> Vec<String> {
@@ -361,6 +409,32 @@ mod tests {
         let trials = random.trials();
         assert_eq!(trials.len(), 4);
         assert!(trials.iter().all(|t| grid.trials().contains(t)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_search_is_sized_before_anything_is_built() -> Result<(), String> {
+        let list =
+            |n: usize| OptionValue::List((1..=n).map(|i| OptionValue::Number(i as f64)).collect());
+        let mut options = opts(&[("search", OptionValue::Text("grid".into()))]);
+        for key in ["rounds", "epochs", "batch_size", "hidden", "l2"] {
+            options.push((key.into(), list(25)));
+        }
+        options.push(("learning_rate".into(), list(25)));
+        let grid = TrainConfig::from_options(ModelKind::Mlp, &options)?;
+        assert_eq!(grid.grid_size(), 25u128.pow(6));
+        let err = grid.check_search_size(64).unwrap_err();
+        assert!(
+            err.contains("244140625 trials") && err.contains("--max-search-trials"),
+            "{err}"
+        );
+        options[0].1 = OptionValue::Text("random".into());
+        options.push(("trials".into(), OptionValue::Number(10.0)));
+        let random = TrainConfig::from_options(ModelKind::Mlp, &options)?;
+        random.check_search_size(64)?;
+        let trials = random.trials();
+        assert_eq!(trials.len(), 10);
+        assert!(trials.iter().all(|t| (1..=25).contains(&t.epochs)));
         Ok(())
     }
 

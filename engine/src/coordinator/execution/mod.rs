@@ -134,7 +134,7 @@ impl Executor {
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let report = self
             .reports
-            .finish(query_id, &attempts, rows, started)
+            .finish(query_id, None, &attempts, rows, started)
             .await;
         Ok(QueryOutput {
             schema,

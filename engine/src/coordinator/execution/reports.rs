@@ -17,27 +17,32 @@ const KEPT_REPORTS: usize = 256;
 /// them.
 const METRICS_WAIT: Duration = Duration::from_secs(5);
 
+/// A kept report: its statement's id, the principal that ran it (none for the
+/// coordinator's own statements: training passes, pipeline outputs), the report.
+type Kept = (String, Option<String>, QueryReport);
+
 #[derive(Debug, Default)]
 pub struct QueryReports {
-    kept: Mutex<VecDeque<(String, QueryReport)>>,
+    kept: Mutex<VecDeque<Kept>>,
 }
 
 impl QueryReports {
-    pub fn keep(&self, query_id: String, report: QueryReport) {
+    pub fn keep(&self, query_id: String, owner: Option<&str>, report: QueryReport) {
         let mut kept = self.kept.lock();
         if kept.len() == KEPT_REPORTS {
             kept.pop_front();
         }
-        kept.push_back((query_id, report));
+        kept.push_back((query_id, owner.map(str::to_string), report));
     }
 
-    pub fn get(&self, query_id: &str) -> Option<QueryReport> {
+    /// The report of `query_id` if `owner` ran it (any report for an admin).
+    pub fn get(&self, query_id: &str, owner: &str, admin: bool) -> Option<QueryReport> {
         self.kept
             .lock()
             .iter()
             .rev()
-            .find(|(id, _)| id == query_id)
-            .map(|(_, r)| r.clone())
+            .find(|(id, by, _)| id == query_id && (admin || by.as_deref() == Some(owner)))
+            .map(|(_, _, r)| r.clone())
     }
 
     /// The report of a statement that has finished streaming (of its last attempt, with
@@ -45,6 +50,7 @@ impl QueryReports {
     pub async fn finish(
         &self,
         query_id: &str,
+        owner: Option<&str>,
         attempts: &Attempts,
         rows: u64,
         started: Instant,
@@ -68,7 +74,7 @@ impl QueryReports {
             .map(|l| l.noticed.saturating_duration_since(started).as_millis() as u64)
             .collect();
         drop(lost);
-        self.keep(query_id.to_string(), report.clone());
+        self.keep(query_id.to_string(), owner, report.clone());
         report
     }
 
@@ -82,7 +88,7 @@ impl QueryReports {
         started: Instant,
     ) -> QueryReport {
         let report = read_report(query_id, plan, rows, started).await;
-        self.keep(query_id.to_string(), report.clone());
+        self.keep(query_id.to_string(), None, report.clone());
         report
     }
 }
@@ -120,10 +126,24 @@ mod tests {
     fn only_the_most_recent_reports_are_kept() {
         let reports = QueryReports::default();
         for i in 0..=KEPT_REPORTS {
-            reports.keep(format!("q{i}"), QueryReport::default());
+            reports.keep(format!("q{i}"), Some("ana"), QueryReport::default());
         }
-        assert!(reports.get("q0").is_none());
-        assert!(reports.get("q1").is_some());
-        assert!(reports.get(&format!("q{KEPT_REPORTS}")).is_some());
+        assert!(reports.get("q0", "ana", false).is_none());
+        assert!(reports.get("q1", "ana", false).is_some());
+        assert!(
+            reports
+                .get(&format!("q{KEPT_REPORTS}"), "ana", false)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_report_is_its_owners_and_the_admins() {
+        let reports = QueryReports::default();
+        reports.keep("q1".into(), Some("ana"), QueryReport::default());
+        reports.keep("q2".into(), None, QueryReport::default());
+        assert!(reports.get("q1", "bo", false).is_none());
+        assert!(reports.get("q1", "bo", true).is_some());
+        assert!(reports.get("q2", "ana", false).is_none());
     }
 }

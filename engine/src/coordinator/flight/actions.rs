@@ -40,6 +40,7 @@ pub fn handle(
     action: Action,
     admission: Option<&Admission>,
 ) -> Result<Response<ActionStream>, Status> {
+    let principal = admission.map_or(Principal::Open, |a| a.principal.clone());
     match action.r#type.as_str() {
         ACTION_REGISTER => {
             require_cluster_member(c, admission)?;
@@ -89,8 +90,11 @@ pub fn handle(
         }
         ACTION_QUERY_REPORT => {
             let request: QueryReportRequest = parse(&action)?;
-            let report = c.report(&request.query_id).ok_or_else(|| {
-                Status::not_found(format!("no report for query {}", request.query_id))
+            // Another client's report reads as missing: its existence is not revealed.
+            let report = c.report(&request.query_id, &principal).ok_or_else(|| {
+                let mut id = request.query_id.clone();
+                id.truncate(64);
+                Status::not_found(format!("no report of yours for query {id}"))
             })?;
             json_reply(&report)
         }
@@ -109,12 +113,12 @@ pub fn handle(
                 .collect();
             json_reply(&sites)
         }
-        ACTION_RUNNING => json_reply(&c.running_queries()),
+        ACTION_RUNNING => json_reply(&c.running_queries(&principal)),
         ACTION_CANCEL_FLIGHT_INFO => {
             let request = CancelFlightInfoRequest::decode(action.body).map_err(|e| {
                 Status::invalid_argument(format!("malformed CancelFlightInfoRequest: {e}"))
             })?;
-            let status = cancel(c, request.info.as_ref());
+            let status = cancel(c, request.info.as_ref(), &principal);
             let body = CancelFlightInfoResult::new(status).encode_to_vec();
             let item = arrow_flight::Result { body: body.into() };
             Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
@@ -125,21 +129,27 @@ pub fn handle(
     }
 }
 
-/// Cancels the statements behind `info`'s tickets.
-pub fn cancel(c: &Coordinator, info: Option<&FlightInfo>) -> CancelStatus {
+/// Cancels the statements behind `info`'s tickets that `principal` runs (any for an admin).
+/// A ticket this coordinator did not sign is ignored: its id is never looked up.
+pub fn cancel(c: &Coordinator, info: Option<&FlightInfo>, principal: &Principal) -> CancelStatus {
     let ids: Vec<String> = info
         .into_iter()
         .flat_map(|info| info.endpoint.iter())
         .filter_map(|endpoint| endpoint.ticket.as_ref())
         .filter_map(|ticket| StatementHandle::from_ticket(&ticket.ticket))
+        .filter(|handle| c.tickets.verify(handle).is_ok())
         .map(|handle| handle.query_id)
         .collect();
     if ids.is_empty() {
         return CancelStatus::NotCancellable;
     }
+    let owner = principal.owner();
     let mut cancelled = false;
     for id in ids {
-        cancelled |= c.executor.running().cancel(&id);
+        cancelled |= c
+            .executor
+            .running()
+            .cancel(&id, &owner, principal.is_admin());
     }
     if cancelled {
         CancelStatus::Cancelled

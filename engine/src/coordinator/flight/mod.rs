@@ -5,12 +5,15 @@
 mod actions;
 mod catalog_calls;
 mod parameters;
+mod tickets;
+
+pub use tickets::TicketKey;
 
 use super::Coordinator;
 use super::execution::{bounded, flight_status};
 use super::ids::new_id;
 use crate::protocol::StatementHandle;
-use crate::security::Admission;
+use crate::security::{Admission, Principal};
 use crate::security::{Guarded, check_exposure, server_tls};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
@@ -142,6 +145,15 @@ fn one_batch(batch: crate::Result<RecordBatch>) -> Result<Response<DoGetStream>,
     Ok(Response::new(Box::pin(stream)))
 }
 
+/// Who sent `request`, as the guard admitted it. A request the guard did not see (a test
+/// calling the service directly) is the open principal, as on an unauthenticated endpoint.
+fn principal_of<T>(request: &Request<T>) -> Principal {
+    request
+        .extensions()
+        .get::<Admission>()
+        .map_or(Principal::Open, |a| a.principal.clone())
+}
+
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
@@ -150,10 +162,12 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 }
 
 impl CoordinatorFlight {
-    /// Plans a statement (checking it) and hands back a ticket that carries it.
+    /// Plans a statement (checking it) and hands back a ticket that carries it, signed
+    /// for `principal`.
     async fn statement_info(
         &self,
         handle: StatementHandle,
+        principal: &Principal,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let parameters = parameters::decode(handle.parameters.as_deref())?;
@@ -162,13 +176,21 @@ impl CoordinatorFlight {
             .plan_with_parameters(&handle.sql, parameters)
             .await
             .map_err(crate::Error::to_status)?;
+        let handle = self.coordinator.tickets.seal(handle, principal);
         flight_info(&planned.schema(), handle.to_ticket(), descriptor)
     }
 
     /// Runs a statement and streams its batches, bounded by the query timeout, the result
     /// limit and cancellation. When the client goes away, tonic drops this stream, which
     /// drops the plan's streams and with them the work on every worker.
-    async fn stream_statement(&self, handle: StatementHandle) -> Result<DoGetStream, Status> {
+    async fn stream_statement(
+        &self,
+        handle: StatementHandle,
+        principal: &Principal,
+    ) -> Result<DoGetStream, Status> {
+        // Only a ticket this coordinator issued to this principal runs: the id in it is
+        // then ours, never a client's.
+        self.coordinator.tickets.open(&handle, principal)?;
         let started = Instant::now();
         let coordinator = self.coordinator.clone();
         let parameters = parameters::decode(handle.parameters.as_deref())?;
@@ -186,7 +208,10 @@ impl CoordinatorFlight {
         let executor = coordinator.executor.clone();
         let (batches, attempts) =
             executor.execute_resilient(planned, coordinator.replan(&handle.sql, parameters));
-        let (running, cancel) = executor.running().start(&handle.query_id);
+        let (running, cancel) = executor
+            .running()
+            .start(&handle.query_id, &handle.owner)
+            .map_err(|e| crate::Error::Quota(e.to_string()).to_status())?;
         let rows = Arc::new(AtomicU64::new(0));
         let limits = executor.limits();
         let bounded = bounded(
@@ -203,6 +228,7 @@ impl CoordinatorFlight {
                 .reports()
                 .finish(
                     &handle.query_id,
+                    Some(&handle.owner),
                     &attempts,
                     rows.load(Ordering::Relaxed),
                     started,
@@ -261,31 +287,43 @@ impl FlightSqlService for CoordinatorFlight {
             sql: query.query,
             query_id: new_id(),
             parameters: None,
+            owner: String::new(),
+            mac: String::new(),
         };
-        self.statement_info(handle, request.into_inner()).await
+        let principal = principal_of(&request);
+        self.statement_info(handle, &principal, request.into_inner())
+            .await
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let handle =
             StatementHandle::decode(&ticket.statement_handle).map_err(Status::invalid_argument)?;
-        Ok(Response::new(self.stream_statement(handle).await?))
+        let principal = principal_of(&request);
+        Ok(Response::new(
+            self.stream_statement(handle, &principal).await?,
+        ))
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let principal = principal_of(&request);
         let (dataset, parameters) = self
             .coordinator
             .describe(&query.query)
             .await
             .map_err(crate::Error::to_status)?;
-        let handle = self.coordinator.prepared.create(query.query);
+        let handle = self
+            .coordinator
+            .prepared
+            .create(query.query, &principal)
+            .map_err(crate::Error::to_status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: schema_bytes(&dataset)?,
@@ -299,8 +337,9 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let handle = prepared_handle(&query.prepared_statement_handle)?;
+        let principal = principal_of(&request);
         let row = parameters::receive(request.into_inner()).await?;
-        if !self.coordinator.prepared.bind(&handle, row) {
+        if !self.coordinator.prepared.bind(&handle, row, &principal) {
             return Err(unknown_prepared(&handle));
         }
         Ok(DoPutPreparedStatementResult {
@@ -314,10 +353,11 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = prepared_handle(&cmd.prepared_statement_handle)?;
+        let principal = principal_of(&request);
         let prepared = self
             .coordinator
             .prepared
-            .get(&handle)
+            .get(&handle, &principal)
             .ok_or_else(|| unknown_prepared(&handle))?;
         let statement = StatementHandle {
             sql: prepared.sql,
@@ -327,17 +367,22 @@ impl FlightSqlService for CoordinatorFlight {
                 .as_ref()
                 .map(parameters::encode)
                 .transpose()?,
+            owner: String::new(),
+            mac: String::new(),
         };
-        self.statement_info(statement, request.into_inner()).await
+        self.statement_info(statement, &principal, request.into_inner())
+            .await
     }
 
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
         let handle = prepared_handle(&query.prepared_statement_handle)?;
-        self.coordinator.prepared.close(&handle);
+        self.coordinator
+            .prepared
+            .close(&handle, &principal_of(&request));
         Ok(())
     }
 
@@ -440,11 +485,11 @@ impl FlightSqlService for CoordinatorFlight {
     async fn do_action_cancel_query(
         &self,
         query: ActionCancelQueryRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
         let info = FlightInfo::decode(query.info)
             .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
-        let status = actions::cancel(&self.coordinator, Some(&info));
+        let status = actions::cancel(&self.coordinator, Some(&info), &principal_of(&request));
         // The deprecated CancelQuery result enum numbers its values like CancelStatus.
         Ok(ActionCancelQueryResult {
             result: status as i32,
@@ -456,9 +501,10 @@ impl FlightSqlService for CoordinatorFlight {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
+        let principal = principal_of(&request);
         let action = request.into_inner();
         if action.r#type == crate::protocol::ACTION_PIPELINE {
-            return pipeline_action(self.coordinator.clone(), &action);
+            return pipeline_action(self.coordinator.clone(), &action, principal);
         }
         actions::handle(&self.coordinator, action, admission.as_ref())
     }
@@ -473,11 +519,12 @@ impl FlightSqlService for CoordinatorFlight {
 fn pipeline_action(
     coordinator: Arc<Coordinator>,
     action: &Action,
+    principal: Principal,
 ) -> Result<Response<<CoordinatorFlight as FlightService>::DoActionStream>, Status> {
     let request: crate::protocol::PipelineRequest = parse(action)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(64);
     let run: futures::future::BoxFuture<'static, crate::Result<()>> =
-        Box::pin(async move { coordinator.pipeline(request, events_tx).await });
+        Box::pin(async move { coordinator.pipeline(request, &principal, events_tx).await });
     let state = PipelineStream {
         run: Some(run),
         outcome: None,

@@ -17,11 +17,20 @@ pub(super) fn encode_rows(batch: &RecordBatch) -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
-pub(super) struct Events(pub(super) mpsc::Sender<PipelineEvent>);
+/// Where a run's events go, and whose run it is (its statements are listed and cancelled
+/// as that principal's).
+pub(super) struct Events {
+    sender: mpsc::Sender<PipelineEvent>,
+    pub(super) owner: String,
+}
 
 impl Events {
+    pub(super) fn new(sender: mpsc::Sender<PipelineEvent>, owner: String) -> Self {
+        Self { sender, owner }
+    }
+
     /// Sends; a caller that went away stops the run.
     pub(super) async fn send(&self, event: PipelineEvent) -> Result<()> {
-        self.0.send(event).await.map_err(|_| Error::ClientGone)
+        self.sender.send(event).await.map_err(|_| Error::ClientGone)
     }
 }

@@ -79,9 +79,10 @@ impl Pipelines {
     pub async fn run(
         &self,
         request: PipelineRequest,
+        owner: String,
         events: mpsc::Sender<PipelineEvent>,
     ) -> Result<()> {
-        let events = Events(events);
+        let events = Events::new(events, owner);
         let started = Instant::now();
         let (mode, run_id) = match request.mode {
             PipelineMode::Validate => (Mode::Validate, None),

@@ -34,7 +34,11 @@ impl Pipelines {
         let total = self.source_rows(pipeline);
         let scanned_at_start = self.progress.rows_scanned_total();
         let query_id = format!("pipeline-{}", new_id());
-        let (_running, cancel) = self.executor.running().start(&query_id);
+        let (_running, cancel) = self
+            .executor
+            .running()
+            .start(&query_id, &events.owner)
+            .map_err(|e| Error::Quota(e.to_string()))?;
         let limits = self.executor.limits();
         let stream = bounded(
             query_id,
