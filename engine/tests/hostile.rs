@@ -97,3 +97,54 @@ fn every_expression_shape_up_to_and_past_the_limits_is_answered_or_refused_namin
         }
     }
 }
+
+#[test]
+fn oversized_kernels_internal_functions_and_huge_searches_are_refused_naming_the_limit() {
+    let mut s = scene(Layout::Plain, Spec::default());
+    let cluster = &mut s.cluster;
+    let lists = (1..=25)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let refused = [
+        (
+            "SELECT count(hashed_ngrams(l_comment, 1, 10000000)) FROM lineitem".to_string(),
+            "over the limit of 16384",
+        ),
+        (
+            "SELECT count(hashed_ngrams(CAST(value AS VARCHAR), 1, 10000000)) \
+             FROM generate_series(1, 100000)"
+                .to_string(),
+            "over the limit of 16384",
+        ),
+        (
+            "SELECT __shoal_fedavg_round('{}', l_quantity, l_discount) FROM lineitem".to_string(),
+            "internal to shoal",
+        ),
+        (
+            "SELECT \"__shoal_linear_stats\"(l_quantity, l_discount) FROM lineitem".to_string(),
+            "internal to shoal",
+        ),
+        (
+            format!(
+                "CREATE MODEL huge OPTIONS (search = 'grid', rounds = [{lists}], \
+                 epochs = [{lists}], batch_size = [{lists}], hidden = [{lists}], \
+                 l2 = [{lists}], learning_rate = [{lists}]) AS TRAIN mlp PREDICTING y \
+                 FROM (SELECT l_quantity, l_discount AS y FROM lineitem)"
+            ),
+            "244140625 trials, over the limit of 64",
+        ),
+    ];
+    for (sql, expected) in refused {
+        let answer = cluster.sql(&sql);
+        assert_alive(cluster, &sql);
+        assert!(!answer.ok, "{sql} ran");
+        assert!(answer.stderr.contains(expected), "{sql}: {}", answer.stderr);
+    }
+    // Within the bounds the kernels run.
+    let answer = cluster.sql("SELECT count(hashed_ngrams(l_comment, 2, 4096)) AS n FROM lineitem");
+    assert!(
+        answer.ok && answer.stdout.contains(&harness::ROWS.to_string()),
+        "{answer:?}"
+    );
+}

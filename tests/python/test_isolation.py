@@ -146,3 +146,17 @@ def test_a_client_looping_on_logins_ends_only_its_own_sessions(cluster):
     latest = cluster.login(RIVAL, RIVAL_PASSWORD)
     action(*latest, "shoal.sites")
     action(*cluster.login(USER, PASSWORD), "shoal.sites")
+
+
+def test_a_shipped_model_cannot_be_trained_over_without_the_admin_role(cluster):
+    import hashlib
+    from conftest import ROOT
+    shipped = ROOT / "tests/data/models/return_risk.onnx"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    rival = cluster.login(RIVAL, RIVAL_PASSWORD)
+    sql = ("CREATE MODEL return_risk AS TRAIN linear PREDICTING l_tax "
+           "FROM (SELECT l_quantity, l_tax FROM lineitem)")
+    with pytest.raises(flight.FlightUnauthorizedError, match="shipped by the operator"):
+        info_of(*rival, sql)
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    assert not (ROOT / "tests/data/models/return_risk@v1.onnx").exists()

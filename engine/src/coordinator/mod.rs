@@ -194,7 +194,7 @@ impl Coordinator {
     /// Plans `sql`. Remote clients may only read (DDL, DML and `SET` are refused), and
     /// train models (`CREATE MODEL`).
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
-        self.plan_with_parameters(sql, None).await
+        self.plan_with_parameters(sql, None, &Principal::Open).await
     }
 
     /// Plans `sql` with its placeholders (`$1`, `?`) bound to `parameters`.
@@ -202,13 +202,16 @@ impl Coordinator {
         &self,
         sql: &str,
         parameters: Option<ParamValues>,
+        principal: &Principal,
     ) -> Result<PlannedQuery> {
         self.planning
             .run(async {
                 let statement =
                     ShoalStatement::parse_with_limits(sql, &self.options.statement_limits)?;
                 self.statements
-                    .plan(&statement, parameters, |create| self.training.plan(create))
+                    .plan(&statement, parameters, |create| {
+                        self.training.plan(create, principal)
+                    })
                     .await
             })
             .await
@@ -226,14 +229,25 @@ impl Coordinator {
     }
 
     /// Plans `sql` again with the same parameters: what a re-run after a lost worker runs.
-    pub fn replan(self: &Arc<Self>, sql: &str, parameters: Option<ParamValues>) -> Replan {
+    pub fn replan(
+        self: &Arc<Self>,
+        sql: &str,
+        parameters: Option<ParamValues>,
+        principal: &Principal,
+    ) -> Replan {
         let coordinator = self.clone();
         let sql = sql.to_string();
+        let principal = principal.clone();
         Arc::new(move || {
             let coordinator = coordinator.clone();
             let sql = sql.clone();
             let parameters = parameters.clone();
-            Box::pin(async move { coordinator.plan_with_parameters(&sql, parameters).await })
+            let principal = principal.clone();
+            Box::pin(async move {
+                coordinator
+                    .plan_with_parameters(&sql, parameters, &principal)
+                    .await
+            })
         })
     }
 
@@ -242,7 +256,11 @@ impl Coordinator {
     pub async fn run(self: &Arc<Self>, sql: &str) -> Result<QueryOutput> {
         let planned = self.plan(sql).await?;
         self.executor
-            .collect(&ids::new_id(), planned, self.replan(sql, None))
+            .collect(
+                &ids::new_id(),
+                planned,
+                self.replan(sql, None, &Principal::Open),
+            )
             .await
     }
 
@@ -253,6 +271,6 @@ impl Coordinator {
         owner: &Principal,
         events: mpsc::Sender<PipelineEvent>,
     ) -> Result<()> {
-        self.pipelines.run(request, owner.owner(), events).await
+        self.pipelines.run(request, owner.clone(), events).await
     }
 }

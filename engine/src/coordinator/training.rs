@@ -7,6 +7,7 @@ use super::ids::new_id;
 use super::session::Sessions;
 use super::statement::{PlannedQuery, Statements, read_only};
 use crate::error::{Error, Result};
+use crate::security::Principal;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
@@ -42,12 +43,28 @@ impl Training {
         }
     }
 
+    /// Refuses a name the registry would refuse, and a shipped model's name to anyone but
+    /// an admin: the operator's model is the operator's.
+    fn check_name(&self, name: &str, principal: &Principal) -> Result<()> {
+        shoal_operators::model::check_model_name(name).map_err(shoal_sql::Error::from)?;
+        if self.models.is_shipped(name) && !principal.is_admin() {
+            return Err(Error::Forbidden(format!(
+                "model '{name}' was shipped by the operator: training under its name needs the \
+                 admin role; choose another name"
+            )));
+        }
+        Ok(())
+    }
+
     /// A `CREATE MODEL` statement as a plan: its schema now, the training when executed
     /// (Flight plans a statement once for its schema and again to run it).
     /// A name the registry would refuse is refused now, before the statement is accepted.
-    pub fn plan(self: &Arc<Self>, statement: &CreateModel) -> Result<PlannedQuery> {
-        shoal_operators::model::check_model_name(&statement.name)
-            .map_err(shoal_sql::Error::from)?;
+    pub fn plan(
+        self: &Arc<Self>,
+        statement: &CreateModel,
+        principal: &Principal,
+    ) -> Result<PlannedQuery> {
+        self.check_name(&statement.name, principal)?;
         let schema = result_schema_of(statement);
         let training = self.clone();
         let statement = Arc::new(statement.clone());
@@ -77,7 +94,9 @@ impl Training {
         ctx: SessionContext,
         statement: &CreateModel,
         input: Arc<dyn datafusion::catalog::TableProvider>,
+        principal: &Principal,
     ) -> Result<RecordBatch> {
+        self.check_name(&statement.name, principal)?;
         // The site tables' schema takes no new tables: the input gets a schema of its own.
         let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
         datafusion::catalog::SchemaProvider::register_table(

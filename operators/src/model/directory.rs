@@ -4,6 +4,12 @@
 //! Trained models are registered in versions: `<name>@v<N>.onnx` (never overwritten) with
 //! its training metadata in `<name>@v<N>.json`, and `<name>.onnx` a copy of the latest, so
 //! `predict('name', ...)` uses the latest and `predict('name@v1', ...)` a fixed version.
+//!
+//! A model the operator put in the folder (a `<name>.onnx` with no trained versions) is
+//! *shipped*: version 0 of its name, `name@v0`. Only an admin may train under a shipped
+//! name (the engine checks the role), and the first such training keeps the operator's
+//! bytes as `<name>@v0.onnx` before `<name>.onnx` moves on, so the shipped version is
+//! never lost.
 
 use super::{LoadedModel, ModelInfo, ModelProvider};
 use crate::error::{Error, Result};
@@ -22,6 +28,8 @@ pub fn content_hash(bytes: &[u8]) -> String {
 pub struct DirectoryModels {
     dir: Option<PathBuf>,
     models: RwLock<BTreeMap<String, Arc<LoadedModel>>>,
+    /// Shipped models by name, as the operator shipped them (served as `name@v0`).
+    shipped: BTreeMap<String, Arc<LoadedModel>>,
     registering: parking_lot::Mutex<()>,
 }
 
@@ -62,11 +70,18 @@ impl DirectoryModels {
             let model = LoadedModel::from_bytes(name, &path.display().to_string(), bytes)?;
             models.insert(name.to_string(), Arc::new(model));
         }
+        let shipped = shipped_models(&models);
         Ok(Self {
             dir: Some(dir.to_path_buf()),
             models: RwLock::new(models),
+            shipped,
             registering: Default::default(),
         })
+    }
+
+    /// Whether `name` is a model the operator shipped (version 0 of its name).
+    pub fn is_shipped(&self, name: &str) -> bool {
+        self.shipped.contains_key(name)
     }
 
     /// Stores the next version of `name`, made by `make(version)` as (ONNX bytes, metadata
@@ -83,6 +98,7 @@ impl DirectoryModels {
             model: name.to_string(),
         })?;
         check_model_name(name)?;
+        self.keep_shipped_version(dir, name)?;
         let version = self.next_version(dir, name)?;
         let (bytes, metadata) = make(version);
         let versioned_name = format!("{name}@v{version}");
@@ -125,6 +141,25 @@ impl DirectoryModels {
             hash,
             path,
         })
+    }
+
+    /// Before the first training under a shipped name: the operator's bytes as
+    /// `<name>@v0.onnx` (written beside, under a temporary name first; never over a file).
+    fn keep_shipped_version(&self, dir: &Path, name: &str) -> Result<()> {
+        let Some(shipped) = self.shipped.get(name) else {
+            return Ok(());
+        };
+        let path = dir.join(format!("{name}@v0.onnx"));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".{name}@v0.onnx.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::write(&tmp, &shipped.bytes[..]).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
     }
 
     /// One more than the highest `<name>@v<N>.onnx` in the folder.
@@ -173,6 +208,31 @@ impl DirectoryModels {
     }
 }
 
+/// The shipped models among `models` (a folder's files by name): each `<name>` with no
+/// trained version `<name>@v<N>` (N >= 1), or with a kept `<name>@v0`, which then holds
+/// the shipped bytes.
+fn shipped_models(
+    models: &BTreeMap<String, Arc<LoadedModel>>,
+) -> BTreeMap<String, Arc<LoadedModel>> {
+    let mut shipped = BTreeMap::new();
+    for (name, model) in models {
+        if name.contains('@') {
+            continue;
+        }
+        let prefix = format!("{name}@v");
+        let trained = models
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .any(|v| v != "0");
+        match models.get(&format!("{name}@v0")) {
+            Some(kept) => shipped.insert(name.clone(), kept.clone()),
+            None if !trained => shipped.insert(name.clone(), model.clone()),
+            None => None,
+        };
+    }
+    shipped
+}
+
 /// Names a registered model may have: letters, digits, `_` and `-` (they become file
 /// names, and `@` separates the version).
 pub fn check_model_name(name: &str) -> Result<()> {
@@ -203,17 +263,22 @@ fn servable_name(name: &str) -> bool {
 
 impl ModelProvider for DirectoryModels {
     fn model(&self, name: &str, pinned_hash: Option<&str>) -> Result<Arc<LoadedModel>> {
-        let model =
-            self.models
-                .read()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| match servable_name(name) {
-                    true => self.unknown(name),
-                    false => Error::InvalidModelName {
-                        name: name.to_string(),
-                    },
-                })?;
+        let shipped = name
+            .strip_suffix("@v0")
+            .and_then(|base| self.shipped.get(base))
+            .cloned();
+        let model = self
+            .models
+            .read()
+            .get(name)
+            .cloned()
+            .or(shipped)
+            .ok_or_else(|| match servable_name(name) {
+                true => self.unknown(name),
+                false => Error::InvalidModelName {
+                    name: name.to_string(),
+                },
+            })?;
         match pinned_hash {
             // Re-registered since the statement was planned: keep scoring with the planned
             // version (registered versions stay in the registry as `name@vN`).
@@ -271,5 +336,37 @@ mod tests {
         let err = registry.model("../m", None).unwrap_err();
         assert!(matches!(err, Error::InvalidModelName { .. }), "{err}");
         assert!(servable_name("m@v12") && !servable_name("m@v") && !servable_name("/etc/m"));
+    }
+
+    #[test]
+    fn a_shipped_model_is_version_0_and_its_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped_bytes = test_model("price.onnx");
+        std::fs::write(dir.path().join("m.onnx"), &shipped_bytes).unwrap();
+        let registry = DirectoryModels::load(dir.path()).unwrap();
+        assert!(registry.is_shipped("m"));
+        let shipped = registry.model("m", None).unwrap().hash.clone();
+        assert_eq!(registry.model("m@v0", None).unwrap().hash, shipped);
+        let trained = registry
+            .register("m", |_| (test_model("return_risk.onnx"), "{}".into()))
+            .unwrap();
+        assert_eq!(trained.version, 1);
+        assert_eq!(registry.model("m", None).unwrap().hash, trained.hash);
+        assert_eq!(registry.model("m@v0", None).unwrap().hash, shipped);
+        let kept = std::fs::read(dir.path().join("m@v0.onnx")).unwrap();
+        assert_eq!(kept, shipped_bytes, "the operator's bytes are kept as v0");
+        // After a restart the name is still the operator's, and v0 still the shipped model.
+        let reloaded = DirectoryModels::load(dir.path()).unwrap();
+        assert!(reloaded.is_shipped("m"));
+        assert_eq!(reloaded.model("m@v0", None).unwrap().hash, shipped);
+        // A name only ever trained is not shipped.
+        registry
+            .register("fresh", |_| (test_model("price.onnx"), "{}".into()))
+            .unwrap();
+        assert!(
+            !DirectoryModels::load(dir.path())
+                .unwrap()
+                .is_shipped("fresh")
+        );
     }
 }

@@ -173,7 +173,7 @@ impl CoordinatorFlight {
         let parameters = parameters::decode(handle.parameters.as_deref())?;
         let planned = self
             .coordinator
-            .plan_with_parameters(&handle.sql, parameters)
+            .plan_with_parameters(&handle.sql, parameters, principal)
             .await
             .map_err(crate::Error::to_status)?;
         let handle = self.coordinator.tickets.seal(handle, principal);
@@ -198,7 +198,7 @@ impl CoordinatorFlight {
         // state for a client that never comes back for its ticket.
         let planned = Arc::new(
             coordinator
-                .plan_with_parameters(&handle.sql, parameters.clone())
+                .plan_with_parameters(&handle.sql, parameters.clone(), principal)
                 .await
                 .map_err(crate::Error::to_status)?,
         );
@@ -206,8 +206,10 @@ impl CoordinatorFlight {
         // A worker lost before the first batch is sent makes the statement re-run on the
         // remaining holders of the data.
         let executor = coordinator.executor.clone();
-        let (batches, attempts) =
-            executor.execute_resilient(planned, coordinator.replan(&handle.sql, parameters));
+        let (batches, attempts) = executor.execute_resilient(
+            planned,
+            coordinator.replan(&handle.sql, parameters, principal),
+        );
         let (running, cancel) = executor
             .running()
             .start(&handle.query_id, &handle.owner)

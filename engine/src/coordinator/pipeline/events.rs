@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::PipelineEvent;
+use crate::security::Principal;
 use base64::Engine;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -21,12 +22,18 @@ pub(super) fn encode_rows(batch: &RecordBatch) -> Result<String> {
 /// as that principal's).
 pub(super) struct Events {
     sender: mpsc::Sender<PipelineEvent>,
+    pub(super) principal: Principal,
     pub(super) owner: String,
 }
 
 impl Events {
-    pub(super) fn new(sender: mpsc::Sender<PipelineEvent>, owner: String) -> Self {
-        Self { sender, owner }
+    pub(super) fn new(sender: mpsc::Sender<PipelineEvent>, principal: Principal) -> Self {
+        let owner = principal.owner();
+        Self {
+            sender,
+            principal,
+            owner,
+        }
     }
 
     /// Sends; a caller that went away stops the run.

@@ -26,6 +26,7 @@ use super::training::Training;
 use super::workers::WorkerCalls;
 use crate::error::{Error, Result};
 use crate::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
+use crate::security::Principal;
 use events::Events;
 use shoal_operators::sink::staging::check_run_id;
 use shoal_planner::SiteCatalog;
@@ -79,10 +80,10 @@ impl Pipelines {
     pub async fn run(
         &self,
         request: PipelineRequest,
-        owner: String,
+        principal: Principal,
         events: mpsc::Sender<PipelineEvent>,
     ) -> Result<()> {
-        let events = Events::new(events, owner);
+        let events = Events::new(events, principal);
         let started = Instant::now();
         let (mode, run_id) = match request.mode {
             PipelineMode::Validate => (Mode::Validate, None),

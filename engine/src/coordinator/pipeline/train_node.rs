@@ -22,7 +22,7 @@ impl Pipelines {
         let input = output.dataframe.clone().into_view();
         let batch = self
             .training
-            .train_in_session(ctx, statement, input)
+            .train_in_session(ctx, statement, input, &events.principal)
             .await?;
         let rows = batch.num_rows() as u64;
         events
