@@ -148,3 +148,31 @@ fn oversized_kernels_internal_functions_and_huge_searches_are_refused_naming_the
         "{answer:?}"
     );
 }
+
+#[test]
+fn shoal_sql_into_a_pipe_closed_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let s = scene(Layout::Plain, Spec::default());
+    for format in ["table", "csv", "json"] {
+        let mut child = Command::new(harness::SHOAL)
+            .args(["sql", "--coordinator", &s.cluster.url, "--format", format])
+            .arg("SELECT * FROM lineitem")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal sql");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("a first line");
+        // The reader goes away after one line, as `| head -1` does.
+        let out = child.wait_with_output().expect("shoal sql ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{format}: {:?} {stderr}", out.status);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{format}: {stderr}"
+        );
+    }
+}

@@ -13,6 +13,12 @@ pub enum Error {
     )]
     RuntimeLibraryNotFound { tried: String },
 
+    #[error(
+        "refusing to load ONNX Runtime from {path}: {why} (a library others can change would \
+         run their code inside shoal); fix its permissions or run `make setup` again"
+    )]
+    RuntimeLibraryUnsafe { path: PathBuf, why: String },
+
     #[error("failed to initialise ONNX Runtime from {path}: {message}")]
     RuntimeInit { path: PathBuf, message: String },
 
@@ -203,6 +209,7 @@ impl Error {
             | Error::PinnedVersionGone { .. }
             | Error::InvalidModel { .. } => StatusCode::FailedPrecondition,
             Error::RuntimeLibraryNotFound { .. }
+            | Error::RuntimeLibraryUnsafe { .. }
             | Error::RuntimeInit { .. }
             | Error::RuntimeUnavailable { .. }
             | Error::InferencePool { .. }

@@ -40,12 +40,17 @@ pub fn environment() -> Result<&'static Environment> {
     })
 }
 
-/// Locates `libonnxruntime.so*`: `ORT_DYLIB_PATH`, then `.shoal/onnxruntime/` in the current
-/// directory, its ancestors, the executable's ancestors and the source checkout.
+/// Locates `libonnxruntime.so*`: `ORT_DYLIB_PATH`, else `.shoal/onnxruntime/` next to the
+/// executable or in the checkout this crate was built from (where `make setup` writes it).
+/// Never the working directory or its ancestors: on a shared host anyone may create a
+/// `.shoal/onnxruntime/` in a parent folder (the shared temp folder), and a library found
+/// there would run its code inside shoal. A library, or a folder holding it, that others
+/// may write is refused for the same reason.
 pub fn find_library() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("ORT_DYLIB_PATH") {
         let path = PathBuf::from(path);
         if path.is_file() {
+            check_not_writable_by_others(&path)?;
             return Ok(path);
         }
         return Err(Error::RuntimeLibraryNotFound {
@@ -53,19 +58,17 @@ pub fn find_library() -> Result<PathBuf> {
         });
     }
     let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        roots.push(dir);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    // The checkout this crate was built from (the workspace root): lets tests, `cargo run`
+    // and the binaries under target/ find the library from any working directory.
+    if let Some(checkout) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        roots.push(checkout.to_path_buf());
     }
-    // The checkout this crate was built from: lets tests and `cargo run` find the library
-    // from any working directory.
-    roots.extend(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .map(Path::to_path_buf),
-    );
     let mut tried = Vec::new();
     for root in roots {
         let dir = root.join(LOCAL_RUNTIME_DIR);
@@ -73,6 +76,7 @@ pub fn find_library() -> Result<PathBuf> {
             continue;
         }
         if let Some(lib) = library_in(&dir) {
+            check_not_writable_by_others(&lib)?;
             return Ok(lib);
         }
         tried.push(dir);
@@ -80,11 +84,63 @@ pub fn find_library() -> Result<PathBuf> {
     Err(Error::RuntimeLibraryNotFound {
         tried: tried
             .iter()
-            .take(6)
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+/// Refuses `library` if it, or the folders it is in, can be written by users other than
+/// its owner (group or world write, without the sticky bit that stops others replacing it).
+fn check_not_writable_by_others(library: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let unsafe_path = |path: &Path, why: &str| Error::RuntimeLibraryUnsafe {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    let file_mode = std::fs::metadata(library)
+        .map_err(|e| unsafe_path(library, &e.to_string()))?
+        .permissions()
+        .mode();
+    if file_mode & 0o022 != 0 {
+        return Err(unsafe_path(library, "it is writable by other users"));
+    }
+    for dir in library.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(unsafe_path(
+                library,
+                &format!("its folder {} is writable by other users", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod library_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_library_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libonnxruntime.so.1");
+        std::fs::write(&lib, b"not really").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_not_writable_by_others(&lib).is_ok());
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
+        assert!(err.contains("writable by other users"), "{err}");
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
+        assert!(err.contains("its folder"), "{err}");
+    }
 }
 
 fn library_in(dir: &Path) -> Option<PathBuf> {

@@ -218,6 +218,10 @@ enum Command {
         /// Time a stopping worker (Ctrl-C, SIGTERM) lets its running tasks finish.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
+        /// Private folder (0700) for the models this worker fetches (default:
+        /// ~/.cache/shoal/models/NAME).
+        #[arg(long)]
+        model_cache: Option<PathBuf>,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
@@ -276,6 +280,8 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli, limits)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `shoal sql ... | head`: the reader has all it wanted.
+        Err(e) if output::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -386,8 +392,10 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             output,
             memory_limit,
             drain_timeout,
+            model_cache,
         } => {
             let mut options = WorkerOptions::new(data, coordinator);
+            options.model_cache = model_cache;
             options.output_dir = output;
             if memory_limit.is_some() {
                 options.memory_limit = memory_limit;

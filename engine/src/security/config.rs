@@ -133,24 +133,23 @@ pub fn read_secret_file(path: &Path) -> Result<String> {
     Ok(secret)
 }
 
+/// Reads a file of secrets, refusing one that other users may read or write (as ssh does
+/// with a private key): its secrets would already be everyone's on the host.
 fn read_private(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e| Error::Io {
         path: path.to_path_buf(),
         source: e,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(
-                "{} holds secrets but others can read it; chmod 600 it",
-                path.display()
-            );
-        }
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Security(format!(
+            "{} holds secrets but other users can read or write it (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
     }
-    Ok(text)
+    std::fs::read_to_string(path).map_err(io)
 }
 
 #[cfg(test)]
@@ -176,6 +175,39 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("too short")
+        );
+    }
+
+    #[test]
+    fn a_secrets_file_others_can_read_is_refused_and_roles_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        std::fs::write(
+            &path,
+            "[[users]]\nname = \"root\"\npassword = \"pw\"\nrole = \"admin\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_auth_file(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = load_auth_file(&path).unwrap();
+        assert_eq!(file.admins(), vec!["root".to_string()]);
+        let bad_role = AuthFile {
+            users: vec![User {
+                name: "x".into(),
+                password: "pw".into(),
+                role: Some("root".into()),
+            }],
+            ..Default::default()
+        };
+        assert!(
+            bad_role
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("role")
         );
     }
 }

@@ -45,6 +45,22 @@ pub fn check_exposure(
     })
 }
 
+/// A coordinator beyond loopback that authenticates clients must also have a cluster
+/// secret: without one, registering and heartbeating are open to any client, which could
+/// then add a site of its own that the coordinator dials and sends plans to.
+pub fn check_cluster_secret(addr: SocketAddr, has_secret: bool, insecure: bool) -> Result<()> {
+    if addr.ip().is_loopback() || has_secret || insecure {
+        return Ok(());
+    }
+    Err(Error::Exposed {
+        role: "coordinator".into(),
+        addr: addr.to_string(),
+        how: "client tokens alone let any client register a fake site: give a cluster secret \
+              too (cluster_secret in --auth-file, or SHOAL_CLUSTER_SECRET)"
+            .into(),
+    })
+}
+
 /// A fresh random secret (256 bits, hex): issued bearer tokens and the embedded cluster's
 /// secret.
 pub fn random_secret() -> Result<String> {
@@ -66,6 +82,9 @@ mod tests {
         assert!(refused.to_string().contains("--insecure"), "{refused}");
         assert!(check_exposure("coordinator", public, true, false).is_ok());
         assert!(check_exposure("worker", public, false, true).is_ok());
+        assert!(check_cluster_secret(public, false, false).is_err());
+        assert!(check_cluster_secret(public, true, false).is_ok());
+        assert!(check_cluster_secret(local, false, false).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod data_dir;
 mod heartbeat;
 mod kill_switch;
 mod models;
+mod private_dir;
 mod scan_ledger;
 mod sink_actions;
 mod yielding_scan;
@@ -155,7 +156,7 @@ impl WorkerProcess {
             options
                 .model_cache
                 .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("shoal-models").join(&name)),
+                .unwrap_or_else(|| private_dir::default_model_cache(&name)),
         );
         if let Some(pool) = &memory {
             models = models.with_memory_pool(pool.clone());

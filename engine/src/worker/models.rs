@@ -19,7 +19,6 @@ use shoal_operators::{Error, ErrorExt, LoadedModel, ModelInfo, ModelProvider, Re
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct RemoteModels {
@@ -199,9 +198,9 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
-/// `bytes` written to `path` in the cache folder if their sha256 is `expected`: written
-/// under a temporary name and renamed, so a crash never leaves a truncated model and
-/// workers sharing the folder never see each other's partial writes.
+/// `bytes` written to `path` in the (private) cache folder if their sha256 is `expected`:
+/// written under a fresh temporary name and renamed, so a crash never leaves a truncated
+/// model and workers sharing the folder never see each other's partial writes.
 fn store_verified(
     dir: &Path,
     path: &Path,
@@ -211,15 +210,8 @@ fn store_verified(
     if content_hash(&bytes) != expected {
         return Err("the bytes received do not match the hash".into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{expected}.{}.{write}.tmp", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
-    }
+    super::private_dir::ensure_private_dir(dir)?;
+    super::private_dir::write_private(dir, path, &bytes)?;
     Ok(bytes)
 }
 

@@ -14,7 +14,7 @@ use super::execution::{bounded, flight_status};
 use super::ids::new_id;
 use crate::protocol::StatementHandle;
 use crate::security::{Admission, Principal};
-use crate::security::{Guarded, check_exposure, server_tls};
+use crate::security::{Guarded, check_cluster_secret, check_exposure, server_tls};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoDataBuilder;
@@ -71,6 +71,13 @@ pub async fn serve(
         coordinator.auth.requires_client_auth(),
         coordinator.options.insecure,
     )?;
+    if coordinator.auth.requires_client_auth() {
+        check_cluster_secret(
+            addr,
+            coordinator.auth.has_cluster_secret(),
+            coordinator.options.insecure,
+        )?;
+    }
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &coordinator.options.tls {
         builder = builder
