@@ -120,29 +120,6 @@ fn check_not_writable_by_others(library: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod library_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn a_library_others_can_write_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let lib = dir.path().join("libonnxruntime.so.1");
-        std::fs::write(&lib, b"not really").unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(check_not_writable_by_others(&lib).is_ok());
-        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
-        assert!(err.contains("writable by other users"), "{err}");
-        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
-        assert!(err.contains("its folder"), "{err}");
-    }
-}
-
 fn library_in(dir: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
     let mut found: Vec<PathBuf> = entries
@@ -214,5 +191,28 @@ pub fn run_on_cpu_pool<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T> {
         Ok(tokio::task::block_in_place(|| pool.install(work)))
     } else {
         Ok(pool.install(work))
+    }
+}
+
+#[cfg(test)]
+mod library_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_library_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libonnxruntime.so.1");
+        std::fs::write(&lib, b"not really").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_not_writable_by_others(&lib).is_ok());
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
+        assert!(err.contains("writable by other users"), "{err}");
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_not_writable_by_others(&lib).unwrap_err().to_string();
+        assert!(err.contains("its folder"), "{err}");
     }
 }
