@@ -265,8 +265,8 @@ fn local_training(c: &mut Criterion) {
         group.bench_function(format!("sgd epoch: {name}"), |b| {
             b.iter(|| {
                 let mut params = start.clone();
-                train(&arch, &mut params, &x, &y, &options);
-                params
+                let never = shoal_operators::cancel::CancelToken::none();
+                train(&arch, &mut params, &x, &y, &options, &never).map(|()| params)
             })
         });
     }

@@ -33,6 +33,14 @@ pub const ACTION_SINK_STATUS: &str = "shoal.sink_status";
 /// reply the run's manifest once its waves are one committed run, or null.
 pub const ACTION_SINK_WAVES: &str = "shoal.sink_waves";
 pub const ACTION_SINK_SEAL: &str = "shoal.sink_seal";
+/// Stops a statement's long loops on a worker; body: [`CancelStatement`].
+pub const ACTION_CANCEL_STATEMENT: &str = "shoal.cancel";
+
+/// Which statement to stop (its `shoal.statement.key`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CancelStatement {
+    pub key: String,
+}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SinkRun {

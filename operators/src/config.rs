@@ -21,6 +21,24 @@ use std::any::Any;
 pub struct ShoalOptions {
     pub inference: InferenceOptions,
     pub models: ModelOptions,
+    pub statement: StatementOptions,
+}
+
+/// Which statement a task belongs to, for stopping its long loops (see [`crate::cancel`]):
+/// set by the coordinator per planned statement, sent to the workers with every task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatementOptions {
+    /// Random; empty when not planned by a coordinator.
+    pub key: String,
+    /// Milliseconds since the epoch after which the statement's work stops; 0: none.
+    pub deadline_ms: u64,
+}
+
+impl StatementOptions {
+    /// The statement's cancellation in this process.
+    pub fn token(&self) -> crate::cancel::CancelToken {
+        crate::cancel::CancelToken::for_statement(&self.key, self.deadline_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +65,7 @@ impl Default for ShoalOptions {
                 native_trees: true,
             },
             models: ModelOptions::default(),
+            statement: StatementOptions::default(),
         }
     }
 }
@@ -78,6 +97,8 @@ const SLOTS: &str = "inference.slots";
 const NATIVE_TREES: &str = "inference.native_trees";
 const VERSIONS: &str = "models.versions";
 const BATCH_ROWS: &str = "models.batch_rows";
+const STATEMENT_KEY: &str = "statement.key";
+const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
 
 impl ExtensionOptions for ShoalOptions {
     fn as_any(&self) -> &dyn Any {
@@ -106,10 +127,19 @@ impl ExtensionOptions for ShoalOptions {
             }
             VERSIONS => self.models.versions = value.to_string(),
             BATCH_ROWS => self.models.batch_rows = value.to_string(),
+            STATEMENT_KEY => self.statement.key = value.to_string(),
+            STATEMENT_DEADLINE => {
+                self.statement.deadline_ms = value.trim().parse().or_else(|_| {
+                    config_err!(
+                        "shoal.{STATEMENT_DEADLINE} must be ms since the epoch, not '{value}'"
+                    )
+                })?
+            }
             other => {
                 return config_err!(
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
-                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}"
+                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, \
+                     shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}"
                 );
             }
         }
@@ -144,6 +174,18 @@ impl ExtensionOptions for ShoalOptions {
                 self.models.batch_rows.clone(),
                 "JSON: model name -> rows per model run",
             ),
+            entry(
+                STATEMENT_KEY,
+                self.statement.key.clone(),
+                "The statement a task belongs to (set by the coordinator): its long loops stop \
+                 when the coordinator cancels it",
+            ),
+            entry(
+                STATEMENT_DEADLINE,
+                self.statement.deadline_ms.to_string(),
+                "When the statement's work stops (ms since the epoch; 0: never), from the \
+                 coordinator's --query-timeout",
+            ),
         ]
     }
 }
@@ -167,6 +209,6 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.len(), 6);
     }
 }

@@ -19,6 +19,13 @@ pub enum Error {
     )]
     RuntimeLibraryUnsafe { path: PathBuf, why: String },
 
+    /// Work stopped because its statement's cancellation fired.
+    #[error("{what} stopped: {reason}")]
+    Stopped {
+        what: String,
+        reason: crate::cancel::Stopped,
+    },
+
     #[error("failed to initialise ONNX Runtime from {path}: {message}")]
     RuntimeInit { path: PathBuf, message: String },
 
@@ -208,6 +215,11 @@ impl Error {
             Error::NoRegistryFolder { .. }
             | Error::PinnedVersionGone { .. }
             | Error::InvalidModel { .. } => StatusCode::FailedPrecondition,
+            Error::Stopped {
+                reason: crate::cancel::Stopped::DeadlinePassed,
+                ..
+            } => StatusCode::DeadlineExceeded,
+            Error::Stopped { .. } => StatusCode::Cancelled,
             Error::RuntimeLibraryNotFound { .. }
             | Error::RuntimeLibraryUnsafe { .. }
             | Error::RuntimeInit { .. }

@@ -16,6 +16,7 @@
 //! [`codec::ShoalCodec`] carries shoal's plan nodes across the network;
 //! [`udf::model_pins`] the model versions a statement was planned with.
 
+pub mod cancel;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -5,7 +5,8 @@ use crate::models_table::ModelsTable;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use shoal_operators::{ModelProvider, feature_udfs, ml_udfs, shoal_udafs};
+use shoal_operators::cancel::CancelToken;
+use shoal_operators::{ModelProvider, ShoalOptions, feature_udfs, ml_udfs, shoal_udafs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,10 +44,21 @@ pub fn with_shoal_functions_at(
                     ),
                 )]),
         );
+    // The statement the session runs (a worker's session is built per task, with the
+    // coordinator's `shoal.statement.*`): its training loops stop when it is cancelled.
+    let stop = builder
+        .config()
+        .as_ref()
+        .map(|config| {
+            ShoalOptions::from_config(config.options())
+                .statement
+                .token()
+        })
+        .unwrap_or_else(CancelToken::none);
     builder
         .aggregate_functions()
         .get_or_insert_with(Vec::new)
-        .extend(shoal_udafs(site));
+        .extend(shoal_udafs(site, stop));
     builder
 }
 

@@ -38,6 +38,40 @@ def odd_rows_fail():
     return model
 
 
+def endless():
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])
+    trips = helper.make_tensor("trips", TensorProto.INT64, [], [10**15])
+    keep_going = helper.make_tensor("keep_going", TensorProto.BOOL, [], [True])
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "zero"], ["v_out"]),
+        ],
+        "add_zero",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 4]),
+        ],
+    )
+    nodes = [
+        helper.make_node("Loop", ["trips", "keep_going", "input"], ["looped"], body=body),
+        helper.make_node("ReduceSum", ["looped", "axes"], ["variable"], keepdims=1),
+    ]
+    graph = helper.make_graph(nodes, "endless", [x], [y], [trips, keep_going, zero, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     path = OUT / "odd_rows_fail.onnx"
@@ -51,6 +85,10 @@ def main():
         pass
     else:
         raise AssertionError("a batch of 3 rows must fail")
+    print(f"wrote {path}")
+    path = OUT / "endless.onnx"
+    onnx.save(endless(), path)
+    # Not run here: it would not return. Its graph is checked above.
     print(f"wrote {path}")
 
 

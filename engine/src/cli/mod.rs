@@ -378,7 +378,13 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                     ""
                 }
             );
-            shoal_engine::coordinator::serve(coordinator, listener, shutdown_signal()).await?;
+            let stopping = async {
+                shutdown_signal().await;
+                // Work holding a thread (a training pass, a slow model) stops at its next
+                // check rather than keeping the process alive.
+                shoal_operators::cancel::shut_down();
+            };
+            shoal_engine::coordinator::serve(coordinator, listener, stopping).await?;
             Ok(())
         }
         Command::Worker {

@@ -107,11 +107,13 @@ impl Coordinator {
             models.clone(),
             channels.clone(),
             options.target_partitions,
+            options.query_timeout,
         ));
         let statements = Arc::new(Statements::new(sessions.clone(), catalog.clone()));
         let executor = Arc::new(Executor::new(
             catalog.clone(),
             progress.clone(),
+            workers::WorkerCalls::new(catalog.clone(), channels.clone()),
             ExecutionOptions {
                 heartbeat_interval: options.heartbeat_interval,
                 query_timeout: options.query_timeout,

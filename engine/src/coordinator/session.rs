@@ -25,6 +25,8 @@ pub struct Sessions {
     /// Channels to the workers, reused across statements.
     channels: ClusterChannels,
     target_partitions: Option<usize>,
+    /// Each statement's work stops this long after it is planned.
+    query_timeout: std::time::Duration,
 }
 
 impl Sessions {
@@ -33,12 +35,14 @@ impl Sessions {
         models: Arc<DirectoryModels>,
         channels: ClusterChannels,
         target_partitions: Option<usize>,
+        query_timeout: std::time::Duration,
     ) -> Self {
         Self {
             catalog,
             models,
             channels,
             target_partitions,
+            query_timeout,
         }
     }
 
@@ -100,6 +104,12 @@ impl Sessions {
         let options = state.config_mut().options_mut();
         let mut shoal = ShoalOptions::from_config(options);
         shoal.models = pins.to_options()?;
+        // A key of its own, so its long loops on every process can be told to stop, and
+        // the deadline at which they stop by themselves.
+        shoal.statement = shoal_operators::config::StatementOptions {
+            key: crate::coordinator::ids::new_id(),
+            deadline_ms: shoal_operators::cancel::deadline_after(self.query_timeout),
+        };
         options.extensions.insert(shoal);
         Ok(DataFrame::new(state, plan))
     }

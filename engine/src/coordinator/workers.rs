@@ -25,6 +25,15 @@ impl WorkerCalls {
         client::action(self.channels.connector(), url.as_str(), action, body).await
     }
 
+    /// The live workers' names.
+    pub fn live_sites(&self) -> Vec<String> {
+        self.catalog
+            .live_sites()
+            .into_iter()
+            .map(|(site, _)| site)
+            .collect()
+    }
+
     /// Sends `action` about `run` to every live worker; their replies, in site order.
     pub async fn ask_every_worker(&self, action: &str, run: &SinkRun) -> Result<Vec<Vec<u8>>> {
         let body = serde_json::to_vec(run).map_err(|e| Error::Malformed {

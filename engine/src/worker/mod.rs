@@ -322,6 +322,8 @@ impl WorkerProcess {
                 self.drain_timeout
             );
             self.kill_switch.pull();
+            // Work holding a thread (training, a slow model) stops at its next check.
+            shoal_operators::cancel::shut_down();
         }
         self.heartbeat.stop();
         self.server.abort();

@@ -3,8 +3,8 @@
 //! service on the same port, behind the same cluster-secret gate.
 
 use crate::protocol::{
-    ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL, ACTION_SINK_STATUS, ACTION_SINK_WAVES,
-    SinkRun,
+    ACTION_CANCEL_STATEMENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL,
+    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SinkRun,
 };
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -104,6 +104,11 @@ impl FlightService for WorkerActions {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
                 reply(&on_disk(move || staging::seal(&root, &run.path, &run.run_id)).await?)
+            }
+            // The coordinator stopped a statement: its loops here stop at their next check.
+            ACTION_CANCEL_STATEMENT => {
+                let cancel: crate::protocol::CancelStatement = parse(&action)?;
+                reply(&shoal_operators::cancel::cancel(&cancel.key))
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown worker action '{other}'"

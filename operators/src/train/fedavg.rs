@@ -11,6 +11,7 @@
 use super::inputs::{argument_names, check_binary_label, literal_string, non_null_f64, row_hash};
 use super::network::{Architecture, Objective, Scaling, SgdOptions, evaluate, train};
 use super::wire::{Reader, Writer, binary_states};
+use crate::cancel::CancelToken;
 use crate::features::numeric::scale_standard;
 use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::ArrayRef;
@@ -112,18 +113,36 @@ pub fn decode_all(bytes: &[u8]) -> Result<Vec<Contribution>> {
     (0..n).map(|_| Contribution::decode(&mut r)).collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct FedAvgRoundUdf {
     /// The site this function runs on (set by the worker's codec); "local" in one process.
     site: String,
     signature: Signature,
+    /// The statement's cancellation: the local training stops when it fires.
+    stop: CancelToken,
+}
+
+// Equal whatever the statement: one function, whichever statement's session holds it.
+impl PartialEq for FedAvgRoundUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.site == other.site
+    }
+}
+
+impl Eq for FedAvgRoundUdf {}
+
+impl std::hash::Hash for FedAvgRoundUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.site.hash(state);
+    }
 }
 
 impl FedAvgRoundUdf {
-    pub fn new(site: &str) -> Self {
+    pub fn new(site: &str, stop: CancelToken) -> Self {
         Self {
             site: site.to_string(),
             signature: Signature::variadic_any(Volatility::Immutable),
+            stop,
         }
     }
 }
@@ -168,6 +187,7 @@ impl AggregateUDFImpl for FedAvgRoundUdf {
         }
         Ok(Box::new(FedAvgAccumulator {
             site: self.site.clone(),
+            stop: self.stop.clone(),
             plan,
             names: names[1..].to_vec(),
             x: Vec::new(),
@@ -181,6 +201,7 @@ impl AggregateUDFImpl for FedAvgRoundUdf {
 #[derive(Debug)]
 struct FedAvgAccumulator {
     site: String,
+    stop: CancelToken,
     plan: RoundPlan,
     /// Feature names, then the label's.
     names: Vec<String>,
@@ -203,20 +224,23 @@ impl FedAvgAccumulator {
         out.train_rows = self.y.len() as u64;
         let (x, y) = (std::mem::take(&mut self.x), std::mem::take(&mut self.y));
         let plan = &self.plan;
+        let stop = &self.stop;
         let trains = plan.sgd.epochs > 0 && out.train_rows >= plan.min_rows.max(1);
-        let (loss, local) = run_on_cpu_pool(|| {
+        let (loss, local) = run_on_cpu_pool(|| -> Result<_> {
             let arch = &plan.architecture;
             let (loss, _) = evaluate(arch, &plan.weights, &x, &y);
-            let local = trains.then(|| {
+            let local = if trains {
                 let mut local = plan.weights.clone();
                 let mut sgd = plan.sgd.clone();
                 // Each site and partition shuffles differently, reproducibly.
                 sgd.seed = row_hash(y.iter().take(16).copied(), sgd.seed ^ y.len() as u64);
-                train(arch, &mut local, &x, &y, &sgd);
-                local
-            });
-            (loss, local)
-        })?;
+                train(arch, &mut local, &x, &y, &sgd, stop)?;
+                Some(local)
+            } else {
+                None
+            };
+            Ok((loss, local))
+        })??;
         out.train_loss = loss;
         if let Some(local) = local {
             let mut update: Vec<f64> = local

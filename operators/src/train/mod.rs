@@ -21,17 +21,19 @@ pub mod onnx_export;
 pub mod stats_udf;
 pub mod wire;
 
+use crate::cancel::CancelToken;
 use datafusion::logical_expr::AggregateUDF;
 use std::sync::Arc;
 
-/// Every aggregate shoal adds, for a session on `site` ("local" in one process).
-pub fn shoal_udafs(site: &str) -> Vec<Arc<AggregateUDF>> {
+/// Every aggregate shoal adds, for a session on `site` ("local" in one process) running
+/// the statement `stop` belongs to.
+pub fn shoal_udafs(site: &str, stop: CancelToken) -> Vec<Arc<AggregateUDF>> {
     let mut udafs = metric_udfs::metric_udafs();
     udafs.push(Arc::new(AggregateUDF::new_from_impl(
         stats_udf::LinearStatsUdf::new(site),
     )));
     udafs.push(Arc::new(AggregateUDF::new_from_impl(
-        fedavg::FedAvgRoundUdf::new(site),
+        fedavg::FedAvgRoundUdf::new(site, stop),
     )));
     udafs
 }

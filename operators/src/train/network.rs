@@ -5,6 +5,7 @@
 //!
 //! Parameters are one flat vector, layer by layer: W (outputs × inputs, row-major), then b.
 
+use crate::cancel::{CHECK_EVERY, CancelToken};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -235,11 +236,21 @@ pub fn evaluate(arch: &Architecture, params: &[f64], x: &[f64], y: &[f64]) -> (f
 }
 
 /// Runs `epochs` passes of mini-batch SGD over the rows, updating `params` in place.
-pub fn train(arch: &Architecture, params: &mut [f64], x: &[f64], y: &[f64], options: &SgdOptions) {
+/// Checks `stop` every [`CHECK_EVERY`] rows: a cancelled or timed-out statement ends the
+/// training with an error within one check's work, however many epochs were asked for.
+pub fn train(
+    arch: &Architecture,
+    params: &mut [f64],
+    x: &[f64],
+    y: &[f64],
+    options: &SgdOptions,
+    stop: &CancelToken,
+) -> datafusion::common::Result<()> {
     let rows = y.len();
     if rows == 0 || options.epochs == 0 {
-        return;
+        return Ok(());
     }
+    let mut since_check = 0usize;
     let width = arch.inputs.max(1);
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(options.seed);
@@ -257,6 +268,11 @@ pub fn train(arch: &Architecture, params: &mut [f64], x: &[f64], y: &[f64], opti
         for batch in order.chunks(batch_size) {
             gradient.iter_mut().for_each(|g| *g = 0.0);
             for &i in batch {
+                since_check += 1;
+                if since_check == CHECK_EVERY {
+                    since_check = 0;
+                    stop.check("local training")?;
+                }
                 let output = forward(arch, params, &x[i * width..(i + 1) * width], &mut s);
                 let (_, d_output) = loss_and_gradient(arch.objective, output, y[i]);
                 backward(arch, params, d_output, &mut s, &mut gradient);
@@ -268,6 +284,7 @@ pub fn train(arch: &Architecture, params: &mut [f64], x: &[f64], y: &[f64], opti
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -305,7 +322,7 @@ mod tests {
             batch_size: 32,
             seed: 7,
         };
-        train(&arch, &mut params, &x, &y, &options);
+        train(&arch, &mut params, &x, &y, &options, &CancelToken::none()).unwrap();
         let (loss_after, correct) = evaluate(&arch, &params, &x, &y);
         assert!(
             loss_after < loss_before * 0.5,

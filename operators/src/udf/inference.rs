@@ -1,6 +1,7 @@
 //! One model run over one Arrow batch: features in, one Arrow column out.
 
 use super::predict::PredictKind;
+use crate::cancel::{self, CancelToken};
 use crate::error::{Error, Result};
 use crate::features::{as_matrix_view, cast_all, stack_as_f32, stack_row_major};
 use crate::model::trees::NativeTensor;
@@ -9,6 +10,7 @@ use datafusion::arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
+use ort::session::RunOptions;
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use ort::value::{DynValue, PrimitiveTensorElementType};
@@ -81,7 +83,9 @@ pub fn infer(
     features: &[ArrayRef],
     rows: usize,
     native_trees: bool,
+    stop: &CancelToken,
 ) -> Result<ArrayRef> {
+    stop.stop_error(&format!("model '{}'", model.name))?;
     MODEL_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sig = &model.signature;
     let (output_index, _) = match kind {
@@ -172,8 +176,26 @@ pub fn infer(
         };
         inputs.push((name, value));
     }
+    // A run cannot check the token itself: the watchdog terminates it when the statement
+    // is cancelled or times out (ONNX Runtime then returns an error from `run`).
+    let run_options = Arc::new(RunOptions::new().map_err(failed)?);
+    let terminate = {
+        let run_options = run_options.clone();
+        move || {
+            let _ = run_options.terminate();
+        }
+    };
     model.sessions.with_session(|session| {
-        let outputs = session.run(inputs).map_err(failed)?;
+        let outputs = cancel::watched(stop, terminate, || {
+            session.run_with_options(inputs, run_options.as_ref())
+        })
+        .map_err(|e| match stop.stopped() {
+            Some(reason) => Error::Stopped {
+                what: format!("model '{}'", model.name),
+                reason,
+            },
+            None => failed(e),
+        })?;
         to_arrow(
             model,
             kind,

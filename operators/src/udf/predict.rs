@@ -6,6 +6,7 @@
 
 use super::inference::{infer, output_type};
 use super::model_pins::Pins;
+use crate::cancel::CancelToken;
 use crate::config::ShoalOptions;
 use crate::error::Error;
 use crate::features::is_numeric_feature;
@@ -198,6 +199,11 @@ impl ScalarUDFImpl for PredictUdf {
         let name = self.model_name(scalar)?.to_string();
         let pins = Pins::from_config(&args.config_options)?;
         let native_trees = ShoalOptions::native_trees(&args.config_options);
+        let stop = args
+            .config_options
+            .extensions
+            .get::<ShoalOptions>()
+            .map_or_else(CancelToken::none, |options| options.statement.token());
         let pinned = pins.versions.get(&name).map(String::as_str);
         let model = self.provider.model(&name, pinned)?;
         let rows = args.number_rows;
@@ -229,14 +235,14 @@ impl ScalarUDFImpl for PredictUdf {
             .max(1);
         let output = run_on_cpu_pool(|| {
             if rows <= chunk {
-                return infer(&model, kind, &features, rows, native_trees);
+                return infer(&model, kind, &features, rows, native_trees, &stop);
             }
             // One run per `chunk` rows: slices are views, only the outputs are concatenated.
             let mut outputs = Vec::with_capacity(rows.div_ceil(chunk));
             for start in (0..rows).step_by(chunk) {
                 let len = chunk.min(rows - start);
                 let slice: Vec<_> = features.iter().map(|f| f.slice(start, len)).collect();
-                outputs.push(infer(&model, kind, &slice, len, native_trees)?);
+                outputs.push(infer(&model, kind, &slice, len, native_trees, &stop)?);
             }
             let parts: Vec<&dyn Array> = outputs.iter().map(|a| a.as_ref()).collect();
             Ok(datafusion::arrow::compute::concat(&parts)?)

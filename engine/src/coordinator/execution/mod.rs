@@ -2,6 +2,7 @@
 //! bounded by the query timeout, the result-row limit and cancellation; listed while they
 //! run; and reported (bytes moved, rows, re-runs) once they end.
 
+mod cancels;
 mod limits;
 mod reports;
 pub mod resilient;
@@ -14,13 +15,16 @@ pub use running::RunningQueries;
 
 use super::progress::WorkerProgress;
 use super::statement::PlannedQuery;
+use super::workers::WorkerCalls;
 use crate::error::{Error, Result};
+use cancels::Cancels;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
+use shoal_operators::ShoalOptions;
 use shoal_planner::{QueryReport, SiteCatalog};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,12 +59,14 @@ pub struct Executor {
     options: ExecutionOptions,
     reports: QueryReports,
     running: RunningQueries,
+    cancels: Arc<Cancels>,
 }
 
 impl Executor {
     pub fn new(
         catalog: Arc<SiteCatalog>,
         progress: Arc<WorkerProgress>,
+        workers: WorkerCalls,
         options: ExecutionOptions,
     ) -> Self {
         Self {
@@ -69,6 +75,7 @@ impl Executor {
             options,
             reports: QueryReports::default(),
             running: RunningQueries::default(),
+            cancels: Arc::new(Cancels::new(workers)),
         }
     }
 
@@ -94,7 +101,11 @@ impl Executor {
     pub fn execute(&self, planned: &PlannedQuery) -> Result<SendableRecordBatchStream> {
         match planned {
             PlannedQuery::Plan { plan, task_ctx } => {
-                Ok(execute_stream(plan.clone(), task_ctx.clone())?)
+                let stream = execute_stream(plan.clone(), task_ctx.clone())?;
+                let key = ShoalOptions::from_config(task_ctx.session_config().options())
+                    .statement
+                    .key;
+                Ok(self.cancels.guard(key, stream))
             }
             PlannedQuery::Batches { schema, batches } => {
                 let stream = futures::stream::iter(batches.clone().into_iter().map(Ok));
