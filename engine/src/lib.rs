@@ -14,6 +14,7 @@ pub mod client;
 pub mod coordinator;
 pub mod embedded;
 pub mod error;
+pub mod memory;
 pub mod protocol;
 pub mod security;
 pub mod tasks;

@@ -176,3 +176,27 @@ fn shoal_sql_into_a_pipe_closed_early_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn the_coordinators_memory_pool_bounds_what_a_statement_builds_there() {
+    let spec = Spec {
+        coordinator_args: vec!["--memory-limit".into(), "64MiB".into()],
+        ..Spec::default()
+    };
+    let mut s = scene(Layout::Plain, spec);
+    let cluster = &mut s.cluster;
+    // 8192 rows x 16384 buckets of Float32 per batch: 512 MiB, within the per-batch bound
+    // but not within the coordinator's 64 MiB.
+    let sql = "SELECT count(hashed_ngrams(CAST(value AS VARCHAR), 1, 16384)) \
+               FROM generate_series(1, 100000)";
+    let answer = cluster.sql(sql);
+    assert_alive(cluster, sql);
+    assert!(!answer.ok, "{answer:?}");
+    assert!(
+        answer.stderr.contains("hashed_ngrams") && answer.stderr.contains("feature kernel output"),
+        "{}",
+        answer.stderr
+    );
+    let answer = cluster.sql("SELECT count(*) AS n FROM generate_series(1, 1000)");
+    assert!(answer.ok, "{answer:?}");
+}

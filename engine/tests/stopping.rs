@@ -131,7 +131,7 @@ fn a_client_going_away_stops_a_model_run_and_a_training_on_every_worker() {
 #[test]
 fn sigterm_stops_a_worker_busy_in_a_model_run() {
     let mut s = scene(Layout::Plain, spec(&[]));
-    let _client = s.cluster.spawn_sql(ENDLESS_MODEL);
+    let mut client = s.cluster.spawn_sql(ENDLESS_MODEL);
     wait_busy(&s.cluster);
     let started = Instant::now();
     s.cluster.signal("w1", "TERM");
@@ -143,4 +143,6 @@ fn sigterm_stops_a_worker_busy_in_a_model_run() {
         s.cluster.log_tails()
     );
     println!("FIGURE worker exited {:?} after SIGTERM", started.elapsed());
+    let _ = client.kill();
+    let _ = client.wait();
 }

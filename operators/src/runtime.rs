@@ -6,9 +6,10 @@
 
 use crate::config::{InferenceOptions, ShoalOptions};
 use crate::error::{Error, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use ort::environment::Environment;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Folder, relative to the repository root, that `make setup` fills with the library.
 pub const LOCAL_RUNTIME_DIR: &str = ".shoal/onnxruntime";
@@ -133,6 +134,27 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     // Prefer the most specific (versioned) name: the wheel ships only `.so.1.x.y`.
     found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     found.into_iter().next()
+}
+
+/// The process's memory pool (the worker's or the coordinator's), for the memory shoal's
+/// kernels build outside DataFusion's operators. The first pool set wins (an embedded
+/// cluster runs several in one process).
+static MEMORY_POOL: OnceLock<Arc<dyn MemoryPool>> = OnceLock::new();
+
+pub fn set_memory_pool(pool: Arc<dyn MemoryPool>) {
+    let _ = MEMORY_POOL.set(pool);
+}
+
+/// Reserves `bytes` for `what` in the process's pool, while the caller builds them: an
+/// allocation the pool cannot hold beside everything else running is an error naming
+/// `what` and the pool's limit, before anything is allocated. `None` without a pool.
+pub fn reserve(what: &str, bytes: usize) -> datafusion::common::Result<Option<MemoryReservation>> {
+    let Some(pool) = MEMORY_POOL.get() else {
+        return Ok(None);
+    };
+    let reservation = MemoryConsumer::new(what).register(pool);
+    reservation.try_grow(bytes)?;
+    Ok(Some(reservation))
 }
 
 static INFERENCE: OnceLock<InferenceOptions> = OnceLock::new();

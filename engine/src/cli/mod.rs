@@ -183,6 +183,11 @@ enum Command {
         /// Rows a statement may return to a client.
         #[arg(long, default_value_t = 100_000_000)]
         max_result_rows: u64,
+        /// Memory the coordinator's statements may hold, e.g. 512MiB or 4GiB (default: 70% of
+        /// the machine's memory). Past it, they spill or fail with a resources-exhausted
+        /// error; the coordinator keeps running.
+        #[arg(long, value_parser = parse_bytes)]
+        memory_limit: Option<usize>,
         /// Trials a CREATE MODEL search may run; a larger grid is refused naming its size.
         #[arg(long, default_value_t = shoal_sql::train::options::DEFAULT_MAX_SEARCH_TRIALS,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
@@ -333,6 +338,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             query_timeout,
             max_result_rows,
             max_search_trials,
+            memory_limit,
         } => {
             let auth = match &auth_file {
                 Some(path) => load_auth_file(path)?,
@@ -358,6 +364,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 max_result_rows,
                 statement_limits: limits,
                 max_search_trials,
+                memory_limit: memory_limit.or_else(shoal_engine::memory::default_memory_limit),
             };
             let coordinator = Coordinator::new(options)?;
             let listener = tokio::net::TcpListener::bind(&listen)

@@ -77,6 +77,19 @@ pub struct Coordinator {
     tickets: flight::TicketKey,
 }
 
+/// The coordinator's runtime: a memory pool of its own (final aggregations, sorts, joins
+/// and shoal's kernels on the coordinator spill or fail past it, never abort the process).
+fn coordinator_runtime(
+    limit: Option<usize>,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(pool) = crate::memory::memory_pool(limit) {
+        shoal_operators::runtime::set_memory_pool(pool.clone());
+        runtime = runtime.with_memory_pool(pool);
+    }
+    Ok(runtime.build_arc()?)
+}
+
 impl Coordinator {
     pub fn new(options: CoordinatorOptions) -> Result<Arc<Self>> {
         let models = match &options.models_dir {
@@ -108,6 +121,7 @@ impl Coordinator {
             channels.clone(),
             options.target_partitions,
             options.query_timeout,
+            coordinator_runtime(options.memory_limit)?,
         ));
         let statements = Arc::new(Statements::new(sessions.clone(), catalog.clone()));
         let executor = Arc::new(Executor::new(

@@ -47,6 +47,9 @@ pub struct CoordinatorOptions {
     pub statement_limits: StatementLimits,
     /// Trials a `CREATE MODEL` search may run (a larger grid is refused naming its size).
     pub max_search_trials: usize,
+    /// Memory the coordinator's statements may hold (its share of final aggregations,
+    /// sorts, joins and kernels); none: unbounded.
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for CoordinatorOptions {
@@ -70,6 +73,7 @@ impl Default for CoordinatorOptions {
             target_partitions: None,
             statement_limits: StatementLimits::default(),
             max_search_trials: shoal_sql::train::options::DEFAULT_MAX_SEARCH_TRIALS,
+            memory_limit: crate::memory::default_memory_limit(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Sessions {
     target_partitions: Option<usize>,
     /// Each statement's work stops this long after it is planned.
     query_timeout: std::time::Duration,
+    /// Shared by every statement's session: the coordinator's memory pool.
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 impl Sessions {
@@ -36,6 +38,7 @@ impl Sessions {
         channels: ClusterChannels,
         target_partitions: Option<usize>,
         query_timeout: std::time::Duration,
+        runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     ) -> Self {
         Self {
             catalog,
@@ -43,6 +46,7 @@ impl Sessions {
             channels,
             target_partitions,
             query_timeout,
+            runtime,
         }
     }
 
@@ -59,7 +63,8 @@ impl Sessions {
         }
         let builder = SessionStateBuilder::new()
             .with_default_features()
-            .with_config(config);
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone());
         // shoal's extension nodes (sinks) are planned before the distributed planner wraps
         // the query planner, so they land inside the workers' stages.
         let state = with_shoal_functions_at(builder, provider.clone(), "coordinator")

@@ -21,7 +21,6 @@ use crate::security::{
     Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
     server_tls,
 };
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use object_store::local::LocalFileSystem;
@@ -83,7 +82,7 @@ impl WorkerOptions {
             tls_ca: None,
             insecure: false,
             output_dir: None,
-            memory_limit: default_memory_limit(),
+            memory_limit: crate::memory::default_memory_limit(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -149,7 +148,7 @@ impl WorkerProcess {
             options.cluster_secret.as_deref(),
         ));
 
-        let memory = memory_pool(options.memory_limit);
+        let memory = crate::memory::memory_pool(options.memory_limit);
         let mut models = RemoteModels::new(
             options.coordinator.clone(),
             connector.clone(),
@@ -159,6 +158,7 @@ impl WorkerProcess {
                 .unwrap_or_else(|| private_dir::default_model_cache(&name)),
         );
         if let Some(pool) = &memory {
+            shoal_operators::runtime::set_memory_pool(pool.clone());
             models = models.with_memory_pool(pool.clone());
         }
         let models = Arc::new(models);
@@ -337,32 +337,6 @@ impl WorkerProcess {
         self.kill_switch.pull();
         self.server.abort();
     }
-}
-
-/// The default memory limit: 70% of the machine's memory, leaving room for the process
-/// itself and the page cache. None where the total cannot be read.
-pub fn default_memory_limit() -> Option<usize> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: usize = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024 / 10 * 7)
-}
-
-/// A pool that spills fairly between the operators that can, and whose errors name the
-/// largest consumers (so "out of memory" says what took it).
-fn memory_pool(limit: Option<usize>) -> Option<Arc<dyn MemoryPool>> {
-    let limit = limit?;
-    let top = std::num::NonZeroUsize::new(5)?;
-    Some(Arc::new(TrackConsumersPool::new(
-        FairSpillPool::new(limit),
-        top,
-    )))
 }
 
 /// Where the worker's coordinator is and how to talk to it.

@@ -34,6 +34,10 @@ pub(crate) fn zeroed_block(rows: usize, width: usize) -> Result<Vec<f32>, ArrowE
     if bytes > MAX_BATCH_OUTPUT_BYTES {
         return Err(too_large(rows, width));
     }
+    // Held while the block is built (DataFusion accounts for it downstream, if at all, only
+    // once it is a batch): a block the process's pool cannot hold now is refused.
+    let _reserved = crate::runtime::reserve("feature kernel output", bytes)
+        .map_err(|e| ArrowError::MemoryError(e.to_string()))?;
     let mut block = Vec::new();
     block
         .try_reserve_exact(cells)
