@@ -200,3 +200,45 @@ fn the_coordinators_memory_pool_bounds_what_a_statement_builds_there() {
     let answer = cluster.sql("SELECT count(*) AS n FROM generate_series(1, 1000)");
     assert!(answer.ok, "{answer:?}");
 }
+
+#[test]
+fn configuration_traps_are_refused_at_start() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let port = harness::free_port();
+    // Client tokens but no cluster secret, beyond loopback: any client could register a site.
+    let out = Command::new(harness::SHOAL)
+        .args(["coordinator", "--listen", &format!("0.0.0.0:{port}")])
+        .env("SHOAL_TOKENS", "a-long-enough-client-token")
+        .env_remove("SHOAL_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cluster secret"),
+        "{stderr}"
+    );
+    // An auth file other users can read.
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(&auth, "tokens = [\"a-long-enough-client-token\"]\n").unwrap();
+    std::fs::set_permissions(
+        &auth,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    let out = Command::new(harness::SHOAL)
+        .args([
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--auth-file",
+        ])
+        .arg(&auth)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}
