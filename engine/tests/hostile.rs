@@ -242,3 +242,38 @@ fn configuration_traps_are_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_runtime_library_planted_in_a_parent_of_the_working_folder_is_never_loaded() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // As anyone can on a shared host: `.shoal/onnxruntime/` in a parent folder (here, of the
+    // folder the coordinator is started from), holding a "library" that is not one.
+    let shared = tempfile::tempdir().unwrap();
+    let planted = shared.path().join(".shoal/onnxruntime");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join("libonnxruntime.so.9.9.9"), b"not a library").unwrap();
+    let cwd = shared.path().join("work/here");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut coordinator = Command::new(harness::SHOAL)
+        .current_dir(&cwd)
+        .args([
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{}", harness::free_port()),
+        ])
+        .arg("--models")
+        .arg(harness::repo_root().join("tests/data/models"))
+        .env_remove("ORT_DYLIB_PATH")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Loading the models starts ONNX Runtime: from the checkout's library, or it fails.
+    let mut first = String::new();
+    BufReader::new(coordinator.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+    assert!(first.contains("serving Flight SQL"), "{first}");
+}

@@ -1,6 +1,6 @@
 //! Statements streaming now, each with the principal that started it: a client sees and
 //! cancels only its own (an admin all of them), and runs at most
-//! [`MAX_RUNNING_PER_OWNER`] at once.
+//! [`MAX_RUNNING_PER_OWNER`] at once (admins, trusted operators, are not counted).
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -52,15 +52,18 @@ pub struct TooManyRunning {
 }
 
 impl RunningQueries {
-    /// Registers statement `id` of `owner`; the receiver fires when it is cancelled.
+    /// Registers statement `id` of `owner`, within the quota unless `admin`; the receiver
+    /// fires when it is cancelled.
     pub fn start(
         &self,
         id: &str,
         owner: &str,
+        admin: bool,
     ) -> Result<(Running, oneshot::Receiver<()>), TooManyRunning> {
         static FETCHES: AtomicU64 = AtomicU64::new(0);
         let mut entries = self.entries.lock();
-        if entries.values().filter(|e| e.owner == owner).count() >= MAX_RUNNING_PER_OWNER {
+        let running = entries.values().filter(|e| e.owner == owner).count();
+        if !admin && running >= MAX_RUNNING_PER_OWNER {
             return Err(TooManyRunning {
                 owner: owner.to_string(),
             });
@@ -122,18 +125,18 @@ mod tests {
     #[test]
     fn cancel_reaches_the_statement_and_finished_ones_are_forgotten() {
         let running = RunningQueries::default();
-        let (guard, mut rx) = running.start("q1", "ana").unwrap();
+        let (guard, mut rx) = running.start("q1", "ana", false).unwrap();
         assert_eq!(running.ids("ana", false), vec!["q1".to_string()]);
         assert!(running.cancel("q1", "ana", false));
         assert!(rx.try_recv().is_ok());
         assert!(!running.cancel("q1", "ana", false));
         drop(guard);
-        let (guard, _rx) = running.start("q2", "ana").unwrap();
+        let (guard, _rx) = running.start("q2", "ana", false).unwrap();
         drop(guard);
         assert!(running.ids("ana", true).is_empty());
         // The same ticket fetched twice: the first fetch ending leaves the second cancellable.
-        let (first, _rx1) = running.start("q3", "ana").unwrap();
-        let (_second, mut rx2) = running.start("q3", "ana").unwrap();
+        let (first, _rx1) = running.start("q3", "ana", false).unwrap();
+        let (_second, mut rx2) = running.start("q3", "ana", false).unwrap();
         drop(first);
         assert!(running.cancel("q3", "ana", false));
         assert!(rx2.try_recv().is_ok());
@@ -142,20 +145,27 @@ mod tests {
     #[test]
     fn clients_see_and_cancel_only_their_own_within_a_quota() {
         let running = RunningQueries::default();
-        let (_ana, mut ana_rx) = running.start("q1", "ana").unwrap();
-        let (_bo, _) = running.start("q2", "bo").unwrap();
+        let (_ana, mut ana_rx) = running.start("q1", "ana", false).unwrap();
+        let (_bo, _) = running.start("q2", "bo", false).unwrap();
         assert_eq!(running.ids("bo", false), vec!["q2".to_string()]);
         assert_eq!(running.ids("admin", true).len(), 2);
         assert!(!running.cancel("q1", "bo", false), "bo cannot cancel ana's");
         assert!(ana_rx.try_recv().is_err());
         assert!(running.cancel("q1", "admin", true));
         let held: Vec<_> = (1..MAX_RUNNING_PER_OWNER)
-            .map(|i| running.start(&format!("b{i}"), "bo").unwrap())
+            .map(|i| running.start(&format!("b{i}"), "bo", false).unwrap())
             .collect();
-        let err = running.start("one-more", "bo").unwrap_err().to_string();
+        let err = running
+            .start("one-more", "bo", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("quota"), "{err}");
-        assert!(running.start("q9", "ana").is_ok());
+        assert!(running.start("q9", "ana", false).is_ok());
+        assert!(
+            running.start("admin-work", "bo", true).is_ok(),
+            "admins are not counted"
+        );
         drop(held);
-        assert!(running.start("one-more", "bo").is_ok());
+        assert!(running.start("one-more", "bo", false).is_ok());
     }
 }

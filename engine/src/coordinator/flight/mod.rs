@@ -219,7 +219,7 @@ impl CoordinatorFlight {
         );
         let (running, cancel) = executor
             .running()
-            .start(&handle.query_id, &handle.owner)
+            .start(&handle.query_id, &handle.owner, principal.is_admin())
             .map_err(|e| crate::Error::Quota(e.to_string()).to_status())?;
         let rows = Arc::new(AtomicU64::new(0));
         let limits = executor.limits();

@@ -37,7 +37,7 @@ impl Pipelines {
         let (_running, cancel) = self
             .executor
             .running()
-            .start(&query_id, &events.owner)
+            .start(&query_id, &events.owner, events.principal.is_admin())
             .map_err(|e| Error::Quota(e.to_string()))?;
         let limits = self.executor.limits();
         let stream = bounded(

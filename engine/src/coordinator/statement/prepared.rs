@@ -1,6 +1,7 @@
 //! Prepared statements: the SQL and the parameters last bound to it, per handle, with the
 //! principal that prepared it. Handles are random; a client reads, binds and closes only
-//! its own (an admin any), and keeps at most [`MAX_PREPARED_PER_OWNER`] open. The table is
+//! its own (an admin any), and keeps at most [`MAX_PREPARED_PER_OWNER`] open (admins are
+//! not counted). The table is
 //! bounded besides, so clients that never close their statements cannot grow memory.
 
 use crate::coordinator::ids::new_id;
@@ -53,7 +54,7 @@ impl PreparedStatements {
             .values()
             .filter(|p| p.owner == owner)
             .count();
-        if held >= MAX_PREPARED_PER_OWNER {
+        if held >= MAX_PREPARED_PER_OWNER && !principal.is_admin() {
             return Err(Error::Quota(format!(
                 "{owner} holds {held} open prepared statements, the quota per client \
                  ({MAX_PREPARED_PER_OWNER}): close some first"
