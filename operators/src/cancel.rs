@@ -34,6 +34,9 @@ struct Registry {
     cancelled: VecDeque<String>,
 }
 
+/// The longest statement key taken.
+const MAX_KEY_BYTES: usize = 64;
+
 /// Cancelled keys remembered for tokens made later.
 const REMEMBERED: usize = 4096;
 
@@ -204,7 +207,9 @@ impl Watched {
 /// Fires the tokens of statement `key` in this process (and any made for it later);
 /// whether a live one was there.
 pub fn cancel(key: &str) -> bool {
-    if key.is_empty() {
+    // Keys are the coordinator's ids (33 characters): anything longer is not one, and is
+    // not remembered (a sender cannot grow the list of cancelled keys by their size).
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return false;
     }
     let mut registry = REGISTRY.lock();
@@ -277,6 +282,10 @@ mod tests {
             "{err}"
         );
         assert!(!cancel("k-test-2"));
+        assert!(
+            !cancel(&"k".repeat(MAX_KEY_BYTES + 1)),
+            "an oversized key is ignored"
+        );
         let late = CancelToken::for_statement("k-test-2", 0);
         assert_eq!(late.stopped(), Some(Stopped::Cancelled));
         let past = CancelToken::for_statement("", now_ms() - 1);

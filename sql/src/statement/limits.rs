@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use datafusion::error::DataFusionError;
-use datafusion::sql::parser::{CopyToSource, Statement};
+use datafusion::sql::parser::{CopyToSource, DFParser, DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -135,38 +135,46 @@ impl StatementLimits {
             .map_err(|e| {
                 self.name_recursion(Error::DataFusion(DataFusionError::SQL(Box::new(e), None)))
             })?;
-        let mut walk = Walk {
-            limits: *self,
-            caller: Caller::Client,
-            depth: 0,
-        };
-        match expr.visit(&mut walk) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(error) => Err(error),
-        }
+        self.walk(Caller::Client, |walk| expr.visit(walk))
     }
 
     /// Walks a parsed statement: refuses nesting past [`Self::max_depth`] and, for a client's
     /// statement, any call of an internal function.
     pub fn check_tree(&self, statement: &Statement, caller: Caller) -> Result<()> {
+        match statement {
+            Statement::Statement(inner) => self.walk(caller, |walk| inner.visit(walk)),
+            Statement::Explain(explain) => self.check_tree(&explain.statement, caller),
+            Statement::CopyTo(copy) => match &copy.source {
+                CopyToSource::Query(query) => self.walk(caller, |walk| query.visit(walk)),
+                CopyToSource::Relation(_) => Ok(()),
+            },
+            Statement::CreateExternalTable(_) | Statement::Reset(_) => Ok(()),
+        }
+    }
+
+    /// One walk of a tree as `caller`'s, its first refusal as the error.
+    fn walk(
+        &self,
+        caller: Caller,
+        visit: impl FnOnce(&mut Walk) -> ControlFlow<Error>,
+    ) -> Result<()> {
         let mut walk = Walk {
             limits: *self,
             caller,
             depth: 0,
         };
-        let flow = match statement {
-            Statement::Statement(inner) => inner.visit(&mut walk),
-            Statement::Explain(explain) => return self.check_tree(&explain.statement, caller),
-            Statement::CopyTo(copy) => match &copy.source {
-                CopyToSource::Query(query) => query.visit(&mut walk),
-                CopyToSource::Relation(_) => ControlFlow::Continue(()),
-            },
-            Statement::CreateExternalTable(_) | Statement::Reset(_) => ControlFlow::Continue(()),
-        };
-        match flow {
+        match visit(&mut walk) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(error) => Err(error),
         }
+    }
+
+    /// DataFusion's parser over `sql`, nesting at most [`Self::parser_recursion`] deep.
+    pub(super) fn parser<'a>(&self, sql: &'a str) -> Result<DFParser<'a>> {
+        Ok(DFParserBuilder::new(sql)
+            .with_dialect(&GenericDialect {})
+            .with_recursion_limit(self.parser_recursion)
+            .build()?)
     }
 }
 

@@ -23,7 +23,6 @@ use crate::error::{Error, Result};
 use create_model::CreateModel;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token};
 
@@ -66,10 +65,7 @@ impl ShoalStatement {
     fn parse_checked(sql: &str, limits: &StatementLimits, caller: Caller) -> Result<Self> {
         limits.check_text(sql)?;
         let sql = number_placeholders(sql);
-        let mut parser = DFParserBuilder::new(sql.as_ref())
-            .with_dialect(&GenericDialect {})
-            .with_recursion_limit(limits.parser_recursion)
-            .build()?;
+        let mut parser = limits.parser(&sql)?;
         let statement = parse_one(&mut parser, &sql).map_err(|e| limits.name_recursion(e))?;
         let mut separated = false;
         while parser.parser.consume_token(&Token::SemiColon) {
@@ -102,11 +98,7 @@ impl ShoalStatement {
             ShoalStatement::ShowModels => Ok(()),
             ShoalStatement::Explain(inner) => inner.check_tree(limits, caller),
             ShoalStatement::CreateModel(create) => {
-                let query = DFParserBuilder::new(create.query.as_str())
-                    .with_dialect(&GenericDialect {})
-                    .with_recursion_limit(limits.parser_recursion)
-                    .build()?
-                    .parse_statement()?;
+                let query = limits.parser(&create.query)?.parse_statement()?;
                 limits.check_tree(&query, caller)
             }
         }

@@ -23,17 +23,11 @@ pub(super) fn encode_rows(batch: &RecordBatch) -> Result<String> {
 pub(super) struct Events {
     sender: mpsc::Sender<PipelineEvent>,
     pub(super) principal: Principal,
-    pub(super) owner: String,
 }
 
 impl Events {
     pub(super) fn new(sender: mpsc::Sender<PipelineEvent>, principal: Principal) -> Self {
-        let owner = principal.owner();
-        Self {
-            sender,
-            principal,
-            owner,
-        }
+        Self { sender, principal }
     }
 
     /// Sends; a caller that went away stops the run.

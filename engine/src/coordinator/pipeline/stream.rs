@@ -37,7 +37,11 @@ impl Pipelines {
         let (_running, cancel) = self
             .executor
             .running()
-            .start(&query_id, &events.owner, events.principal.is_admin())
+            .start(
+                &query_id,
+                &events.principal.owner(),
+                events.principal.is_admin(),
+            )
             .map_err(|e| Error::Quota(e.to_string()))?;
         let limits = self.executor.limits();
         let stream = bounded(
