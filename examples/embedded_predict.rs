@@ -21,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
         models_dir: Some(repo.join("tests/data/models")),
         ..Default::default()
     };
-    let cluster = EmbeddedCluster::start(options, &sites).await?;
+    let cluster =
+        EmbeddedCluster::start_with_policy(options, &sites, shoal_engine::demo_site_policy())
+            .await?;
 
     let out = cluster
         .sql(

@@ -86,9 +86,10 @@ async fn a_corrupt_parquet_file_is_named_with_its_worker() {
         models_dir: Some(models_dir()),
         ..Default::default()
     };
-    let cluster = EmbeddedCluster::start(options, &sites)
-        .await
-        .expect("cluster");
+    let cluster =
+        EmbeddedCluster::start_with_policy(options, &sites, shoal_engine::demo_site_policy())
+            .await
+            .expect("cluster");
     expect_error(
         &cluster,
         COUNT,
@@ -110,9 +111,10 @@ async fn a_dead_worker_fails_queries_quickly_and_a_replacement_restores_them() {
         ..Default::default()
     };
     let sites = tpch_sites();
-    let mut cluster = EmbeddedCluster::start(options, &sites)
-        .await
-        .expect("cluster");
+    let mut cluster =
+        EmbeddedCluster::start_with_policy(options, &sites, shoal_engine::demo_site_policy())
+            .await
+            .expect("cluster");
     still_answers(&cluster).await;
 
     let dead = cluster.workers.pop().expect("three workers");

@@ -32,7 +32,7 @@ fn options() -> CoordinatorOptions {
 }
 
 async fn cluster(options: CoordinatorOptions) -> EmbeddedCluster {
-    EmbeddedCluster::start(options, &tpch_sites())
+    EmbeddedCluster::start_with_policy(options, &tpch_sites(), shoal_engine::demo_site_policy())
         .await
         .expect("start the embedded cluster")
 }
@@ -660,7 +660,7 @@ async fn a_model_over_a_workers_memory_limit_arrives_as_resource_exhausted() {
 
 /// A coordinator with no worker yet (tests add theirs with their own options).
 async fn cluster_without_workers() -> EmbeddedCluster {
-    EmbeddedCluster::start(options(), &[])
+    EmbeddedCluster::start_with_policy(options(), &[], shoal_engine::demo_site_policy())
         .await
         .expect("start the coordinator")
 }

@@ -78,7 +78,7 @@ pub async fn start_cluster() -> EmbeddedCluster {
         models_dir: Some(models_dir()),
         ..Default::default()
     };
-    EmbeddedCluster::start(options, &tpch_sites())
+    EmbeddedCluster::start_with_policy(options, &tpch_sites(), shoal_engine::demo_site_policy())
         .await
         .expect("start the embedded cluster")
 }

@@ -74,9 +74,13 @@ async fn sites_with_different_file_counts_plan_and_answer_right() {
         ..Default::default()
     };
     let cluster_sites = vec![one_file.path().to_path_buf(), sites[1].clone()];
-    let cluster = shoal_engine::EmbeddedCluster::start(options, &cluster_sites)
-        .await
-        .expect("cluster");
+    let cluster = shoal_engine::EmbeddedCluster::start_with_policy(
+        options,
+        &cluster_sites,
+        shoal_engine::demo_site_policy(),
+    )
+    .await
+    .expect("cluster");
     let sql = "SELECT l_returnflag, count(*), sum(l_quantity) FROM lineitem \
                GROUP BY l_returnflag ORDER BY l_returnflag";
     let actual = cluster.sql(sql).await.expect("plans and runs");

@@ -22,9 +22,13 @@ async fn workers_score_with_the_version_the_statement_was_planned_with() {
         heartbeat_timeout: Duration::from_secs(600),
         ..Default::default()
     };
-    let cluster = EmbeddedCluster::start(options, &tpch_sites())
-        .await
-        .expect("start the cluster");
+    let cluster = EmbeddedCluster::start_with_policy(
+        options,
+        &tpch_sites(),
+        shoal_engine::demo_site_policy(),
+    )
+    .await
+    .expect("start the cluster");
 
     // Registered on the coordinator only: no worker has been told of `fresh_price`.
     let bytes = std::fs::read(models_dir().join("price.onnx")).unwrap();

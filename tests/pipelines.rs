@@ -365,9 +365,13 @@ async fn visits_cluster(models: &std::path::Path) -> EmbeddedCluster {
         models_dir: Some(models.to_path_buf()),
         ..Default::default()
     };
-    EmbeddedCluster::start(options, &shoal_tests::visits_sites())
-        .await
-        .expect("start the cluster")
+    EmbeddedCluster::start_with_policy(
+        options,
+        &shoal_tests::visits_sites(),
+        shoal_engine::demo_site_policy(),
+    )
+    .await
+    .expect("start the cluster")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,7 +17,7 @@ async fn start_cluster() -> EmbeddedCluster {
         target_partitions: Some(2),
         ..Default::default()
     };
-    EmbeddedCluster::start(options, &tpch_sites())
+    EmbeddedCluster::start_with_policy(options, &tpch_sites(), shoal_engine::demo_site_policy())
         .await
         .expect("start the embedded cluster")
 }

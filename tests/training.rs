@@ -21,7 +21,7 @@ async fn cluster(models: &Path) -> EmbeddedCluster {
         models_dir: Some(models.to_path_buf()),
         ..Default::default()
     };
-    EmbeddedCluster::start(options, &visits_sites())
+    EmbeddedCluster::start_with_policy(options, &visits_sites(), shoal_engine::demo_site_policy())
         .await
         .expect("start the cluster")
 }

@@ -299,6 +299,13 @@ fn orchestrate() {
             false,
             shoal_phase(&setup, "shoal-3", job, &setup.data, runs),
         ));
+        if job == Job::Aggregate {
+            phases.push(measure(
+                GUARDED,
+                false,
+                shoal_phase(&setup, "shoal-3-guarded", job, &setup.data, runs),
+            ));
+        }
         if job == Job::Predictions {
             phases.push(measure(
                 "shoal, 3 workers, 1/10 of the rows",
@@ -314,6 +321,7 @@ fn orchestrate() {
             ));
         }
         report.push_str(&job_table(job, &phases));
+        report.push_str(&policy_overhead_line(&phases));
     }
     let trivial = measure(
         "trivial query",
@@ -326,6 +334,26 @@ fn orchestrate() {
     std::fs::write(&path, &report).unwrap();
     eprintln!("bench: results saved to {}", path.display());
 }
+
+/// The guarded run's median over the open run's, side by side in this run.
+fn policy_overhead_line(phases: &[Measured]) -> String {
+    let median = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p.name == name && p.failed.is_none())
+            .map(Measured::median)
+    };
+    match (median(GUARDED), median("shoal, 3 workers")) {
+        (Some(guarded), Some(open)) => format!(
+            "\nsite policy (plan check + group-size guard): {:+.1}% of the open run's time\n",
+            100.0 * (guarded / open - 1.0)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The aggregate with `lineitem` aggregates-only on every site: the site policy's cost.
+const GUARDED: &str = "shoal, 3 workers, lineitem aggregates-only (site policy checked)";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -125,13 +125,22 @@ pub async fn run(args: Args) -> Value {
             }
             answer
         }
-        "shoal-3" => {
+        "shoal-3" | "shoal-3-guarded" => {
             let options = CoordinatorOptions {
                 models_dir: Some(args.models.clone()),
                 ..Default::default()
             };
             let site_dirs = sites(&args.data);
-            let cluster = EmbeddedCluster::start(options, &site_dirs).await.unwrap();
+            // Guarded: lineitem aggregates-only, so every site checks each group's size
+            // (and the plan) before anything leaves: the cost of the site policy.
+            let policy = if args.phase == "shoal-3-guarded" {
+                shoal_engine::SitePolicy::default()
+            } else {
+                shoal_engine::demo_site_policy()
+            };
+            let cluster = EmbeddedCluster::start_with_policy(options, &site_dirs, policy)
+                .await
+                .unwrap();
             let mut answer = Value::Null;
             for run in 0..args.runs {
                 let started = Instant::now();
@@ -167,9 +176,13 @@ pub async fn run(args: Args) -> Value {
                 models_dir: Some(args.models.clone()),
                 ..Default::default()
             };
-            let cluster = EmbeddedCluster::start(options, &sites(&args.data))
-                .await
-                .unwrap();
+            let cluster = EmbeddedCluster::start_with_policy(
+                options,
+                &sites(&args.data),
+                shoal_engine::demo_site_policy(),
+            )
+            .await
+            .unwrap();
             let connector = shoal_engine::security::Connector::new(None, None).unwrap();
             let mut client = shoal_engine::client::flight_sql(&connector, &cluster.url)
                 .await

@@ -5,6 +5,7 @@ use crate::coordinator::{Coordinator, CoordinatorOptions, QueryOutput};
 use crate::error::{Error, Result};
 use crate::security::random_secret;
 use crate::worker::{WorkerOptions, WorkerProcess};
+use shoal_planner::policy::SitePolicy;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,19 @@ pub struct EmbeddedCluster {
     /// with TLS); Flight clients may write it `grpc://` (`grpc+tls://`).
     pub url: String,
     pub workers: Vec<WorkerProcess>,
+    /// The egress policy each worker this cluster starts enforces.
+    site_policy: Arc<SitePolicy>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: AbortOnDropHandle<()>,
+}
+
+/// The sample sites' policy (`shoal demo`, `shoal run` on the sample data): `lineitem`
+/// open, `visits` aggregates-only.
+pub const DEMO_SITE_POLICY: &str = include_str!("../../examples/site-policy.toml");
+
+/// [`DEMO_SITE_POLICY`], read.
+pub fn demo_site_policy() -> SitePolicy {
+    SitePolicy::parse(DEMO_SITE_POLICY, "the sample sites' policy").unwrap_or_default()
 }
 
 impl EmbeddedCluster {
@@ -25,15 +37,28 @@ impl EmbeddedCluster {
     /// loopback. Without a cluster secret in `options`, a random one is made, so even an
     /// embedded cluster's workers run plans only from their coordinator. With TLS in
     /// `options`, the workers serve TLS with the same certificate.
+    ///
+    /// Each worker enforces the default site policy (every table aggregates-only); see
+    /// [`EmbeddedCluster::start_with_policy`].
     pub async fn start(options: CoordinatorOptions, sites: &[PathBuf]) -> Result<Self> {
-        Self::start_on("127.0.0.1:0", options, sites).await
+        Self::start_on("127.0.0.1:0", options, sites, SitePolicy::default()).await
     }
 
-    /// As [`EmbeddedCluster::start`], with the coordinator listening on `listen`.
+    /// As [`EmbeddedCluster::start`], every worker enforcing `policy`.
+    pub async fn start_with_policy(
+        options: CoordinatorOptions,
+        sites: &[PathBuf],
+        policy: SitePolicy,
+    ) -> Result<Self> {
+        Self::start_on("127.0.0.1:0", options, sites, policy).await
+    }
+
+    /// As [`EmbeddedCluster::start_with_policy`], with the coordinator listening on `listen`.
     pub async fn start_on(
         listen: &str,
         mut options: CoordinatorOptions,
         sites: &[PathBuf],
+        policy: SitePolicy,
     ) -> Result<Self> {
         if options.cluster_secret.is_none() {
             options.cluster_secret = Some(random_secret()?);
@@ -71,6 +96,7 @@ impl EmbeddedCluster {
             coordinator,
             url,
             workers: Vec::new(),
+            site_policy: Arc::new(policy),
             shutdown: Some(tx),
             server,
         };
@@ -101,6 +127,7 @@ impl EmbeddedCluster {
         options.cluster_secret = security.cluster_secret.clone();
         options.tls = security.tls.clone();
         options.tls_ca = security.tls_ca.clone();
+        options.policy = self.site_policy.clone();
         configure(&mut options);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);

@@ -224,7 +224,8 @@ impl ErrorExt for Error {
 }
 
 /// Every classifier of the errors an engine error may carry, most specific first.
-pub const CLASSIFIERS: [Classifier; 6] = [
+pub const CLASSIFIERS: [Classifier; 7] = [
+    site_refusal,
     engine_error,
     shoal_planner::error::planner_error,
     shoal_sql::error::sql_error,
@@ -232,6 +233,16 @@ pub const CLASSIFIERS: [Classifier; 6] = [
     grpc_status,
     connection_error,
 ];
+
+/// A site's policy refused the work: here as the refusal itself, or as its text when it
+/// crossed the network from a worker (datafusion-distributed sends errors as text).
+fn site_refusal(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
+    let refused = error
+        .downcast_ref::<shoal_planner::policy::Refusal>()
+        .is_some()
+        || shoal_planner::policy::is_refusal_message(&error.to_string());
+    refused.then_some(StatusCode::PermissionDenied)
+}
 
 fn engine_error(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
     error.downcast_ref::<Error>()?.own_status()

@@ -23,6 +23,7 @@ pub mod visits;
 pub mod worker;
 
 pub use coordinator::{Coordinator, CoordinatorOptions};
-pub use embedded::EmbeddedCluster;
+pub use embedded::{DEMO_SITE_POLICY, EmbeddedCluster, demo_site_policy};
 pub use error::{Error, Result};
+pub use shoal_planner::policy::SitePolicy;
 pub use worker::{WorkerOptions, WorkerProcess};

@@ -113,6 +113,8 @@ fn coordinator_workers_and_sql_as_separate_processes() {
             site.to_str().expect("utf-8 path"),
             "--name",
             &name,
+            "--policy",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/site-policy.toml"),
         ]));
     }
 

@@ -32,6 +32,12 @@ pub struct StatementOptions {
     pub key: String,
     /// Milliseconds since the epoch after which the statement's work stops; 0: none.
     pub deadline_ms: u64,
+    /// Who asked (the client's user, as the coordinator authenticated it): what a site
+    /// writes in its audit log.
+    pub user: String,
+    /// sha256 of the statement's text, hex: ties a site's audit line to the statement
+    /// without sending the text.
+    pub digest: String,
 }
 
 impl StatementOptions {
@@ -99,6 +105,8 @@ const VERSIONS: &str = "models.versions";
 const BATCH_ROWS: &str = "models.batch_rows";
 const STATEMENT_KEY: &str = "statement.key";
 const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
+const STATEMENT_USER: &str = "statement.user";
+const STATEMENT_DIGEST: &str = "statement.digest";
 
 impl ExtensionOptions for ShoalOptions {
     fn as_any(&self) -> &dyn Any {
@@ -128,6 +136,8 @@ impl ExtensionOptions for ShoalOptions {
             VERSIONS => self.models.versions = value.to_string(),
             BATCH_ROWS => self.models.batch_rows = value.to_string(),
             STATEMENT_KEY => self.statement.key = value.to_string(),
+            STATEMENT_USER => self.statement.user = value.to_string(),
+            STATEMENT_DIGEST => self.statement.digest = value.to_string(),
             STATEMENT_DEADLINE => {
                 self.statement.deadline_ms = value.trim().parse().or_else(|_| {
                     config_err!(
@@ -139,7 +149,8 @@ impl ExtensionOptions for ShoalOptions {
                 return config_err!(
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
                      shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, \
-                     shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}"
+                     shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
+                     shoal.{STATEMENT_DIGEST}"
                 );
             }
         }
@@ -186,6 +197,17 @@ impl ExtensionOptions for ShoalOptions {
                 "When the statement's work stops (ms since the epoch; 0: never), from the \
                  coordinator's --query-timeout",
             ),
+            entry(
+                STATEMENT_USER,
+                self.statement.user.clone(),
+                "Who asked (set by the coordinator): written in each site's audit log",
+            ),
+            entry(
+                STATEMENT_DIGEST,
+                self.statement.digest.clone(),
+                "sha256 of the statement's text (set by the coordinator): written in each \
+                 site's audit log",
+            ),
         ]
     }
 }
@@ -209,6 +231,6 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 6);
+        assert_eq!(keys.len(), 8);
     }
 }

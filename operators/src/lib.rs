@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod features;
 pub mod model;
+pub mod privacy;
 pub mod runtime;
 pub mod sink;
 pub mod status;

@@ -39,6 +39,10 @@ pub struct SiteReport {
     /// The worker's datafusion-distributed endpoint, e.g. `http://127.0.0.1:50061`.
     pub url: String,
     pub tables: Vec<SiteTableReport>,
+    /// The egress policy the site says it enforces: what `EXPLAIN` previews. The site
+    /// enforces its own file whatever this says.
+    #[serde(default)]
+    pub policy: Option<crate::policy::SitePolicy>,
 }
 
 #[derive(Debug)]
@@ -211,6 +215,14 @@ impl SiteCatalog {
             .collect()
     }
 
+    /// The policy `site` published when it registered.
+    pub fn policy_of(&self, site: &str) -> Option<crate::policy::SitePolicy> {
+        self.sites
+            .read()
+            .get(site)
+            .and_then(|s| s.report.policy.clone())
+    }
+
     pub fn url_of(&self, site: &str) -> Result<Url> {
         self.sites
             .read()
@@ -351,6 +363,7 @@ mod tests {
 
     fn report(name: &str, col_type: DataType) -> SiteReport {
         SiteReport {
+            policy: None,
             name: name.into(),
             url: format!("http://127.0.0.1:1/{name}"),
             tables: vec![SiteTableReport {

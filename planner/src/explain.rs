@@ -28,8 +28,10 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
     })?;
     stages.sort_by_key(|(num, _, _)| *num);
     stages.dedup_by_key(|(num, _, _)| *num);
+    let mut decisions = String::new();
     for (num, tasks, stage_plan) in stages {
         let mut placed = false;
+        let mut sites = std::collections::BTreeSet::new();
         stage_plan.apply(|node| {
             // The stage ends at its network boundaries: below them is another stage.
             if node.is_network_boundary() {
@@ -61,6 +63,7 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
                         files.join(", ")
                     );
                     placed = true;
+                    sites.insert(site);
                 }
             }
             Ok(TreeNodeRecursion::Stop)
@@ -71,6 +74,36 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
                 "  stage {num}: {tasks} task(s) on live workers (no site data read; inputs arrive over the network)"
             );
         }
+        for site in sites {
+            let _ = writeln!(
+                decisions,
+                "  stage {num} on '{site}': {}",
+                preview(&site, catalog, &stage_plan)
+            );
+        }
+    }
+    if !decisions.is_empty() {
+        out.push_str(
+            "\nSite policies (as each site published them; each site checks every task itself):\n",
+        );
+        out.push_str(&decisions);
     }
     Ok(out)
+}
+
+/// What `site`'s published policy decides for a stage's tasks there.
+fn preview(site: &str, catalog: &SiteCatalog, stage: &Arc<dyn ExecutionPlan>) -> String {
+    let Some(policy) = catalog.policy_of(site) else {
+        return "no policy published (the site decides when the task arrives)".into();
+    };
+    match crate::policy::enforce(site, &policy, &(), stage.clone()) {
+        Ok((_, decision)) => {
+            let guards = match decision.guarded_aggregates {
+                0 => String::new(),
+                n => format!("; group sizes checked on {n} aggregate(s)"),
+            };
+            format!("allowed ({}){guards}", decision.rules.join("; "))
+        }
+        Err(e) => format!("refused: {e}"),
+    }
 }

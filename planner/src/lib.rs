@@ -20,6 +20,7 @@ pub mod explain;
 pub mod locality;
 pub mod pipeline;
 pub mod placement;
+pub mod policy;
 pub mod report;
 pub mod site_table;
 

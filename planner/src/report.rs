@@ -27,6 +27,9 @@ pub struct QueryReport {
     /// statement started.
     #[serde(default)]
     pub lost_at_ms: Vec<u64>,
+    /// Groups the sites' policies dropped as too small (`small_groups = "suppress"`).
+    #[serde(default)]
+    pub groups_suppressed: u64,
 }
 
 impl QueryReport {
@@ -45,6 +48,13 @@ impl QueryReport {
             if node.name() == "DataSourceExec" || node.name() == "DistributedLeafExec" {
                 bytes_scanned += metric(node.as_ref(), "bytes_scanned");
                 return Ok(TreeNodeRecursion::Jump);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let mut groups_suppressed = 0u64;
+        plan.apply(|node| {
+            if node.name() == "AggregateExec" {
+                groups_suppressed += metric(node.as_ref(), "suppressed_groups");
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
@@ -67,6 +77,7 @@ impl QueryReport {
             retries: 0,
             lost_workers: Vec::new(),
             lost_at_ms: Vec::new(),
+            groups_suppressed,
         })
     }
 
@@ -87,6 +98,12 @@ impl QueryReport {
                 self.retries,
                 self.lost_workers.join("', '"),
                 at.join(", ")
+            ));
+        }
+        if self.groups_suppressed > 0 {
+            summary.push_str(&format!(
+                "; {} group(s) suppressed by site policies (fewer rows than min_group_rows)",
+                self.groups_suppressed
             ));
         }
         summary

@@ -24,6 +24,7 @@ USER, PASSWORD = "analyst", "a-long-test-password"
 # A second client, and an admin (who sees and cancels everyone's statements).
 RIVAL, RIVAL_PASSWORD = "rival", "another-long-test-password"
 ADMIN, ADMIN_PASSWORD = "operator", "the-operators-long-password"
+ANALYST, ANALYST_PASSWORD = "reader", "a-long-read-only-password"  # role = "analyst"
 CLUSTER_SECRET = "python-test-cluster-secret-0123456789"
 SCALE = "0.2"
 ROWS = 1_199_969
@@ -94,7 +95,8 @@ def running_cluster(scratch):
     auth.write_text(
         f'[[users]]\nname = "{USER}"\npassword = "{PASSWORD}"\n'
         f'[[users]]\nname = "{RIVAL}"\npassword = "{RIVAL_PASSWORD}"\n'
-        f'[[users]]\nname = "{ADMIN}"\npassword = "{ADMIN_PASSWORD}"\nrole = "admin"\n')
+        f'[[users]]\nname = "{ADMIN}"\npassword = "{ADMIN_PASSWORD}"\nrole = "admin"\n'
+        f'[[users]]\nname = "{ANALYST}"\npassword = "{ANALYST_PASSWORD}"\nrole = "analyst"\n')
     auth.chmod(0o600)
     env = dict(os.environ, SHOAL_TOKENS=TOKEN, SHOAL_CLUSTER_SECRET=CLUSTER_SECRET)
     port = free_port()
@@ -104,7 +106,8 @@ def running_cluster(scratch):
                                "--auth-file", str(auth)], env=env)]
     for i in (1, 2):
         procs.append(subprocess.Popen([binary, "worker", "--coordinator", url,
-                                       "--data", str(data / f"site-{i}"), "--name", f"py-site-{i}"],
+                                       "--data", str(data / f"site-{i}"), "--name", f"py-site-{i}",
+                                       "--policy", str(ROOT / "examples/site-policy.toml")],
                                       env=env))
     client_env = dict(os.environ, SHOAL_TOKEN=TOKEN)
     try:

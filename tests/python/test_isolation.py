@@ -13,7 +13,8 @@ import time
 import pyarrow.flight as flight
 import pytest
 
-from conftest import ADMIN, ADMIN_PASSWORD, PASSWORD, RIVAL, RIVAL_PASSWORD, USER
+from conftest import (ADMIN, ADMIN_PASSWORD, ANALYST, ANALYST_PASSWORD, PASSWORD, RIVAL,
+                      RIVAL_PASSWORD, USER)
 from flightsql_wire import (cancel_flight_info, cancel_status, close_prepared, create_prepared,
                             prepared_handle, prepared_query, statement_command)
 
@@ -160,3 +161,13 @@ def test_a_shipped_model_cannot_be_trained_over_without_the_admin_role(cluster):
         info_of(*rival, sql)
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
     assert not (ROOT / "tests/data/models/return_risk@v1.onnx").exists()
+
+
+def test_an_analyst_queries_but_does_not_train(cluster):
+    analyst = cluster.login(ANALYST, ANALYST_PASSWORD)
+    info = info_of(*analyst, "SELECT count(*) AS n FROM lineitem")
+    assert info.endpoints
+    sql = ("CREATE MODEL analyst_model AS TRAIN linear PREDICTING l_tax "
+           "FROM (SELECT l_quantity, l_tax FROM lineitem)")
+    with pytest.raises(flight.FlightUnauthorizedError, match="analyst role"):
+        info_of(*analyst, sql)

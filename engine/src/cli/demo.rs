@@ -8,7 +8,7 @@ use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use shoal_engine::tpch::generate_lineitem;
 use shoal_engine::visits::generate_visits;
-use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
+use shoal_engine::{CoordinatorOptions, EmbeddedCluster, demo_site_policy};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         "127.0.0.1:0"
     };
-    let cluster = EmbeddedCluster::start_on(listen, options, &sites).await?;
+    let cluster = EmbeddedCluster::start_on(listen, options, &sites, demo_site_policy()).await?;
     println!("\nEmbedded cluster: coordinator at {}", cluster.url);
     for w in &cluster.workers {
         println!("  worker '{}' at {}", w.name, w.url);
@@ -159,7 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{}", pretty_format_batches(&out.batches)?);
     println!("{}", out.report.summary());
 
-    super::demo_training::run(&cluster).await?;
+    super::demo_training::run(&cluster, &sites).await?;
 
     println!("\ndemo finished in {:.1}s", started.elapsed().as_secs_f64());
     if args.serve {

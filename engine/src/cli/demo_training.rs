@@ -9,11 +9,13 @@ use std::time::Instant;
 
 const FEATURES: &str = "age, bmi, systolic_bp, glucose, prior_visits";
 
-pub async fn run(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
+pub async fn run(cluster: &EmbeddedCluster, sites: &[std::path::PathBuf]) -> anyhow::Result<()> {
     let per_site = cluster
         .sql("SELECT site() AS site, count(*) AS visits, avg(readmitted) AS readmitted_rate FROM visits GROUP BY site() ORDER BY 1")
         .await?;
-    section("visits held by each site (rows never leave them)");
+    section(
+        "visits held by each site (each site's policy, examples/site-policy.toml, lets only aggregates of 10+ of its rows out)",
+    );
     println!("{}", pretty_format_batches(&per_site.batches)?);
 
     let trainings = [
@@ -65,15 +67,49 @@ pub async fn run(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
     let out = cluster.sql(&cost).await?;
     println!("{}", pretty_format_batches(&out.batches)?);
 
+    // What the sites refuse: a patient's rows. EXPLAIN shows each site's decision before
+    // anything runs; running it fails with the site's reason, and the site logs it.
     let rows = format!(
         "SELECT age, bmi, glucose, prior_visits, \
-         round(predict_proba('readmission', {FEATURES}), 3) AS p_readmission, \
-         round(predict('visit_cost', {FEATURES}), 0) AS expected_cost \
+         round(predict_proba('readmission', {FEATURES}), 3) AS p_readmission \
          FROM visits WHERE glucose > 200 ORDER BY glucose DESC, age LIMIT 5"
     );
+    section(&format!("EXPLAIN {rows}"));
+    let explain = cluster.sql(&format!("EXPLAIN {rows}")).await?;
+    print_policy_lines(&explain.batches)?;
     section(&rows);
-    let out = cluster.sql(&rows).await?;
+    match cluster.sql(&rows).await {
+        Ok(_) => anyhow::bail!("the sites let a patient's rows out: their policy is not enforced"),
+        Err(e) => println!("refused: {}", e.to_status().message()),
+    }
+    if let Some(line) = sites
+        .iter()
+        .filter_map(|site| {
+            shoal_engine::worker::audit::read_all(&shoal_engine::worker::audit::default_dir(site))
+                .ok()
+        })
+        .flatten()
+        .rfind(|r| r.decision == "refused")
+    {
+        println!(
+            "the site's audit log ({}):\n{}",
+            line.site,
+            serde_json::to_string(&line)?
+        );
+    }
+
+    // What they allow: the same question as an aggregate over groups of enough patients.
+    let bands = format!(
+        "SELECT CASE WHEN glucose > 200 THEN 'over 200' WHEN glucose > 140 THEN '140-200' \
+         ELSE 'up to 140' END AS glucose, count(*) AS patients, \
+         round(avg(predict_proba('readmission', {FEATURES})), 3) AS p_readmission, \
+         round(avg(predict('visit_cost', {FEATURES})), 0) AS expected_cost \
+         FROM visits GROUP BY 1 ORDER BY 1"
+    );
+    section(&bands);
+    let out = cluster.sql(&bands).await?;
     println!("{}", pretty_format_batches(&out.batches)?);
+    println!("{}", out.report.summary());
 
     section("SHOW MODELS (trained versions are registered beside the shipped models)");
     let models = cluster.sql("SELECT name, size_bytes, outputs FROM shoal.models WHERE name LIKE '%@v%' ORDER BY name").await?;
@@ -91,5 +127,24 @@ async fn print_training_rate(cluster: &EmbeddedCluster, sql: &str) -> anyhow::Re
     let report: serde_json::Value = serde_json::from_str(&text)?;
     let rate = report["rows_per_second"].as_f64().unwrap_or(0.0);
     println!("training rate: {:.0} rows/s across the sites", rate);
+    Ok(())
+}
+
+/// The per-site policy lines of an EXPLAIN.
+fn print_policy_lines(batches: &[datafusion::arrow::array::RecordBatch]) -> anyhow::Result<()> {
+    let mut in_policies = false;
+    for batch in batches {
+        let lines = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .context("EXPLAIN returns text")?;
+        for line in lines.iter().flatten().flat_map(str::lines) {
+            in_policies |= line.starts_with("Site policies");
+            if in_policies {
+                println!("{line}");
+            }
+        }
+    }
     Ok(())
 }

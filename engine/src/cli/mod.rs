@@ -15,7 +15,7 @@ use shoal_engine::security::{
     AuthFile, CLUSTER_SECRET_ENV, Connector, ServerTls, client_tls, load_auth_file,
     read_secret_file,
 };
-use shoal_engine::{Coordinator, CoordinatorOptions, WorkerOptions, WorkerProcess};
+use shoal_engine::{Coordinator, CoordinatorOptions, SitePolicy, WorkerOptions, WorkerProcess};
 use shoal_sql::statement::StatementLimits;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -227,6 +227,25 @@ enum Command {
         /// ~/.cache/shoal/models/NAME).
         #[arg(long)]
         model_cache: Option<PathBuf>,
+        /// The site's egress policy (TOML; see README "What leaves a site"). Without it,
+        /// every table is aggregates-only with min_group_rows = 10.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Folder of the site's audit log (default: DATA/.shoal-audit).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+    },
+    /// Summarise a site's audit log: what ran, what was refused, what left.
+    Audit {
+        /// The worker's data folder (its log is DATA/.shoal-audit).
+        #[arg(long, required_unless_present = "audit_log")]
+        data: Option<PathBuf>,
+        /// The log folder, if the worker was given --audit-log.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Print every line as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a SQL statement on a coordinator over Flight SQL.
     Sql {
@@ -354,7 +373,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 wave_files,
                 target_partitions: target_partitions.map(|n| n as usize),
                 users: auth.user_pairs(),
-                admins: auth.admins(),
+                roles: auth.roles(),
                 tokens: auth.tokens,
                 cluster_secret: auth.cluster_secret,
                 tls: tls.server(),
@@ -406,8 +425,14 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             memory_limit,
             drain_timeout,
             model_cache,
+            policy,
+            audit_log,
         } => {
             let mut options = WorkerOptions::new(data, coordinator);
+            if let Some(path) = &policy {
+                options.policy = std::sync::Arc::new(SitePolicy::load(path)?);
+            }
+            options.audit_dir = audit_log;
             options.model_cache = model_cache;
             options.output_dir = output;
             if memory_limit.is_some() {
@@ -429,6 +454,27 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             eprintln!("worker '{}' serving at {}", worker.name, worker.url);
             shutdown_signal().await;
             worker.stop().await;
+            Ok(())
+        }
+        Command::Audit {
+            data,
+            audit_log,
+            json,
+        } => {
+            let dir = match (audit_log, data) {
+                (Some(dir), _) => dir,
+                (None, Some(data)) => shoal_engine::worker::audit::default_dir(&data),
+                (None, None) => anyhow::bail!("give --data DIR or --audit-log DIR"),
+            };
+            let records =
+                shoal_engine::worker::audit::read_all(&dir).map_err(anyhow::Error::msg)?;
+            if json {
+                for record in &records {
+                    println!("{}", serde_json::to_string(record)?);
+                }
+            } else {
+                print!("{}", shoal_engine::worker::audit::summary(&records));
+            }
             Ok(())
         }
         Command::Sql {

@@ -120,7 +120,12 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
                 models_dir: Some(models),
                 ..Default::default()
             };
-            let cluster = EmbeddedCluster::start(options, &sites).await?;
+            let cluster = EmbeddedCluster::start_with_policy(
+                options,
+                &sites,
+                shoal_engine::demo_site_policy(),
+            )
+            .await?;
             eprintln!(
                 "embedded cluster: {} workers on TPC-H lineitem at scale {scale} and visits in {}",
                 cluster.workers.len(),

@@ -106,7 +106,7 @@ impl Coordinator {
                 &options.users,
                 options.cluster_secret.as_deref(),
             )
-            .with_admins(&options.admins),
+            .with_roles(&options.roles),
         );
         let worker_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
         let channels = ClusterChannels::new(Connector::new(
@@ -220,8 +220,9 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Result<PlannedQuery> {
+        let asker = session::Asker::new(principal, sql);
         self.planning
-            .run(async {
+            .run(asker.scope(async {
                 let statement =
                     ShoalStatement::parse_with_limits(sql, &self.options.statement_limits)?;
                 self.statements
@@ -229,7 +230,7 @@ impl Coordinator {
                         self.training.plan(create, principal)
                     })
                     .await
-            })
+            }))
             .await
     }
 

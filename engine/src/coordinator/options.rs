@@ -16,9 +16,10 @@ pub struct CoordinatorOptions {
     pub tokens: Vec<String>,
     /// (user, password) pairs for the Basic-to-Bearer handshake.
     pub users: Vec<(String, String)>,
-    /// Users with the admin role: they see and cancel everyone's statements, and may
-    /// train under a shipped model's name.
-    pub admins: Vec<String>,
+    /// Users' roles (see [`Role`]; users not listed are trainers): admins see and cancel
+    /// everyone's statements and may train under a shipped model's name; analysts only
+    /// query.
+    pub roles: Vec<(String, crate::security::Role)>,
     /// Shared with the workers: they run plans only from its holder, and only its holders
     /// may register as workers.
     pub cluster_secret: Option<String>,
@@ -60,7 +61,7 @@ impl Default for CoordinatorOptions {
             heartbeat_timeout: Duration::from_secs(5),
             tokens: Vec::new(),
             users: Vec::new(),
-            admins: Vec::new(),
+            roles: Vec::new(),
             cluster_secret: None,
             tls: None,
             tls_ca: None,

@@ -16,6 +16,7 @@ use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{SiteCatalog, SiteLocality, SiteSchemaProvider};
 use shoal_sql::with_shoal_functions_at;
+use std::future::Future;
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -111,11 +112,53 @@ impl Sessions {
         shoal.models = pins.to_options()?;
         // A key of its own, so its long loops on every process can be told to stop, and
         // the deadline at which they stop by themselves.
+        let asker = ASKER
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| Asker::coordinator());
         shoal.statement = shoal_operators::config::StatementOptions {
             key: crate::coordinator::ids::new_id(),
             deadline_ms: shoal_operators::cancel::deadline_after(self.query_timeout),
+            user: asker.user,
+            digest: asker.digest,
         };
         options.extensions.insert(shoal);
         Ok(DataFrame::new(state, plan))
+    }
+}
+
+tokio::task_local! {
+    /// Who the statement being planned on this task is for.
+    static ASKER: Asker;
+}
+
+/// Who asked for a statement, as every site's audit log records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asker {
+    /// The principal's owner name (`user:alice`, `open`).
+    pub user: String,
+    /// sha256 of the statement's text, hex.
+    pub digest: String,
+}
+
+impl Asker {
+    pub fn new(principal: &crate::security::Principal, text: &str) -> Self {
+        use sha2::Digest;
+        Self {
+            user: principal.owner(),
+            digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        }
+    }
+
+    /// Work the coordinator plans for itself (training rounds, pipeline waves).
+    fn coordinator() -> Self {
+        Self {
+            user: "coordinator".into(),
+            digest: String::new(),
+        }
+    }
+
+    /// Runs `work` with every statement it plans marked as asked by `self`.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        ASKER.scope(self, work).await
     }
 }

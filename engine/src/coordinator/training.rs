@@ -47,6 +47,12 @@ impl Training {
     /// an admin: the operator's model is the operator's.
     fn check_name(&self, name: &str, principal: &Principal) -> Result<()> {
         shoal_operators::model::check_model_name(name).map_err(shoal_sql::Error::from)?;
+        if !principal.may_train() {
+            return Err(Error::Forbidden(format!(
+                "{} has the analyst role: training model '{name}' needs the trainer or admin role",
+                principal.owner()
+            )));
+        }
         if self.models.is_shipped(name) && !principal.is_admin() {
             return Err(Error::Forbidden(format!(
                 "model '{name}' was shipped by the operator: training under its name needs the \

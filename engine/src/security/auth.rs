@@ -32,13 +32,42 @@ pub enum Principal {
     /// No client authentication is configured (a loopback endpoint).
     Open,
     /// A client with a valid bearer token (static token `token-N`, N its place in the list,
-    /// or issued by the handshake to `user`); `admin` for users given the admin role.
-    Client { user: String, admin: bool },
+    /// or issued by the handshake to `user`), with the role the auth file gives the user.
+    Client { user: String, role: Role },
     /// A holder of the cluster secret: a worker (or the coordinator, at a worker).
     Cluster,
 }
 
+/// What a client may do. `analyst`: queries; `trainer` (the default, also written `user`):
+/// queries and `CREATE MODEL`; `admin`: everything, everyone's work and shipped models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Analyst,
+    Trainer,
+    Admin,
+}
+
+impl Role {
+    /// The role an auth file names (`None`: the default).
+    pub fn parse(name: Option<&str>) -> Option<Self> {
+        match name {
+            Some("analyst") => Some(Role::Analyst),
+            None | Some("trainer" | "user") => Some(Role::Trainer),
+            Some("admin") => Some(Role::Admin),
+            Some(_) => None,
+        }
+    }
+}
+
 impl Principal {
+    /// Whether it may train models (`CREATE MODEL`, a pipeline's train node).
+    pub fn may_train(&self) -> bool {
+        match self {
+            Principal::Open | Principal::Cluster => true,
+            Principal::Client { role, .. } => *role != Role::Analyst,
+        }
+    }
+
     /// Whose statements, prepared statements and reports a request may see: its own.
     pub fn owner(&self) -> String {
         match self {
@@ -54,7 +83,7 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         match self {
             Principal::Open | Principal::Cluster => true,
-            Principal::Client { admin, .. } => *admin,
+            Principal::Client { role, .. } => *role == Role::Admin,
         }
     }
 }
@@ -80,8 +109,8 @@ pub struct Authenticator {
     users: HashMap<String, SecretDigest>,
     cluster_secret: Option<SecretDigest>,
     issued: Mutex<HashMap<SecretDigest, Issued>>,
-    /// Users with the admin role.
-    admins: Vec<String>,
+    /// Users' roles (the others are trainers).
+    roles: HashMap<String, Role>,
 }
 
 impl Authenticator {
@@ -98,19 +127,19 @@ impl Authenticator {
                 .collect(),
             cluster_secret: cluster_secret.map(digest),
             issued: Mutex::new(HashMap::new()),
-            admins: Vec::new(),
+            roles: HashMap::new(),
         }
     }
 
-    /// Gives `admins` (user names) the admin role.
-    pub fn with_admins(mut self, admins: &[String]) -> Self {
-        self.admins = admins.to_vec();
+    /// Gives users their roles (user name -> role; the others are trainers).
+    pub fn with_roles(mut self, roles: &[(String, Role)]) -> Self {
+        self.roles = roles.iter().cloned().collect();
         self
     }
 
     fn client(&self, user: String) -> Principal {
-        let admin = self.admins.contains(&user);
-        Principal::Client { user, admin }
+        let role = self.roles.get(&user).copied().unwrap_or(Role::Trainer);
+        Principal::Client { user, role }
     }
 
     /// Whether clients must present credentials.
@@ -343,7 +372,7 @@ mod tests {
             again.principal,
             Principal::Client {
                 user: "ana".into(),
-                admin: false
+                role: Role::Trainer
             }
         );
         let unpadded = basic("ana", "s3cret").trim_end_matches('=').to_string();
@@ -365,7 +394,7 @@ mod tests {
             ],
             None,
         )
-        .with_admins(&["bo".into()]);
+        .with_roles(&[("bo".into(), Role::Admin)]);
         let bo = a.admit(Some(&basic("bo", "other")), true).unwrap();
         let bo_token = format!("Bearer {}", bo.issued_token.unwrap());
         let first = a.admit(Some(&basic("ana", "s3cret")), true).unwrap();

@@ -2,6 +2,7 @@
 //! arguments (those show in `ps`).
 
 use crate::error::{Error, Result};
+use crate::security::Role;
 use std::path::Path;
 
 /// Comma-separated static bearer tokens the coordinator accepts from clients.
@@ -35,7 +36,8 @@ pub struct AuthFile {
 pub struct User {
     pub name: String,
     pub password: String,
-    /// `"admin"` or `"user"` (the default).
+    /// `"analyst"` (queries), `"trainer"` (queries and `CREATE MODEL`; the default, also
+    /// written `"user"`) or `"admin"`.
     #[serde(default)]
     pub role: Option<String>,
 }
@@ -81,10 +83,10 @@ impl AuthFile {
         if let Some(user) = self
             .users
             .iter()
-            .find(|u| !matches!(u.role.as_deref(), None | Some("admin" | "user")))
+            .find(|u| Role::parse(u.role.as_deref()).is_none())
         {
             return Err(Error::Security(format!(
-                "user '{}' has role '{}': use \"admin\" or \"user\"",
+                "user '{}' has role '{}': use \"analyst\", \"trainer\" or \"admin\"",
                 user.name,
                 user.role.as_deref().unwrap_or_default()
             )));
@@ -98,12 +100,11 @@ impl AuthFile {
         Ok(())
     }
 
-    /// Users with the admin role.
-    pub fn admins(&self) -> Vec<String> {
+    /// Each user's role.
+    pub fn roles(&self) -> Vec<(String, Role)> {
         self.users
             .iter()
-            .filter(|u| u.role.as_deref() == Some("admin"))
-            .map(|u| u.name.clone())
+            .filter_map(|u| Some((u.name.clone(), Role::parse(u.role.as_deref())?)))
             .collect()
     }
 
@@ -193,7 +194,7 @@ mod tests {
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let file = load_auth_file(&path).unwrap();
-        assert_eq!(file.admins(), vec!["root".to_string()]);
+        assert_eq!(file.roles(), vec![("root".to_string(), Role::Admin)]);
         let bad_role = AuthFile {
             users: vec![User {
                 name: "x".into(),

@@ -8,7 +8,7 @@ mod config;
 mod guard;
 mod tls;
 
-pub use auth::{Admission, Authenticator, Principal};
+pub use auth::{Admission, Authenticator, Principal, Role};
 pub use channels::{ClusterChannels, Connector};
 pub use config::{AuthFile, CLUSTER_SECRET_ENV, TOKENS_ENV, load_auth_file, read_secret_file};
 pub use guard::Guarded;

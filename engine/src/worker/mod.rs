@@ -1,10 +1,13 @@
 //! A worker: serves datafusion-distributed tasks over the Parquet files of its data folder,
 //! registers them with the coordinator, and heartbeats on its own task.
 
+pub mod audit;
 mod data_dir;
+mod egress;
 mod heartbeat;
 mod kill_switch;
 mod models;
+mod privacy_budget;
 mod private_dir;
 mod scan_ledger;
 mod sink_actions;
@@ -28,6 +31,7 @@ use shoal_operators::ModelProvider;
 use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
 use shoal_operators::udf::model_pins::Pins;
+use shoal_planner::policy::SitePolicy;
 use shoal_planner::site_store_url;
 use shoal_sql::with_shoal_functions_at;
 use std::path::PathBuf;
@@ -66,6 +70,10 @@ pub struct WorkerOptions {
     /// On a graceful stop, how long running tasks may take to finish before they are cut
     /// (the coordinator then re-runs them on another holder of the files).
     pub drain_timeout: Duration,
+    /// What may leave this site (`--policy`); by default every table is aggregates-only.
+    pub policy: Arc<SitePolicy>,
+    /// Where the site's audit log is written; defaults to `<data>/.shoal-audit`.
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl WorkerOptions {
@@ -84,6 +92,8 @@ impl WorkerOptions {
             output_dir: None,
             memory_limit: crate::memory::default_memory_limit(),
             drain_timeout: Duration::from_secs(30),
+            policy: Arc::new(SitePolicy::default()),
+            audit_dir: None,
         }
     }
 }
@@ -112,6 +122,7 @@ impl WorkerProcess {
                 path: options.data_dir.clone(),
             })?;
         let tables = describe_tables(&data_dir).await?;
+        check_policy_columns(&options.policy, &tables)?;
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
             .map_err(|e| Error::Listen {
@@ -163,6 +174,18 @@ impl WorkerProcess {
         }
         let models = Arc::new(models);
         let ledger = Arc::new(ScanLedger::new(name.clone()));
+        let audit_dir = options
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| audit::default_dir(&data_dir));
+        let audit = Arc::new(audit::AuditLog::open(&audit_dir).map_err(Error::Security)?);
+        let gate = egress::EgressGate::new(
+            name.clone(),
+            options.policy.clone(),
+            audit,
+            Arc::new(privacy_budget::PrivacyBudget::open(&audit_dir).map_err(Error::Security)?),
+            models.clone(),
+        );
         let output_root = options
             .output_dir
             .clone()
@@ -195,6 +218,7 @@ impl WorkerProcess {
                 let models = models.clone();
                 let provider: Arc<dyn ModelProvider> = models.clone();
                 let ledger = ledger.clone();
+                let gate = gate.clone();
                 let runtime = runtime.clone();
                 let peers = peers.clone();
                 let sink_site = sink_site.clone();
@@ -212,6 +236,9 @@ impl WorkerProcess {
                         .with_distributed_user_codec(
                             ShoalCodec::default().with_sink_site(sink_site),
                         )
+                        // The site's policy first: a refused fragment never reaches
+                        // anything that reads.
+                        .with_distributed_worker_plan_rewrite_handler(gate)
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
                         .build();
                     // The models the task calls, ready before it runs: `predict` never
@@ -265,6 +292,7 @@ impl WorkerProcess {
             name: name.clone(),
             url: url.clone(),
             tables,
+            policy: Some(options.policy.as_ref().clone()),
         };
         let coordinator = Coordinator {
             url: options.coordinator.clone(),
@@ -381,4 +409,41 @@ async fn register_with_retry(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A policy naming a column its table does not have is a mistake that would let the
+/// column out under another name later: refuse to start, naming it.
+fn check_policy_columns(
+    policy: &SitePolicy,
+    tables: &[shoal_planner::SiteTableReport],
+) -> Result<()> {
+    for table in tables {
+        let Some(rules) = policy.tables.get(&table.name) else {
+            continue;
+        };
+        let named = rules
+            .never_leave
+            .iter()
+            .map(|c| ("never_leave", c))
+            .chain(rules.row_keys.iter().map(|c| ("row_keys", c)))
+            .chain(rules.bounds.keys().map(|c| ("bounds", c)));
+        for (key, column) in named {
+            if table.schema.field_with_name(column).is_err() {
+                return Err(Error::Security(format!(
+                    "site policy {}: [tables.{}] {key} names column '{column}', which the table \
+                     does not have (columns: {})",
+                    policy.source,
+                    table.name,
+                    table
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }

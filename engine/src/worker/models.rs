@@ -89,6 +89,11 @@ impl RemoteModels {
         Ok(())
     }
 
+    /// The content hash the coordinator's registry lists under `name` (e.g. `m@v3`).
+    pub fn registered_hash(&self, name: &str) -> Option<String> {
+        self.names.read().get(name).map(|m| m.hash.clone())
+    }
+
     pub fn set_registry(&self, models: Vec<ModelInfo>) {
         *self.names.write() = models.into_iter().map(|m| (m.name.clone(), m)).collect();
     }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+/// The sample sites' egress policy (lineitem open, visits aggregates-only).
+pub const SITE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/site-policy.toml");
 
 /// Rows of TPC-H lineitem at the harness's scale (tpchgen is deterministic).
 pub const ROWS: u64 = 30201;
@@ -41,6 +43,8 @@ pub struct Spec {
     pub worker_args: Vec<String>,
     /// Extra arguments for the coordinator (e.g. `--stall-timeout`).
     pub coordinator_args: Vec<String>,
+    /// Every worker's `--policy` (default: the sample sites' policy).
+    pub policy: PathBuf,
 }
 
 impl Default for Spec {
@@ -52,6 +56,7 @@ impl Default for Spec {
             block_scan_ms: 0,
             worker_args: Vec::new(),
             coordinator_args: Vec::new(),
+            policy: PathBuf::from(SITE_POLICY),
         }
     }
 }
@@ -121,6 +126,8 @@ impl Cluster {
                 data.to_str().expect("utf-8 path"),
                 "--name",
                 name,
+                "--policy",
+                self.spec.policy.to_str().expect("utf-8 path"),
             ])
             .args(&self.spec.worker_args)
             .stdout(Stdio::null())

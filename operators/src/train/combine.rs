@@ -4,8 +4,6 @@
 //! norm is added to the average).
 
 use super::fedavg::Contribution;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,8 +46,7 @@ pub fn combine(
     weights: &mut [f64],
     contributions: &[Contribution],
     privacy: &Privacy,
-    noise_seed: u64,
-) -> RoundSummary {
+) -> Result<RoundSummary, String> {
     let mut summary = RoundSummary::default();
     let mut per_site: BTreeMap<&str, Vec<&Contribution>> = BTreeMap::new();
     for c in contributions {
@@ -97,31 +94,21 @@ pub fn combine(
         summary.holdout_accuracy = Some(holdout_correct as f64 / holdout_rows as f64);
     }
     if weight_total == 0.0 {
-        return summary;
+        return Ok(summary);
     }
     // One site changes the weighted average by at most clip_norm × its share of the rows.
     if privacy.noise_multiplier > 0.0 && privacy.clip_norm > 0.0 {
         summary.noise_std =
             privacy.noise_multiplier * privacy.clip_norm * largest_site / weight_total;
     }
-    let mut rng = StdRng::seed_from_u64(noise_seed);
-    for (w, s) in weights.iter_mut().zip(&sum) {
-        let noise = if summary.noise_std > 0.0 {
-            summary.noise_std * standard_normal(&mut rng)
-        } else {
-            0.0
-        };
-        *w += s / weight_total + noise;
+    let average: Vec<f64> = sum.iter().map(|s| s / weight_total).collect();
+    // Central noise from OpenDP's Gaussian mechanism, drawn from the OS-seeded generator:
+    // never from the statement's `seed`, which a client knows.
+    let noisy = crate::privacy::gaussian(&average, summary.noise_std)?;
+    for (w, step) in weights.iter_mut().zip(noisy) {
+        *w += step;
     }
-    summary
-}
-
-/// A N(0, 1) draw (Box-Muller).
-fn standard_normal(rng: &mut StdRng) -> f64 {
-    use rand::Rng;
-    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -151,7 +138,7 @@ mod tests {
             min_site_rows: 10,
             ..Default::default()
         };
-        let summary = combine(&mut weights, &parts, &privacy, 1);
+        let summary = combine(&mut weights, &parts, &privacy).unwrap();
         assert_eq!(weights, vec![1.5, 1.5]);
         assert!(!summary.sites["c"].contributed && summary.sites["a"].contributed);
         assert_eq!(summary.sites["a"].train_rows, 400);
@@ -171,7 +158,7 @@ mod tests {
             noise_multiplier: 1.0,
             min_site_rows: 0,
         };
-        let summary = combine(&mut weights, &parts, &privacy, 9);
+        let summary = combine(&mut weights, &parts, &privacy).unwrap();
         assert!((summary.noise_std - 1.5).abs() < 1e-12);
         let var = weights.iter().map(|w| w * w).sum::<f64>() / 1000.0;
         assert!((var.sqrt() - 1.5).abs() < 0.15, "{}", var.sqrt());

@@ -340,21 +340,16 @@ async fn federated(
                 None => Vec::new(),
             };
             let trial = &mut trials[i];
-            let noise_seed = config.seed ^ 0x5eed ^ ((round as u64) << 8) ^ i as u64;
             let summary = if evaluating {
                 // Only the scores: the weights stay as they are.
                 let mut unchanged = trial.weights.clone();
                 let mut no_updates = contributions.clone();
                 no_updates.iter_mut().for_each(|c| c.update.clear());
-                combine(&mut unchanged, &no_updates, &config.privacy, noise_seed)
+                combine(&mut unchanged, &no_updates, &config.privacy)
             } else {
-                combine(
-                    &mut trial.weights,
-                    &contributions,
-                    &config.privacy,
-                    noise_seed,
-                )
-            };
+                combine(&mut trial.weights, &contributions, &config.privacy)
+            }
+            .map_err(|message| failed(name, message))?;
             if !evaluating {
                 rows_trained += summary.sites.values().map(|s| s.train_rows).sum::<u64>() as f64
                     * trial.hyper.epochs as f64;

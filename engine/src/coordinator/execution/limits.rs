@@ -53,6 +53,7 @@ pub fn bounded(
         }
     };
     let max_rows = limits.max_rows;
+    let query_id_for_errors = query_id.clone();
     // (rows seen, failed): the stream ends after its first error, whoever consumes it.
     let limited = batches
         .take_until(stop)
@@ -72,27 +73,40 @@ pub fn bounded(
                         Ok(batch)
                     }
                 }
+                // A worker's own deadline (the same --query-timeout, counted from planning)
+                // may stop the work a moment before this stream's timer: the client gets the
+                // timeout either way.
+                Err(e) if e.to_string().contains(DEADLINE_PASSED.as_str()) => {
+                    Err(timed_out(&query_id_for_errors, limits.timeout))
+                }
                 Err(e) => Err(crate::Error::from_datafusion(e).to_status()),
             };
             *failed = out.is_err();
             futures::future::ready(Some(out.map_err(|s| FlightError::Tonic(Box::new(s)))))
         });
-    let why_stopped = futures::stream::once(async move { *stopped.lock() }).filter_map(
-        move |stop| {
+    let why_stopped =
+        futures::stream::once(async move { *stopped.lock() }).filter_map(move |stop| {
             let status = match stop {
                 None => None,
-                Some(Stop::Cancelled) => Some(Status::cancelled(format!(
-                    "query {query_id} was cancelled"
-                ))),
-                Some(Stop::TimedOut) => Some(Status::deadline_exceeded(format!(
-                    "query {query_id} ran past the {} s query timeout (the coordinator's --query-timeout) and was stopped on every worker",
-                    limits.timeout.as_secs_f64()
-                ))),
+                Some(Stop::Cancelled) => {
+                    Some(Status::cancelled(format!("query {query_id} was cancelled")))
+                }
+                Some(Stop::TimedOut) => Some(timed_out(&query_id, limits.timeout)),
             };
             futures::future::ready(status.map(|s| Err(FlightError::Tonic(Box::new(s)))))
-        },
-    );
+        });
     limited.chain(why_stopped)
+}
+
+/// What a worker says when the statement's deadline stopped its work.
+static DEADLINE_PASSED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| shoal_operators::cancel::Stopped::DeadlinePassed.to_string());
+
+fn timed_out(query_id: &str, timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "query {query_id} ran past the {} s query timeout (the coordinator's --query-timeout) and was stopped on every worker",
+        timeout.as_secs_f64()
+    ))
 }
 
 /// The status a client sees for a stream error.

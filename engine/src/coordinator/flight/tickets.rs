@@ -77,7 +77,11 @@ mod tests {
     fn user(name: &str, admin: bool) -> Principal {
         Principal::Client {
             user: name.into(),
-            admin,
+            role: if admin {
+                crate::security::Role::Admin
+            } else {
+                crate::security::Role::Trainer
+            },
         }
     }
 

@@ -110,7 +110,7 @@ mod tests {
     fn user(name: &str) -> Principal {
         Principal::Client {
             user: name.into(),
-            admin: false,
+            role: crate::security::Role::Trainer,
         }
     }
 

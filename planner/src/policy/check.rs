@@ -1,0 +1,848 @@
+//! The check a site runs on every plan fragment before it reads a byte: which of its tables
+//! the fragment reads, where their rows and columns go, and whether what comes out of the
+//! fragment (what leaves the site) is allowed by the site's rules.
+//!
+//! It follows the fragment bottom-up and keeps, for every column of every node, where its
+//! values come from ([`Source`]: table, column, and whether they are raw, model outputs,
+//! group keys or aggregates), and for every node whose rows are still one-per-row of which
+//! tables. Operators it does not know are treated conservatively: each output column is
+//! taken to carry every input column of the same name, or every input column if none has
+//! its name. The aggregates that turn a restricted table's rows into groups get a
+//! [`GroupGuardExec`](super::GroupGuardExec) that checks each group's size as it is
+//! produced.
+
+use super::guard::NoisePlan;
+use super::guard::{GroupGuardExec, GroupRule};
+use super::rules::{Egress, Noise, SitePolicy, SmallGroups, TableRules};
+use crate::locality::scan_site;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateInputMode};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::scalar::ScalarValue;
+use datafusion_distributed::{DistributedLeafExec, NetworkBoundaryExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// How a value that leaves a node came from a table's column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Via {
+    /// The value itself, or a function of it row by row.
+    Raw,
+    /// A model's output over it.
+    Model(String),
+    /// A group key of a guarded aggregate.
+    GroupKey,
+    /// An aggregate over a group.
+    Aggregate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    pub table: String,
+    pub column: String,
+    pub via: Via,
+}
+
+type Origin = BTreeSet<Source>;
+
+/// A refusal: the site, the table, what would have left and the policy key that stops it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("site '{site}' refuses: table '{table}' {rule} (policy {key}); {detail}")]
+pub struct Refusal {
+    pub site: String,
+    pub table: String,
+    /// What the table's rule is, e.g. "is aggregates-only".
+    pub rule: String,
+    /// What in the statement breaks it.
+    pub detail: String,
+    /// The policy key, e.g. `egress`, `never_leave`, `min_group_rows`, `models`.
+    pub key: String,
+}
+
+impl From<Refusal> for DataFusionError {
+    fn from(refusal: Refusal) -> Self {
+        DataFusionError::External(Box::new(refusal))
+    }
+}
+
+/// Text every refusal's message starts with after the site's name: what a coordinator
+/// receiving it as text over the network recognises (see [`is_refusal_message`]).
+pub const REFUSES: &str = "' refuses: table '";
+
+/// Whether an error message (as it crosses the network, text only) is a site's refusal.
+pub fn is_refusal_message(message: &str) -> bool {
+    message.contains("site '") && message.contains(REFUSES) && message.contains("(policy ")
+}
+
+/// What a site learned about a fragment it accepted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FragmentDecision {
+    /// Table -> the columns the fragment reads from it.
+    pub reads: BTreeMap<String, BTreeSet<String>>,
+    /// One line per table read: its egress and what holds it (e.g. "aggregates:
+    /// min_group_rows 10, refuse").
+    pub rules: Vec<String>,
+    /// Aggregates that got a group-size guard.
+    pub guarded_aggregates: usize,
+    /// Tables whose aggregates this fragment releases with noise: each spends its
+    /// `epsilon_per_statement` from the site's budget before the fragment runs.
+    pub noise: BTreeMap<String, Noise>,
+}
+
+/// Which bytes a statement's models are, to match a table's `models` allow-list.
+pub trait ModelIdentity {
+    /// Content sha256 of `model` as this fragment will run it (the statement's pin).
+    fn pinned(&self, model: &str) -> Option<String>;
+    /// Content sha256 the registry lists under `name` (e.g. `name@v3`).
+    fn registered(&self, name: &str) -> Option<String>;
+}
+
+impl ModelIdentity for () {
+    fn pinned(&self, _model: &str) -> Option<String> {
+        None
+    }
+
+    fn registered(&self, _name: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Checks `plan` against `policy` and returns it with group guards in place.
+pub fn enforce(
+    site: &str,
+    policy: &SitePolicy,
+    models: &dyn ModelIdentity,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<(Arc<dyn ExecutionPlan>, FragmentDecision)> {
+    let mut walk = Walk {
+        site,
+        policy,
+        models,
+        decision: FragmentDecision::default(),
+    };
+    let node = walk.visit(plan)?;
+    walk.check_egress(&node)?;
+    let mut decision = walk.decision;
+    decision.rules = decision
+        .reads
+        .keys()
+        .map(|table| describe_rules(table, policy.table(table)))
+        .collect();
+    Ok((node.plan, decision))
+}
+
+fn describe_rules(table: &str, rules: &TableRules) -> String {
+    let noise = rules.noise.as_ref().map_or(String::new(), |n| {
+        format!(
+            ", noise epsilon {} per statement of {} per {}",
+            n.epsilon_per_statement,
+            n.epsilon_budget,
+            humantime::format_duration(n.budget_window)
+        )
+    });
+    let rules_text = match rules.egress {
+        Egress::Rows if rules.never_leave.is_empty() => format!("{table}: rows"),
+        Egress::Rows => format!(
+            "{table}: rows, never_leave {:?}",
+            rules.never_leave.iter().collect::<Vec<_>>()
+        ),
+        egress => format!(
+            "{table}: {egress}, min_group_rows {} ({})",
+            rules.min_group_rows,
+            match rules.small_groups {
+                SmallGroups::Refuse => "refuse",
+                SmallGroups::Suppress => "suppress",
+            }
+        ),
+    };
+    rules_text + &noise
+}
+
+/// A node as the check sees it.
+struct Node {
+    plan: Arc<dyn ExecutionPlan>,
+    /// One origin per output column.
+    columns: Vec<Origin>,
+    /// Tables whose rows this node still emits one by one.
+    rows_from: BTreeSet<String>,
+    /// Whether rows of different inputs were joined below (a group could then count a
+    /// table's row many times).
+    joined: bool,
+}
+
+struct Walk<'a> {
+    site: &'a str,
+    policy: &'a SitePolicy,
+    models: &'a dyn ModelIdentity,
+    decision: FragmentDecision,
+}
+
+impl Walk<'_> {
+    fn restricted(&self, table: &str) -> bool {
+        self.policy.table(table).egress != Egress::Rows
+    }
+
+    fn refuse(&self, table: &str, key: &str, detail: String) -> DataFusionError {
+        let rules = self.policy.table(table);
+        let rule = match (key, rules.egress) {
+            ("never_leave", _) => "keeps some columns on the site".to_string(),
+            ("models", _) => "allows only listed models".to_string(),
+            (_, Egress::Aggregates) => "is aggregates-only".to_string(),
+            (_, Egress::Predictions) => "releases only predictions".to_string(),
+            (_, Egress::Rows) => "releases rows".to_string(),
+        };
+        Refusal {
+            site: self.site.to_string(),
+            table: table.to_string(),
+            rule,
+            detail,
+            key: key.to_string(),
+        }
+        .into()
+    }
+
+    fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Node> {
+        if plan.is_network_boundary() {
+            // Another stage's output: checked by the sites that produced it.
+            return Ok(Node {
+                columns: vec![Origin::new(); plan.schema().fields().len()],
+                plan,
+                rows_from: BTreeSet::new(),
+                joined: false,
+            });
+        }
+        if let Some(leaf) = plan.downcast_ref::<DistributedLeafExec>() {
+            // The coordinator's view of a stage (EXPLAIN): one scan per task; this site's.
+            let variants = leaf.variants();
+            let mine = variants
+                .iter()
+                .find(|v| scan_site(v).is_some_and(|(site, _)| site == self.site))
+                .or_else(|| variants.first())
+                .cloned();
+            if let Some(variant) = mine {
+                let node = self.visit(variant)?;
+                return Ok(Node { plan, ..node });
+            }
+        }
+        let children: Vec<Node> = plan
+            .children()
+            .into_iter()
+            .map(|child| self.visit(child.clone()))
+            .collect::<Result<_>>()?;
+        let changed = children
+            .iter()
+            .zip(plan.children())
+            .any(|(new, old)| !Arc::ptr_eq(&new.plan, old));
+        let plan = if changed {
+            plan.replace_children(
+                children.iter().map(|c| c.plan.clone()).collect(),
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?
+        } else {
+            plan
+        };
+        if let Some((_, config)) = scan_site(&plan) {
+            return self.scan(plan.clone(), config);
+        }
+        if plan.downcast_ref::<AggregateExec>().is_some() {
+            return self.aggregate(plan, children);
+        }
+        let joined = children.iter().any(|c| c.joined)
+            || children.iter().filter(|c| !c.rows_from.is_empty()).count() > 1;
+        let rows_from = children
+            .iter()
+            .flat_map(|c| c.rows_from.iter().cloned())
+            .collect();
+        let columns = if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            let input = &children[0].columns;
+            projection
+                .expr()
+                .iter()
+                .map(|p| self.expression(&p.expr, input))
+                .collect::<Result<_>>()?
+        } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            let input = &children[0].columns;
+            match filter.projection() {
+                Some(indices) => indices.iter().map(|i| input[*i].clone()).collect(),
+                None => input.clone(),
+            }
+        } else if plan.downcast_ref::<UnionExec>().is_some()
+            || plan.downcast_ref::<InterleaveExec>().is_some()
+        {
+            by_position(plan.schema().fields().len(), &children)
+        } else if plan.name() == "LocalParquetSinkExec" {
+            // Rows written to the site's own disk stay on the site; what leaves is the
+            // count of rows written, per file.
+            return Ok(Node {
+                columns: vec![Origin::new(); plan.schema().fields().len()],
+                plan,
+                rows_from: BTreeSet::new(),
+                joined: false,
+            });
+        } else {
+            by_name(&plan, &children)
+        };
+        Ok(Node {
+            plan,
+            columns,
+            rows_from,
+            joined,
+        })
+    }
+
+    fn scan(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &datafusion::datasource::physical_plan::FileScanConfig,
+    ) -> Result<Node> {
+        let tables: BTreeSet<String> = config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.files())
+            .filter_map(|f| f.object_meta.location.parts().next())
+            .map(|part| part.as_ref().to_string())
+            .collect();
+        // What each output column is made of: the scan may compute expressions of the file's
+        // columns itself (DataFusion pushes projections, model calls included, into scans).
+        let file_schema = config.file_source().table_schema().table_schema().clone();
+        let file_columns: Vec<Origin> = file_schema
+            .fields()
+            .iter()
+            .map(|field| {
+                tables
+                    .iter()
+                    .map(|table| Source {
+                        table: table.clone(),
+                        column: field.name().clone(),
+                        via: Via::Raw,
+                    })
+                    .collect()
+            })
+            .collect();
+        let columns: Vec<Origin> = match config.file_source().projection() {
+            Some(projection) => projection
+                .iter()
+                .map(|p| self.expression(&p.expr, &file_columns))
+                .collect::<Result<_>>()?,
+            None => file_columns,
+        };
+        for table in &tables {
+            let read = self.decision.reads.entry(table.clone()).or_default();
+            read.extend(columns.iter().flatten().map(|s| s.column.clone()));
+        }
+        // A shape this check does not follow: every output column carries every column.
+        let columns = if columns.len() == plan.schema().fields().len() {
+            columns
+        } else {
+            let all: Origin = columns.into_iter().flatten().collect();
+            vec![all; plan.schema().fields().len()]
+        };
+        Ok(Node {
+            plan,
+            columns,
+            rows_from: tables,
+            joined: false,
+        })
+    }
+
+    /// Where an expression's value comes from; checks the models it calls.
+    fn expression(&self, expr: &Arc<dyn PhysicalExpr>, input: &[Origin]) -> Result<Origin> {
+        if let Some(column) = expr.downcast_ref::<Column>() {
+            return Ok(input.get(column.index()).cloned().unwrap_or_default());
+        }
+        if let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>()
+            && let Some(model) = model_call(function)
+        {
+            let mut origin = Origin::new();
+            for arg in function.args().iter().skip(1) {
+                for source in self.expression(arg, input)? {
+                    self.check_model(&source.table, &model)?;
+                    origin.insert(match source.via {
+                        Via::Raw => Source {
+                            via: Via::Model(model.clone()),
+                            ..source
+                        },
+                        _ => source,
+                    });
+                }
+            }
+            return Ok(origin);
+        }
+        let mut origin = Origin::new();
+        for child in expr.children() {
+            origin.extend(self.expression(child, input)?);
+        }
+        Ok(origin)
+    }
+
+    fn check_model(&self, table: &str, model: &str) -> Result<()> {
+        let rules = self.policy.table(table);
+        let sha256 = self.models.pinned(model);
+        if rules.allows_model(model, sha256.as_deref(), &|name| {
+            self.models.registered(name)
+        }) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            table,
+            "models",
+            format!(
+                "model '{model}' is not in its allow-list {:?}",
+                rules.models.clone().unwrap_or_default()
+            ),
+        ))
+    }
+
+    fn aggregate(&mut self, plan: Arc<dyn ExecutionPlan>, children: Vec<Node>) -> Result<Node> {
+        let planned = plan.clone();
+        let Some(aggregate) = planned.downcast_ref::<AggregateExec>() else {
+            return Ok(by_name_node(plan, &children));
+        };
+        let input = &children[0];
+        let restricted: Vec<String> = input
+            .rows_from
+            .iter()
+            .filter(|t| self.restricted(t))
+            .cloned()
+            .collect();
+        let group_by = aggregate.group_expr();
+        let mut columns: Vec<Origin> = Vec::new();
+        for (expr, _) in group_by.expr() {
+            let origin = self.expression(expr, &input.columns)?;
+            self.never_leave(&origin, "in a GROUP BY key")?;
+            columns.push(released(origin, Via::GroupKey));
+        }
+        if group_by.has_grouping_set() {
+            columns.push(Origin::new());
+        }
+        let partial_output = matches!(
+            aggregate.mode().output_mode(),
+            datafusion::physical_plan::aggregates::AggregateOutputMode::Partial
+        );
+        for function in aggregate.aggr_expr() {
+            let mut origin = Origin::new();
+            for arg in function.expressions() {
+                origin.extend(self.expression(&arg, &input.columns)?);
+            }
+            self.never_leave(&origin, &format!("inside {}()", function.fun().name()))?;
+            if let Some(table) = origin
+                .iter()
+                .find(|s| matches!(s.via, Via::Raw | Via::Model(_)) && self.restricted(&s.table))
+            {
+                let name = function.fun().name().to_ascii_lowercase();
+                if !releases_no_value(&name) {
+                    return Err(self.refuse(
+                        &table.table,
+                        "egress",
+                        format!(
+                            "{name}() returns a row's value (allowed: count, sum, avg, var, stddev, \
+                             covar, corr, regr_*, evaluate, compare_models)"
+                        ),
+                    ));
+                }
+                if function.is_distinct() {
+                    return Err(self.refuse(
+                        &table.table,
+                        "egress",
+                        format!("{name}(DISTINCT ...) sends the distinct values themselves"),
+                    ));
+                }
+            }
+            let fields = if partial_output {
+                function.state_fields()?.len()
+            } else {
+                1
+            };
+            let origin = released(origin, Via::Aggregate);
+            columns.extend(std::iter::repeat_n(origin, fields));
+        }
+        if columns.len() != plan.schema().fields().len() {
+            // An aggregate shape this check does not know: every column carries every input.
+            let all: Origin = input.columns.iter().flatten().cloned().collect();
+            columns = vec![released(all, Via::Aggregate); plan.schema().fields().len()];
+        }
+        let mut plan = plan;
+        if let Some(table) = self.strictest(&restricted) {
+            if aggregate.mode().input_mode() != AggregateInputMode::Raw {
+                return Err(self.refuse(
+                    &table,
+                    "egress",
+                    "its rows reach an aggregate that merges states, not rows".into(),
+                ));
+            }
+            if input.joined {
+                return Err(self.refuse(
+                    &table,
+                    "min_group_rows",
+                    "an aggregate over a join on the site cannot count the table's own rows \
+                     per group"
+                        .into(),
+                ));
+            }
+            let rules = self.policy.table(&table);
+            let noise = match &rules.noise {
+                Some(noise) => {
+                    let plan = self.noise_plan(aggregate, &input.columns, &table, noise)?;
+                    self.decision.noise.insert(table.clone(), noise.clone());
+                    Some(plan)
+                }
+                None => None,
+            };
+            let rule = GroupRule {
+                noise,
+                site: self.site.to_string(),
+                table: table.clone(),
+                min_rows: restricted
+                    .iter()
+                    .map(|t| self.policy.table(t).min_group_rows)
+                    .max()
+                    .unwrap_or(rules.min_group_rows),
+                small_groups: if restricted
+                    .iter()
+                    .any(|t| self.policy.table(t).small_groups == SmallGroups::Refuse)
+                {
+                    SmallGroups::Refuse
+                } else {
+                    SmallGroups::Suppress
+                },
+            };
+            plan = GroupGuardExec::wrap(plan, rule)?;
+            self.decision.guarded_aggregates += 1;
+        }
+        Ok(Node {
+            plan,
+            columns,
+            rows_from: BTreeSet::new(),
+            joined: false,
+        })
+    }
+
+    /// How an aggregate over `table` is released under its `noise`: which input columns
+    /// are clamped to their bounds, which output columns get noise and of what
+    /// sensitivity. Only count, sum and avg have a noisy form here.
+    fn noise_plan(
+        &self,
+        aggregate: &AggregateExec,
+        input: &[Origin],
+        table: &str,
+        noise: &Noise,
+    ) -> Result<NoisePlan> {
+        let rules = self.policy.table(table);
+        let refuse = |detail: String| self.refuse(table, "noise", detail);
+        if aggregate.group_expr().has_grouping_set() {
+            return Err(refuse(
+                "GROUPING SETS, ROLLUP and CUBE count a row in several groups; under noise \
+                 group by plain keys"
+                    .into(),
+            ));
+        }
+        if !matches!(
+            aggregate.mode().output_mode(),
+            datafusion::physical_plan::aggregates::AggregateOutputMode::Partial
+        ) {
+            return Err(refuse(
+                "the aggregate would be finished on the site; noise is added to partial \
+                 aggregates"
+                    .into(),
+            ));
+        }
+        let mut plan = NoisePlan {
+            epsilon: noise.epsilon_per_statement,
+            clamps: BTreeMap::new(),
+            releases: Vec::new(),
+        };
+        let mut column = aggregate.group_expr().num_group_exprs();
+        for function in aggregate.aggr_expr() {
+            let name = function.fun().name().to_ascii_lowercase();
+            let states = function.state_fields()?;
+            let sensitivity = match name.as_str() {
+                "count" => 1.0,
+                "sum" | "avg" | "mean" => {
+                    let args = function.expressions();
+                    let index = match args.as_slice() {
+                        [arg] => bare_column(arg),
+                        _ => None,
+                    };
+                    let source = index.and_then(|i| {
+                        let origin = input.get(i)?;
+                        let source = origin.iter().next()?;
+                        (origin.len() == 1 && source.via == Via::Raw && source.table == table)
+                            .then(|| (i, source.column.clone()))
+                    });
+                    let Some((index, column_name)) = source else {
+                        return Err(refuse(format!(
+                            "{name}() under noise takes one column of the table (with bounds), \
+                             not an expression"
+                        )));
+                    };
+                    let Some((low, high)) = rules.bounds.get(&column_name).copied() else {
+                        return Err(self.refuse(
+                            table,
+                            "bounds",
+                            format!(
+                                "{name}({column_name}) under noise needs clamping bounds for \
+                                 column '{column_name}'"
+                            ),
+                        ));
+                    };
+                    plan.clamps.insert(index, (low, high));
+                    low.abs().max(high.abs())
+                }
+                other => {
+                    return Err(refuse(format!(
+                        "{other}() has no noisy form here; under noise the table releases \
+                         count, sum and avg"
+                    )));
+                }
+            };
+            for (k, field) in states.iter().enumerate() {
+                let is_count = name == "count" || field.name().ends_with("[count]");
+                plan.releases.push((
+                    column + k,
+                    if is_count { 1.0 } else { sensitivity },
+                    is_count,
+                ));
+            }
+            column += states.len();
+        }
+        Ok(plan)
+    }
+
+    /// The restricted table with the largest `min_group_rows` (its rule names the guard).
+    fn strictest(&self, tables: &[String]) -> Option<String> {
+        tables
+            .iter()
+            .max_by_key(|t| self.policy.table(t).min_group_rows)
+            .cloned()
+    }
+
+    fn never_leave(&self, origin: &Origin, place: &str) -> Result<()> {
+        for source in origin {
+            if self
+                .policy
+                .table(&source.table)
+                .never_leave
+                .contains(&source.column)
+            {
+                return Err(self.refuse(
+                    &source.table,
+                    "never_leave",
+                    format!("column '{}' would leave the site {place}", source.column),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What leaves the fragment: its root's rows and columns.
+    fn check_egress(&self, root: &Node) -> Result<()> {
+        // The most specific rule first: a never_leave column names itself.
+        for (index, origin) in root.columns.iter().enumerate() {
+            let name = root.plan.schema().field(index).name().clone();
+            self.never_leave(origin, &format!("as output column '{name}'"))?;
+        }
+        for table in &root.rows_from {
+            if self.policy.table(table).egress == Egress::Aggregates {
+                return Err(self.refuse(
+                    table,
+                    "egress",
+                    "its rows would leave the site".to_string() + &leaving_columns(root, table),
+                ));
+            }
+        }
+        for origin in &root.columns {
+            for source in origin {
+                let rules = self.policy.table(&source.table);
+                match (rules.egress, &source.via) {
+                    (Egress::Rows, _) | (_, Via::GroupKey | Via::Aggregate) => {}
+                    (Egress::Predictions, Via::Model(_)) => {}
+                    (Egress::Predictions, Via::Raw) if rules.row_keys.contains(&source.column) => {}
+                    (Egress::Predictions, Via::Raw) => {
+                        return Err(self.refuse(
+                            &source.table,
+                            "egress",
+                            format!(
+                                "column '{}' is a raw feature; only model outputs and row_keys {:?} \
+                                 may leave the site",
+                                source.column,
+                                rules.row_keys.iter().collect::<Vec<_>>()
+                            ),
+                        ));
+                    }
+                    (Egress::Aggregates, Via::Raw) => {
+                        return Err(self.refuse(
+                            &source.table,
+                            "egress",
+                            format!("column '{}' would leave the site row by row", source.column),
+                        ));
+                    }
+                    (Egress::Aggregates, Via::Model(model)) => {
+                        return Err(self.refuse(
+                            &source.table,
+                            "egress",
+                            format!("predictions of '{model}' would leave the site row by row"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The columns of `table` a refused fragment would have sent, for the message.
+fn leaving_columns(root: &Node, table: &str) -> String {
+    let columns: BTreeSet<&str> = root
+        .columns
+        .iter()
+        .flatten()
+        .filter(|s| s.table == table)
+        .map(|s| s.column.as_str())
+        .collect();
+    if columns.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (columns {})",
+            columns.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+/// The input column an aggregate argument is, through casts.
+fn bare_column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    if let Some(column) = expr.downcast_ref::<Column>() {
+        return Some(column.index());
+    }
+    if let Some(cast) = expr.downcast_ref::<datafusion::physical_expr::expressions::CastExpr>() {
+        return bare_column(cast.expr());
+    }
+    if let Some(cast) = expr.downcast_ref::<datafusion::physical_expr::expressions::TryCastExpr>() {
+        return bare_column(cast.expr());
+    }
+    None
+}
+
+/// A model call's model name: `predict('m', ...)`, `predict_proba('m', ...)`.
+fn model_call(function: &ScalarFunctionExpr) -> Option<String> {
+    if !matches!(function.name(), "predict" | "predict_proba") {
+        return None;
+    }
+    let first = function.args().first()?.downcast_ref::<Literal>()?;
+    match first.value() {
+        ScalarValue::Utf8(Some(m))
+        | ScalarValue::LargeUtf8(Some(m))
+        | ScalarValue::Utf8View(Some(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// Aggregates whose result is a statistic of the group, never one row's value.
+fn releases_no_value(name: &str) -> bool {
+    const ALLOWED: &[&str] = &[
+        "count",
+        "sum",
+        "avg",
+        "mean",
+        "var",
+        "var_samp",
+        "var_pop",
+        "var_population",
+        "variance",
+        "stddev",
+        "stddev_samp",
+        "stddev_pop",
+        "covar",
+        "covar_samp",
+        "covar_pop",
+        "corr",
+        "regr_slope",
+        "regr_intercept",
+        "regr_count",
+        "regr_r2",
+        "regr_avgx",
+        "regr_avgy",
+        "regr_sxx",
+        "regr_syy",
+        "regr_sxy",
+        "bool_and",
+        "bool_or",
+        "grouping",
+        "evaluate",
+        "compare_models",
+    ];
+    // The training states of CREATE MODEL (model weights, sufficient statistics).
+    ALLOWED.contains(&name) || name.starts_with("__shoal_")
+}
+
+/// `origin` as released by an aggregate: raw values and model outputs become `via`.
+fn released(origin: Origin, via: Via) -> Origin {
+    origin
+        .into_iter()
+        .map(|s| match s.via {
+            Via::Raw | Via::Model(_) => Source {
+                via: via.clone(),
+                ..s
+            },
+            _ => s,
+        })
+        .collect()
+}
+
+fn by_position(width: usize, children: &[Node]) -> Vec<Origin> {
+    (0..width)
+        .map(|i| {
+            children
+                .iter()
+                .filter_map(|c| c.columns.get(i))
+                .flatten()
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
+/// An operator the check does not know: each output column carries the input columns of
+/// its name, or every input column when none has it.
+fn by_name(plan: &Arc<dyn ExecutionPlan>, children: &[Node]) -> Vec<Origin> {
+    let everything: Origin = children
+        .iter()
+        .flat_map(|c| c.columns.iter().flatten())
+        .cloned()
+        .collect();
+    plan.schema()
+        .fields()
+        .iter()
+        .map(|field| {
+            let mut origin = Origin::new();
+            let mut found = false;
+            for child in children {
+                for (i, child_field) in child.plan.schema().fields().iter().enumerate() {
+                    if child_field.name() == field.name() {
+                        found = true;
+                        origin.extend(child.columns[i].iter().cloned());
+                    }
+                }
+            }
+            if found { origin } else { everything.clone() }
+        })
+        .collect()
+}
+
+fn by_name_node(plan: Arc<dyn ExecutionPlan>, children: &[Node]) -> Node {
+    Node {
+        columns: by_name(&plan, children),
+        rows_from: children
+            .iter()
+            .flat_map(|c| c.rows_from.iter().cloned())
+            .collect(),
+        joined: children.iter().any(|c| c.joined),
+        plan,
+    }
+}

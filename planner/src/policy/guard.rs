@@ -1,0 +1,415 @@
+//! The group-size guard: the aggregate a site releases a restricted table through, counted.
+//!
+//! The guard runs the aggregate with one more column, the number of the table's rows in
+//! each group, over all partitions of the task, adds the counts of each group key across
+//! them (a group may be split over partitions, and DataFusion may skip partial aggregation
+//! and emit a group's rows one by one), and then either fails the task naming the table
+//! and the rule, or drops the small groups and counts them. Only then does anything leave.
+//!
+//! It impersonates the aggregate it wraps (same name, properties and children; its metrics
+//! are the counting aggregate's plus `suppressed_groups`): datafusion-distributed matches a
+//! worker's metrics to the coordinator's plan by position, so the worker's plan keeps the
+//! coordinator's shape.
+
+use super::check::Refusal;
+use super::rules::SmallGroups;
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+use datafusion::physical_expr::expressions::lit;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use futures::TryStreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How a guarded aggregate is released under a table's `noise`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoisePlan {
+    /// Spent by this release (split evenly over the noised values and the group count
+    /// that decides which groups are released).
+    pub epsilon: f64,
+    /// Input column -> (low, high): clamped before the aggregate sees it, so one row moves
+    /// a sum by at most max(|low|, |high|).
+    pub clamps: std::collections::BTreeMap<usize, (f64, f64)>,
+    /// Output columns that get noise: (column, sensitivity, is a count).
+    pub releases: Vec<(usize, f64, bool)>,
+}
+
+impl NoisePlan {
+    /// Epsilon of each noised quantity: the releases and the group count.
+    fn epsilon_each(&self) -> f64 {
+        self.epsilon / (self.releases.len() + 1) as f64
+    }
+}
+
+/// The size rule of one guarded aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRule {
+    /// Noise on what is released, when the table's policy asks for it.
+    pub noise: Option<NoisePlan>,
+    pub site: String,
+    /// The table whose rule applies (the strictest of those the aggregate reads).
+    pub table: String,
+    pub min_rows: u64,
+    pub small_groups: SmallGroups,
+}
+
+type Released = Result<Arc<Vec<Vec<RecordBatch>>>, Arc<DataFusionError>>;
+
+#[derive(Debug)]
+pub struct GroupGuardExec {
+    /// The aggregate as planned: what the guard presents itself as.
+    original: Arc<dyn ExecutionPlan>,
+    /// The same aggregate with the group's row count as its last column.
+    counting: Arc<dyn ExecutionPlan>,
+    rule: GroupRule,
+    /// Output columns that make a group's key (group expressions and grouping id).
+    key_columns: usize,
+    /// Every partition's released batches, computed once for all of them.
+    released: Arc<tokio::sync::OnceCell<Released>>,
+    metrics: ExecutionPlanMetricsSet,
+    suppressed: Count,
+}
+
+/// Name of the row-count column the guard adds (and removes before anything leaves).
+const GROUP_ROWS: &str = "__shoal_group_rows";
+
+impl GroupGuardExec {
+    /// Guards `plan`, an [`AggregateExec`] over raw rows of a restricted table.
+    pub fn wrap(plan: Arc<dyn ExecutionPlan>, rule: GroupRule) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+            return datafusion::common::internal_err!("a group guard wraps an AggregateExec");
+        };
+        let input = match &rule.noise {
+            Some(noise) if !noise.clamps.is_empty() => clamped(aggregate.input().clone(), noise)?,
+            _ => aggregate.input().clone(),
+        };
+        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
+            .schema(input.schema())
+            .alias(GROUP_ROWS)
+            .build()?;
+        let mut functions = aggregate.aggr_expr().to_vec();
+        functions.push(Arc::new(count));
+        let mut filters = aggregate.filter_expr().to_vec();
+        filters.push(None);
+        let counting = AggregateExec::try_new(
+            *aggregate.mode(),
+            aggregate.group_expr().clone(),
+            functions,
+            filters,
+            input,
+            aggregate.input_schema(),
+        )?;
+        let key_columns = aggregate.group_expr().num_group_exprs();
+        let metrics = ExecutionPlanMetricsSet::new();
+        let suppressed = MetricBuilder::new(&metrics).global_counter("suppressed_groups");
+        Ok(Arc::new(Self {
+            original: plan,
+            counting: Arc::new(counting),
+            rule,
+            key_columns,
+            released: Arc::new(tokio::sync::OnceCell::new()),
+            metrics,
+            suppressed,
+        }))
+    }
+
+    pub fn rule(&self) -> &GroupRule {
+        &self.rule
+    }
+
+    /// Groups this guard dropped so far.
+    pub fn suppressed_groups(&self) -> usize {
+        self.suppressed.value()
+    }
+}
+
+impl DisplayAs for GroupGuardExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.original.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for GroupGuardExec {
+    fn name(&self) -> &str {
+        self.original.name()
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.original.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.original.children()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let original = self.original.clone().replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+        Self::wrap(original, self.rule.clone())
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.original.apply_expressions(f)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        let mut set = self.counting.metrics().unwrap_or_default();
+        for metric in self.metrics.clone_inner().iter() {
+            set.push(metric.clone());
+        }
+        Some(set)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let released = self.released.clone();
+        let counting = self.counting.clone();
+        let rule = self.rule.clone();
+        let key_columns = self.key_columns;
+        let suppressed = self.suppressed.clone();
+        let batches = async move {
+            let all = released
+                .get_or_init(|| async move {
+                    release(counting, context, &rule, key_columns, &suppressed)
+                        .await
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                })
+                .await
+                .clone()
+                .map_err(DataFusionError::Shared)?;
+            let mine = all.get(partition).cloned().unwrap_or_default();
+            Ok::<_, DataFusionError>(futures::stream::iter(mine.into_iter().map(Ok)))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            futures::stream::once(batches).try_flatten(),
+        )))
+    }
+}
+
+/// Runs the counting aggregate on every partition, then keeps the groups the rule allows,
+/// without the count column.
+async fn release(
+    counting: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    rule: &GroupRule,
+    key_columns: usize,
+    suppressed: &Count,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let partitions = counting.output_partitioning().partition_count();
+    let reservation = MemoryConsumer::new("GroupGuardExec").register(context.memory_pool());
+    // Each partition on a task of its own (as they would run unguarded); the set is
+    // aborted with the guard if the statement stops.
+    let mut running = tokio::task::JoinSet::new();
+    for partition in 0..partitions {
+        let stream = counting.execute(partition, context.clone())?;
+        running.spawn(async move { (partition, stream.try_collect::<Vec<_>>().await) });
+    }
+    let mut collected: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+    while let Some(joined) = running.join_next().await {
+        let (partition, batches) =
+            joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?;
+        let batches = batches?;
+        for batch in &batches {
+            reservation.try_grow(batch.get_array_memory_size())?;
+        }
+        collected[partition] = batches;
+    }
+    let totals = group_totals(&collected, key_columns)?;
+    let small = totals
+        .values()
+        .filter(|rows| **rows < rule.min_rows)
+        .count();
+    if small > 0 && rule.small_groups == SmallGroups::Refuse {
+        return Err(Refusal {
+            site: rule.site.clone(),
+            table: rule.table.clone(),
+            rule: format!("releases only groups of at least {} rows", rule.min_rows),
+            detail: format!(
+                "{small} group(s) of the statement would hold fewer of its rows (small_groups = \"refuse\")"
+            ),
+            key: "min_group_rows".into(),
+        }
+        .into());
+    }
+    suppressed.add(small);
+    let mut out = Vec::with_capacity(collected.len());
+    for batches in collected {
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let keys = group_keys(&batch, key_columns)?;
+            let keep: BooleanArray = keys
+                .iter()
+                .map(|key| Some(totals.get(key).is_some_and(|rows| *rows >= rule.min_rows)))
+                .collect();
+            let mut batch = filter_record_batch(&batch, &keep)?;
+            if let Some(noise) = &rule.noise {
+                batch = with_noise(batch, noise)?;
+            }
+            let without_count = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
+            if without_count.num_rows() > 0 {
+                kept.push(without_count);
+            }
+        }
+        out.push(kept);
+    }
+    Ok(out)
+}
+
+/// The aggregate's input with the noised columns clamped to their bounds (same names and
+/// types).
+fn clamped(input: Arc<dyn ExecutionPlan>, noise: &NoisePlan) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, CastExpr, Column};
+    let schema = input.schema();
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
+    for (index, field) in schema.fields().iter().enumerate() {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), index));
+        let expr = match noise.clamps.get(&index) {
+            None => column,
+            Some((low, high)) => {
+                let value: Arc<dyn PhysicalExpr> =
+                    Arc::new(CastExpr::new(column, DataType::Float64, None));
+                let (low, high) = (lit(*low), lit(*high));
+                let below = Arc::new(BinaryExpr::new(value.clone(), Operator::Lt, low.clone()));
+                let above = Arc::new(BinaryExpr::new(value.clone(), Operator::Gt, high.clone()));
+                let clamp =
+                    CaseExpr::try_new(None, vec![(below, low), (above, high)], Some(value))?;
+                Arc::new(CastExpr::new(
+                    Arc::new(clamp),
+                    field.data_type().clone(),
+                    None,
+                ))
+            }
+        };
+        exprs.push((expr, field.name().clone()));
+    }
+    Ok(Arc::new(
+        datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, input)?,
+    ))
+}
+
+/// `batch` with Laplace noise on the plan's release columns, each value its own draw
+/// (a row of the table reaches one partial row, so draws on different rows compose in
+/// parallel). Counts stay integers of at least 0.
+fn with_noise(batch: RecordBatch, noise: &NoisePlan) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let epsilon = noise.epsilon_each();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (index, sensitivity, is_count) in &noise.releases {
+        let Some(original) = columns.get(*index).cloned() else {
+            continue;
+        };
+        let scale = sensitivity / epsilon;
+        let noisy: ArrayRef = if *is_count {
+            let counts = cast(&original, &DataType::Int64)?;
+            let counts = counts.as_primitive::<Int64Type>();
+            let values = counts
+                .iter()
+                .map(|v| {
+                    v.map(|v| shoal_operators::privacy::laplace_count(v, scale).map(|n| n.max(0)))
+                        .transpose()
+                })
+                .collect::<Result<Int64Array, String>>()
+                .map_err(DataFusionError::Execution)?;
+            Arc::new(values)
+        } else {
+            let sums = cast(&original, &DataType::Float64)?;
+            let sums = sums.as_primitive::<Float64Type>();
+            let values = sums
+                .iter()
+                .map(|v| {
+                    v.map(|v| shoal_operators::privacy::laplace(v, scale))
+                        .transpose()
+                })
+                .collect::<Result<Float64Array, String>>()
+                .map_err(DataFusionError::Execution)?;
+            Arc::new(values)
+        };
+        columns[*index] = cast(&noisy, original.data_type())?;
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Rows of the table in each group, over all partitions.
+fn group_totals(
+    collected: &[Vec<RecordBatch>],
+    key_columns: usize,
+) -> Result<HashMap<Vec<u8>, u64>> {
+    let mut totals: HashMap<Vec<u8>, u64> = HashMap::new();
+    for batch in collected.iter().flatten() {
+        let keys = group_keys(batch, key_columns)?;
+        let counts = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<Int64Type>();
+        for (row, key) in keys.into_iter().enumerate() {
+            let rows = if counts.is_null(row) {
+                0
+            } else {
+                counts.value(row).max(0) as u64
+            };
+            *totals.entry(key).or_default() += rows;
+        }
+    }
+    Ok(totals)
+}
+
+/// Each row's group key, encoded (a global aggregate has one, empty, key).
+fn group_keys(batch: &RecordBatch, key_columns: usize) -> Result<Vec<Vec<u8>>> {
+    if key_columns == 0 {
+        return Ok(vec![Vec::new(); batch.num_rows()]);
+    }
+    let columns = &batch.columns()[..key_columns];
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(columns)?;
+    Ok(rows.iter().map(|row| row.as_ref().to_vec()).collect())
+}
+
+/// The guards in a plan (for what the site reports of a fragment it ran).
+pub fn guards(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut found = Vec::new();
+    let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
+        if node.downcast_ref::<GroupGuardExec>().is_some() {
+            found.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
