@@ -212,6 +212,13 @@ impl Error {
                      spill did, this one could not: {other}"
                 ))
             }
+            // A site's refusal reads as the site wrote it, without the prefixes it gathered
+            // on its way here.
+            other if code == StatusCode::PermissionDenied => {
+                let message = other.to_string();
+                let message = shoal_planner::policy::refusal_text(&message).unwrap_or(&message);
+                tonic::Status::new(to_grpc(code), message.to_string())
+            }
             other => tonic::Status::new(to_grpc(code), other.to_string()),
         }
     }

@@ -104,6 +104,12 @@ fn preview(site: &str, catalog: &SiteCatalog, stage: &Arc<dyn ExecutionPlan>) ->
             };
             format!("allowed ({}){guards}", decision.rules.join("; "))
         }
-        Err(e) => format!("refused: {e}"),
+        Err(e) => {
+            let message = e.to_string();
+            format!(
+                "refused: {}",
+                crate::policy::refusal_text(&message).unwrap_or(&message)
+            )
+        }
     }
 }

@@ -100,8 +100,8 @@ pub async fn run(cluster: &EmbeddedCluster, sites: &[std::path::PathBuf]) -> any
 
     // What they allow: the same question as an aggregate over groups of enough patients.
     let bands = format!(
-        "SELECT CASE WHEN glucose > 200 THEN 'over 200' WHEN glucose > 140 THEN '140-200' \
-         ELSE 'up to 140' END AS glucose, count(*) AS patients, \
+        "SELECT CASE WHEN glucose > 160 THEN 'over 160' WHEN glucose > 120 THEN '120-160' \
+         ELSE 'up to 120' END AS glucose, count(*) AS patients, \
          round(avg(predict_proba('readmission', {FEATURES})), 3) AS p_readmission, \
          round(avg(predict('visit_cost', {FEATURES})), 0) AS expected_cost \
          FROM visits GROUP BY 1 ORDER BY 1"

@@ -138,17 +138,22 @@ impl WorkerPlanRewriteHandler for EgressGate {
             }
             Err(error) => {
                 let refusal = refusal_of(&error);
+                let message = error.to_string();
+                let reason = policy::refusal_text(&message)
+                    .unwrap_or(&message)
+                    .to_string();
                 self.audit.append(&AuditRecord {
                     time: AuditRecord::now(),
                     decision: "refused".into(),
                     rule: refusal.map_or_else(|| "error".into(), |r| r.key.clone()),
-                    reason: Some(error.to_string()),
+                    reason: Some(reason.clone()),
                     tables: refusal
                         .map(|r| [(r.table.clone(), Vec::new())].into())
                         .unwrap_or_default(),
                     ..record
                 });
-                tracing::warn!(site = %self.site, user = %statement.user, "{error}");
+                // Policy at work, not a fault: the audit log has it.
+                tracing::info!(site = %self.site, user = %statement.user, "{reason}");
                 Err(error)
             }
         }
@@ -364,8 +369,8 @@ impl ExecutionPlan for AuditedRoot {
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    if policy::is_refusal_message(&message) {
-                        progress.refusal.lock().get_or_insert(message);
+                    if let Some(refusal) = policy::refusal_text(&message) {
+                        progress.refusal.lock().get_or_insert(refusal.to_string());
                     }
                 }
             }

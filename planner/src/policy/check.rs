@@ -77,7 +77,16 @@ pub const REFUSES: &str = "' refuses: table '";
 
 /// Whether an error message (as it crosses the network, text only) is a site's refusal.
 pub fn is_refusal_message(message: &str) -> bool {
-    message.contains("site '") && message.contains(REFUSES) && message.contains("(policy ")
+    refusal_text(message).is_some()
+}
+
+/// The refusal itself in an error message that wraps it (errors gather prefixes such as
+/// `External error: ` as they cross processes): from its last `site '...' refuses` on.
+pub fn refusal_text(message: &str) -> Option<&str> {
+    let at = message.rfind(REFUSES)?;
+    let start = message[..at].rfind("site '")?;
+    let text = &message[start..];
+    text.contains("(policy ").then_some(text)
 }
 
 /// What a site learned about a fragment it accepted.

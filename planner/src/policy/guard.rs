@@ -81,6 +81,10 @@ pub struct GroupGuardExec {
     rule: GroupRule,
     /// Output columns that make a group's key (group expressions and grouping id).
     key_columns: usize,
+    /// The counting aggregate's column holding each group's row count.
+    count_column: usize,
+    /// Whether that column was added by the guard (and is removed before release).
+    added_count: bool,
     /// Every partition's released batches, computed once for all of them.
     released: Arc<tokio::sync::OnceCell<Released>>,
     metrics: ExecutionPlanMetricsSet,
@@ -96,34 +100,51 @@ impl GroupGuardExec {
         let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
             return datafusion::common::internal_err!("a group guard wraps an AggregateExec");
         };
-        let input = match &rule.noise {
-            Some(noise) if !noise.clamps.is_empty() => clamped(aggregate.input().clone(), noise)?,
-            _ => aggregate.input().clone(),
-        };
-        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
-            .schema(input.schema())
-            .alias(GROUP_ROWS)
-            .build()?;
-        let mut functions = aggregate.aggr_expr().to_vec();
-        functions.push(Arc::new(count));
-        let mut filters = aggregate.filter_expr().to_vec();
-        filters.push(None);
-        let counting = AggregateExec::try_new(
-            *aggregate.mode(),
-            aggregate.group_expr().clone(),
-            functions,
-            filters,
-            input,
-            aggregate.input_schema(),
-        )?;
         let key_columns = aggregate.group_expr().num_group_exprs();
+        let clamps = rule.noise.as_ref().is_some_and(|n| !n.clamps.is_empty());
+        let existing = row_count_column(aggregate, key_columns)?;
+        let (counting, count_column, added_count): (Arc<dyn ExecutionPlan>, usize, bool) =
+            match existing {
+                // The statement counts its rows itself (`count(*)`): that column is the
+                // group's size, and the aggregate runs as planned.
+                Some(column) if !clamps => (plan.clone(), column, false),
+                _ => {
+                    let input = match &rule.noise {
+                        Some(noise) if clamps => clamped(aggregate.input().clone(), noise)?,
+                        _ => aggregate.input().clone(),
+                    };
+                    let mut functions = aggregate.aggr_expr().to_vec();
+                    let mut filters = aggregate.filter_expr().to_vec();
+                    if existing.is_none() {
+                        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
+                            .schema(input.schema())
+                            .alias(GROUP_ROWS)
+                            .build()?;
+                        functions.push(Arc::new(count));
+                        filters.push(None);
+                    }
+                    let counting = AggregateExec::try_new(
+                        *aggregate.mode(),
+                        aggregate.group_expr().clone(),
+                        functions,
+                        filters,
+                        input,
+                        aggregate.input_schema(),
+                    )?;
+                    let width = counting.schema().fields().len();
+                    let column = existing.unwrap_or(width - 1);
+                    (Arc::new(counting), column, existing.is_none())
+                }
+            };
         let metrics = ExecutionPlanMetricsSet::new();
         let suppressed = MetricBuilder::new(&metrics).global_counter("suppressed_groups");
         Ok(Arc::new(Self {
             original: plan,
-            counting: Arc::new(counting),
+            counting,
             rule,
             key_columns,
+            count_column,
+            added_count,
             released: Arc::new(tokio::sync::OnceCell::new()),
             metrics,
             suppressed,
@@ -193,12 +214,16 @@ impl ExecutionPlan for GroupGuardExec {
         let released = self.released.clone();
         let counting = self.counting.clone();
         let rule = self.rule.clone();
-        let key_columns = self.key_columns;
+        let columns = Columns {
+            keys: self.key_columns,
+            count: self.count_column,
+            added_count: self.added_count,
+        };
         let suppressed = self.suppressed.clone();
         let batches = async move {
             let all = released
                 .get_or_init(|| async move {
-                    release(counting, context, &rule, key_columns, &suppressed)
+                    release(counting, context, &rule, columns, &suppressed)
                         .await
                         .map(Arc::new)
                         .map_err(Arc::new)
@@ -222,9 +247,10 @@ async fn release(
     counting: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
     rule: &GroupRule,
-    key_columns: usize,
+    columns: Columns,
     suppressed: &Count,
 ) -> Result<Vec<Vec<RecordBatch>>> {
+    let key_columns = columns.keys;
     let partitions = counting.output_partitioning().partition_count();
     let reservation = MemoryConsumer::new("GroupGuardExec").register(context.memory_pool());
     // Each partition on a task of its own (as they would run unguarded); the set is
@@ -244,7 +270,17 @@ async fn release(
         }
         collected[partition] = batches;
     }
-    let totals = group_totals(&collected, key_columns)?;
+    let mut totals = group_totals(&collected, key_columns, columns.count)?;
+    if let Some(noise) = &rule.noise {
+        // Which groups exist is itself released: decide on a noisy count (Laplace partition
+        // selection), never the true one.
+        let scale = 1.0 / noise.epsilon_each();
+        for rows in totals.values_mut() {
+            let noisy = shoal_operators::privacy::laplace_count(*rows as i64, scale)
+                .map_err(DataFusionError::Execution)?;
+            *rows = noisy.max(0) as u64;
+        }
+    }
     let small = totals
         .values()
         .filter(|rows| **rows < rule.min_rows)
@@ -275,9 +311,11 @@ async fn release(
             if let Some(noise) = &rule.noise {
                 batch = with_noise(batch, noise)?;
             }
-            let without_count = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
-            if without_count.num_rows() > 0 {
-                kept.push(without_count);
+            if columns.added_count {
+                batch = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
+            }
+            if batch.num_rows() > 0 {
+                kept.push(batch);
             }
         }
         out.push(kept);
@@ -363,17 +401,53 @@ fn with_noise(batch: RecordBatch, noise: &NoisePlan) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// Where the guard finds what it needs in the counting aggregate's output.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    keys: usize,
+    count: usize,
+    added_count: bool,
+}
+
+/// The output column of a plain `count(*)` of `aggregate` (no DISTINCT, no FILTER), whose
+/// value (or partial state) is each group's row count.
+fn row_count_column(aggregate: &AggregateExec, key_columns: usize) -> Result<Option<usize>> {
+    let partial = matches!(
+        aggregate.mode().output_mode(),
+        datafusion::physical_plan::aggregates::AggregateOutputMode::Partial
+    );
+    let mut column = key_columns;
+    for (function, filter) in aggregate.aggr_expr().iter().zip(aggregate.filter_expr()) {
+        let width = if partial {
+            function.state_fields()?.len()
+        } else {
+            1
+        };
+        let counts_rows = function.fun().name() == "count"
+            && !function.is_distinct()
+            && filter.is_none()
+            && function.expressions().iter().all(|e| {
+                e.downcast_ref::<datafusion::physical_expr::expressions::Literal>()
+                    .is_some_and(|l| !l.value().is_null())
+            });
+        if counts_rows && width == 1 {
+            return Ok(Some(column));
+        }
+        column += width;
+    }
+    Ok(None)
+}
+
 /// Rows of the table in each group, over all partitions.
 fn group_totals(
     collected: &[Vec<RecordBatch>],
     key_columns: usize,
+    count_column: usize,
 ) -> Result<HashMap<Vec<u8>, u64>> {
     let mut totals: HashMap<Vec<u8>, u64> = HashMap::new();
     for batch in collected.iter().flatten() {
         let keys = group_keys(batch, key_columns)?;
-        let counts = batch
-            .column(batch.num_columns() - 1)
-            .as_primitive::<Int64Type>();
+        let counts = batch.column(count_column).as_primitive::<Int64Type>();
         for (row, key) in keys.into_iter().enumerate() {
             let rows = if counts.is_null(row) {
                 0

@@ -12,6 +12,7 @@ mod rules;
 
 pub use check::{
     FragmentDecision, ModelIdentity, REFUSES, Refusal, Source, Via, enforce, is_refusal_message,
+    refusal_text,
 };
 pub use guard::{GroupGuardExec, GroupRule, NoisePlan, guards};
 pub use rules::{
