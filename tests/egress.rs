@@ -60,6 +60,32 @@ async fn local(models: &Path) -> datafusion::prelude::SessionContext {
 /// Runs `sql`, which must be refused: PERMISSION_DENIED, naming a site, the table, the
 /// policy key and `detail`; and the refusal is in that site's audit log.
 async fn assert_refused(cluster: &EmbeddedCluster, sql: &str, key: &str, detail: &str) {
+    let logs: Vec<PathBuf> = visits_sites()
+        .iter()
+        .map(|s| audit::default_dir(s))
+        .collect();
+    assert_refused_logged(cluster, sql, key, detail, &logs).await;
+}
+
+/// [`assert_refused`] for sites whose audit logs are in `state/site-N`.
+async fn assert_refused_logged_in(
+    cluster: &EmbeddedCluster,
+    sql: &str,
+    key: &str,
+    detail: &str,
+    state: &Path,
+) {
+    let logs: Vec<PathBuf> = (1..=3).map(|i| state.join(format!("site-{i}"))).collect();
+    assert_refused_logged(cluster, sql, key, detail, &logs).await;
+}
+
+async fn assert_refused_logged(
+    cluster: &EmbeddedCluster,
+    sql: &str,
+    key: &str,
+    detail: &str,
+    logs: &[PathBuf],
+) {
     let err = match cluster.sql(sql).await {
         Ok(out) => panic!("{sql}: not refused, returned {:?}", to_rows(&out.batches)),
         Err(e) => e,
@@ -72,24 +98,32 @@ async fn assert_refused(cluster: &EmbeddedCluster, sql: &str, key: &str, detail:
         "{sql}: {message}"
     );
     assert!(
-        message.contains("refuses: table 'visits'")
+        message.starts_with("site '")
+            && message.contains("refuses: table 'visits'")
             && message.contains(&format!("(policy {key})"))
             && message.contains(detail),
         "{sql}: expected policy {key} and '{detail}' in: {message}"
     );
-    let logged = visits_sites().iter().any(|site| {
-        audit::read_all(&audit::default_dir(site))
-            .unwrap_or_default()
-            .iter()
-            .any(|r| {
-                r.decision == "refused"
-                    && r.rule == key
-                    && r.reason
-                        .as_deref()
-                        .is_some_and(|m| message.contains(m) || m.contains(detail))
-            })
+    let logged = logs.iter().any(|dir| {
+        audit::read_all(dir).unwrap_or_default().iter().any(|r| {
+            r.decision == "refused"
+                && r.rule == key
+                && r.reason.as_deref() == Some(message.as_str())
+        })
     });
     assert!(logged, "{sql}: the refusal is in no site's audit log");
+}
+
+/// The largest cost of any visit: a filter at it isolates one patient.
+async fn most_expensive_visit(local: &datafusion::prelude::SessionContext) -> String {
+    let top = local
+        .sql("SELECT max(cost) FROM visits")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    to_rows(&top)[0][0].clone()
 }
 
 async fn assert_exact(
@@ -134,14 +168,7 @@ async fn an_aggregates_only_table_lets_out_large_groups_of_plain_statistics_and_
     )
     .await;
     // A filter that isolates one patient, then a count: a group of one.
-    let top = local
-        .sql("SELECT max(cost) FROM visits")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let top = to_rows(&top)[0][0].clone();
+    let top = most_expensive_visit(&local).await;
     assert_refused(
         &cluster,
         &format!("SELECT count(*) FROM visits WHERE cost >= {top}"),
@@ -474,7 +501,7 @@ noise = { epsilon_per_statement = 1.0, epsilon_budget = 3.0, budget_window = "1d
 
     // Functions without a noisy form, and sums without bounds, are refused before anything
     // is read or spent.
-    assert_refused_in(
+    assert_refused_logged_in(
         &cluster,
         "SELECT stddev(age) FROM visits",
         "noise",
@@ -482,7 +509,7 @@ noise = { epsilon_per_statement = 1.0, epsilon_budget = 3.0, budget_window = "1d
         state.path(),
     )
     .await;
-    assert_refused_in(
+    assert_refused_logged_in(
         &cluster,
         "SELECT sum(bmi) FROM visits",
         "bounds",
@@ -490,7 +517,7 @@ noise = { epsilon_per_statement = 1.0, epsilon_budget = 3.0, budget_window = "1d
         state.path(),
     )
     .await;
-    assert_refused_in(
+    assert_refused_logged_in(
         &cluster,
         "SELECT sum(age * 2) FROM visits",
         "noise",
@@ -509,14 +536,7 @@ noise = { epsilon_per_statement = 1.0, epsilon_budget = 3.0, budget_window = "1d
     );
 
     // A differencing pair: everyone, and everyone but the most expensive patient.
-    let top = local
-        .sql("SELECT max(cost) FROM visits")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let top = to_rows(&top)[0][0].clone();
+    let top = most_expensive_visit(&local).await;
     let all = "SELECT count(*) AS n, avg(age) AS a FROM visits";
     let but_one = format!("SELECT count(*) AS n, avg(age) AS a FROM visits WHERE cost < {top}");
     let truth = local.sql(all).await.unwrap().collect().await.unwrap();
@@ -576,35 +596,4 @@ noise = { epsilon_per_statement = 1.0, epsilon_budget = 3.0, budget_window = "1d
             .contains("privacy budget is spent")
     );
     cluster.stop().await;
-}
-
-async fn assert_refused_in(
-    cluster: &EmbeddedCluster,
-    sql: &str,
-    key: &str,
-    detail: &str,
-    state: &Path,
-) {
-    let err = match cluster.sql(sql).await {
-        Ok(out) => panic!("{sql}: not refused, returned {:?}", to_rows(&out.batches)),
-        Err(e) => e.to_status(),
-    };
-    assert_eq!(
-        err.code(),
-        tonic::Code::PermissionDenied,
-        "{sql}: {}",
-        err.message()
-    );
-    assert!(
-        err.message().contains(&format!("(policy {key})")) && err.message().contains(detail),
-        "{sql}: {}",
-        err.message()
-    );
-    let logged = (1..=3).any(|i| {
-        audit::read_all(&state.join(format!("site-{i}")))
-            .unwrap_or_default()
-            .iter()
-            .any(|r| r.decision == "refused" && r.rule == key)
-    });
-    assert!(logged, "{sql}: not in the audit logs");
 }
