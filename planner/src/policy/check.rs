@@ -262,8 +262,7 @@ impl Walk<'_> {
         if plan.downcast_ref::<AggregateExec>().is_some() {
             return self.aggregate(plan, children);
         }
-        let joined = children.iter().any(|c| c.joined)
-            || children.iter().filter(|c| !c.rows_from.is_empty()).count() > 1;
+        let joined = children.iter().any(|c| c.joined) || multiplies_rows(&plan, &children);
         let rows_from = children
             .iter()
             .flat_map(|c| c.rows_from.iter().cloned())
@@ -489,7 +488,7 @@ impl Walk<'_> {
                 return Err(self.refuse(
                     &table,
                     "min_group_rows",
-                    "an aggregate over a join on the site cannot count the table's own rows \
+                    "an aggregate over a join, union or unnest on the site cannot count the table's own rows \
                      per group"
                         .into(),
                 ));
@@ -703,6 +702,21 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `plan` may emit a table's row more than once: a join or cross product of it
+/// with anything (even a VALUES list), a union of it with itself, an unnest. A group's
+/// count of rows would then not be a count of the table's rows.
+fn multiplies_rows(plan: &Arc<dyn ExecutionPlan>, children: &[Node]) -> bool {
+    let carrying = children.iter().filter(|c| !c.rows_from.is_empty()).count();
+    if carrying == 0 {
+        return false;
+    }
+    if plan.downcast_ref::<UnionExec>().is_some() || plan.downcast_ref::<InterleaveExec>().is_some()
+    {
+        return carrying > 1;
+    }
+    children.len() > 1 || plan.name() == "UnnestExec"
 }
 
 /// The columns of `table` a refused fragment would have sent, for the message.
