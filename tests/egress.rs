@@ -390,6 +390,28 @@ async fn a_predictions_table_releases_model_outputs_and_row_keys_of_allowed_mode
     .await;
     cluster.stop().await;
 
+    // The same allow-list by content hash: it trusts nobody's naming, and EXPLAIN's preview
+    // resolves the statement's model to its bytes as the sites will.
+    let bytes = std::fs::read(models.path().join("return_risk.onnx")).unwrap();
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let by_hash = format!(
+        "[tables.visits]\negress = \"predictions\"\nrow_keys = [\"age\"]\nmodels = [\"sha256:{hash}\"]\n"
+    );
+    let cluster = start(&by_hash, models.path()).await;
+    let allowed = "SELECT age, predict('return_risk', age, bmi, systolic_bp, glucose) AS p FROM visits WHERE age > 85";
+    cluster.sql(allowed).await.expect("the listed bytes run");
+    let explain = cluster.sql(&format!("EXPLAIN {allowed}")).await.unwrap();
+    let text = to_rows(&explain.batches).concat().join("\n");
+    assert!(
+        text.contains("stage 1 on 'site-1': allowed (visits: predictions"),
+        "{text}"
+    );
+    assert_refused(&cluster, identity, "models", "not in its allow-list").await;
+    cluster.stop().await;
+
     // Without the allow-list, the same "model" leaks the raw column: why sites list models.
     let open_models = "[tables.visits]\negress = \"predictions\"\nrow_keys = [\"age\"]\n";
     let cluster = start(open_models, models.path()).await;

@@ -122,7 +122,7 @@ async fn local_explain(
     let plan = df.create_physical_plan().await.map_err(|e| e.to_string())?;
     let catalog = shoal_planner::SiteCatalog::new(std::time::Duration::from_secs(5));
     let text =
-        shoal_planner::explain::explain_stages(&plan, &catalog).map_err(|e| e.to_string())?;
+        shoal_planner::explain::explain_stages(&plan, &catalog, &()).map_err(|e| e.to_string())?;
     Ok(DBOutput::Rows {
         types: vec![DefaultColumnType::Text],
         rows: slt_rows(text.lines().map(|l| vec![l.to_string()]).collect()),

@@ -10,7 +10,12 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 /// The stage tree followed by the placement of every task that reads site data.
-pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> Result<String> {
+/// `models` is what the statement's model calls resolve to, for the sites' allow-lists.
+pub fn explain_stages(
+    plan: &Arc<dyn ExecutionPlan>,
+    catalog: &SiteCatalog,
+    models: &dyn crate::policy::ModelIdentity,
+) -> Result<String> {
     let mut out = display_plan_ascii(plan.as_ref(), false);
     if plan.name() != "DistributedExec" {
         out.push_str("\nPlacement: runs on the coordinator alone (no site data read)\n");
@@ -78,7 +83,7 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
             let _ = writeln!(
                 decisions,
                 "  stage {num} on '{site}': {}",
-                preview(&site, catalog, &stage_plan)
+                preview(&site, catalog, models, &stage_plan)
             );
         }
     }
@@ -92,11 +97,16 @@ pub fn explain_stages(plan: &Arc<dyn ExecutionPlan>, catalog: &SiteCatalog) -> R
 }
 
 /// What `site`'s published policy decides for a stage's tasks there.
-fn preview(site: &str, catalog: &SiteCatalog, stage: &Arc<dyn ExecutionPlan>) -> String {
+fn preview(
+    site: &str,
+    catalog: &SiteCatalog,
+    models: &dyn crate::policy::ModelIdentity,
+    stage: &Arc<dyn ExecutionPlan>,
+) -> String {
     let Some(policy) = catalog.policy_of(site) else {
         return "no policy published (the site decides when the task arrives)".into();
     };
-    match crate::policy::enforce(site, &policy, &(), stage.clone()) {
+    match crate::policy::enforce(site, &policy, models, stage.clone()) {
         Ok((_, decision)) => {
             let guards = match decision.guarded_aggregates {
                 0 => String::new(),

@@ -51,6 +51,12 @@ impl Sessions {
         }
     }
 
+    /// The registry as a statement planned now would resolve its models (EXPLAIN's preview
+    /// of the sites' model allow-lists).
+    pub fn listed_models(&self) -> shoal_planner::policy::ListedModels {
+        shoal_planner::policy::ListedModels(self.models.list())
+    }
+
     /// A fresh session per statement: the catalog is read live, and nothing one client sets
     /// leaks into another's queries.
     pub fn session(&self) -> Result<SessionContext> {

@@ -112,6 +112,24 @@ pub trait ModelIdentity {
     fn registered(&self, name: &str) -> Option<String>;
 }
 
+/// A registry listing as the coordinator has it: a statement calling `m` runs the bytes
+/// the registry lists under `m` (what `EXPLAIN` previews with).
+#[derive(Debug, Clone, Default)]
+pub struct ListedModels(pub Vec<shoal_operators::model::ModelInfo>);
+
+impl ModelIdentity for ListedModels {
+    fn pinned(&self, model: &str) -> Option<String> {
+        self.registered(model)
+    }
+
+    fn registered(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.hash.clone())
+    }
+}
+
 impl ModelIdentity for () {
     fn pinned(&self, _model: &str) -> Option<String> {
         None

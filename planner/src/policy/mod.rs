@@ -11,8 +11,8 @@ mod guard;
 mod rules;
 
 pub use check::{
-    FragmentDecision, ModelIdentity, REFUSES, Refusal, Source, Via, enforce, is_refusal_message,
-    refusal_text,
+    FragmentDecision, ListedModels, ModelIdentity, REFUSES, Refusal, Source, Via, enforce,
+    is_refusal_message, refusal_text,
 };
 pub use guard::{GroupGuardExec, GroupRule, NoisePlan, guards};
 pub use rules::{

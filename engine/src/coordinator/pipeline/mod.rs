@@ -114,7 +114,8 @@ impl Pipelines {
             PipelineMode::Explain => {
                 for output in &compiled.outputs {
                     let plan = output.dataframe.clone().create_physical_plan().await?;
-                    let mut text = explain_stages(&plan, &self.catalog)?;
+                    let mut text =
+                        explain_stages(&plan, &self.catalog, &self.sessions.listed_models())?;
                     text.push_str(&self.movement(&pipeline, output));
                     events
                         .send(PipelineEvent::Explain {

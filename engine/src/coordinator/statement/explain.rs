@@ -16,10 +16,11 @@ pub(super) async fn stages(
     ctx: &SessionContext,
     statement: &ShoalStatement,
     catalog: &SiteCatalog,
+    models: &shoal_planner::policy::ListedModels,
 ) -> Result<PlannedQuery> {
     let df = explained_frame(ctx, statement).await?;
     let plan = df.create_physical_plan().await?;
-    let text = explain_stages(&plan, catalog)?;
+    let text = explain_stages(&plan, catalog, models)?;
     let schema = explain_schema();
     let lines = StringArray::from(text.lines().collect::<Vec<_>>());
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])?;

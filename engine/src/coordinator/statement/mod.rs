@@ -78,7 +78,8 @@ impl Statements {
             ShoalStatement::CreateModel(create) => create_model(create),
             ShoalStatement::Explain(inner) => {
                 let ctx = self.sessions.session()?;
-                explain::stages(&ctx, inner, &self.catalog).await
+                let models = self.sessions.listed_models();
+                explain::stages(&ctx, inner, &self.catalog, &models).await
             }
             ShoalStatement::Sql(_) | ShoalStatement::ShowModels => {
                 let ctx = self.sessions.session()?;
