@@ -151,10 +151,6 @@ impl GroupGuardExec {
         }))
     }
 
-    pub fn rule(&self) -> &GroupRule {
-        &self.rule
-    }
-
     /// Groups this guard dropped so far.
     pub fn suppressed_groups(&self) -> usize {
         self.suppressed.value()
@@ -474,16 +470,4 @@ fn group_keys(batch: &RecordBatch, key_columns: usize) -> Result<Vec<Vec<u8>>> {
     )?;
     let rows = converter.convert_columns(columns)?;
     Ok(rows.iter().map(|row| row.as_ref().to_vec()).collect())
-}
-
-/// The guards in a plan (for what the site reports of a fragment it ran).
-pub fn guards(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
-    let mut found = Vec::new();
-    let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
-        if node.downcast_ref::<GroupGuardExec>().is_some() {
-            found.push(node.clone());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    found
 }

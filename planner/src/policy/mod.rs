@@ -14,7 +14,7 @@ pub use check::{
     FragmentDecision, ListedModels, ModelIdentity, REFUSES, Refusal, Source, Via, enforce,
     is_refusal_message, refusal_text,
 };
-pub use guard::{GroupGuardExec, GroupRule, NoisePlan, guards};
+pub use guard::{GroupGuardExec, GroupRule, NoisePlan};
 pub use rules::{
     DEFAULT_MIN_GROUP_ROWS, Egress, Noise, PolicyFileError, SitePolicy, SmallGroups, TableRules,
 };
