@@ -11,7 +11,7 @@
 //! worker's metrics to the coordinator's plan by position, so the worker's plan keeps the
 //! coordinator's shape.
 
-use super::check::Refusal;
+use super::refusal::Refusal;
 use super::rules::SmallGroups;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -266,7 +266,20 @@ async fn release(
         }
         collected[partition] = batches;
     }
-    let mut totals = group_totals(&collected, key_columns, columns.count)?;
+    // Each row's group key, encoded once per batch for both the totals and the filter.
+    let keyed: Vec<Vec<Keyed>> = collected
+        .into_iter()
+        .map(|batches| {
+            batches
+                .into_iter()
+                .map(|batch| {
+                    let keys = group_keys(&batch, key_columns)?;
+                    Ok((batch, keys))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let mut totals = group_totals(&keyed, columns.count);
     if let Some(noise) = &rule.noise {
         // Which groups exist is itself released: decide on a noisy count (Laplace partition
         // selection), never the true one.
@@ -294,11 +307,10 @@ async fn release(
         .into());
     }
     suppressed.add(small);
-    let mut out = Vec::with_capacity(collected.len());
-    for batches in collected {
+    let mut out = Vec::with_capacity(keyed.len());
+    for batches in keyed {
         let mut kept = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let keys = group_keys(&batch, key_columns)?;
+        for (batch, keys) in batches {
             let keep: BooleanArray = keys
                 .iter()
                 .map(|key| Some(totals.get(key).is_some_and(|rows| *rows >= rule.min_rows)))
@@ -434,26 +446,24 @@ fn row_count_column(aggregate: &AggregateExec, key_columns: usize) -> Result<Opt
     Ok(None)
 }
 
+/// A batch of the counting aggregate's output with each row's encoded group key.
+type Keyed = (RecordBatch, Vec<Vec<u8>>);
+
 /// Rows of the table in each group, over all partitions.
-fn group_totals(
-    collected: &[Vec<RecordBatch>],
-    key_columns: usize,
-    count_column: usize,
-) -> Result<HashMap<Vec<u8>, u64>> {
+fn group_totals(keyed: &[Vec<Keyed>], count_column: usize) -> HashMap<Vec<u8>, u64> {
     let mut totals: HashMap<Vec<u8>, u64> = HashMap::new();
-    for batch in collected.iter().flatten() {
-        let keys = group_keys(batch, key_columns)?;
+    for (batch, keys) in keyed.iter().flatten() {
         let counts = batch.column(count_column).as_primitive::<Int64Type>();
-        for (row, key) in keys.into_iter().enumerate() {
+        for (row, key) in keys.iter().enumerate() {
             let rows = if counts.is_null(row) {
                 0
             } else {
                 counts.value(row).max(0) as u64
             };
-            *totals.entry(key).or_default() += rows;
+            *totals.entry(key.clone()).or_default() += rows;
         }
     }
-    Ok(totals)
+    totals
 }
 
 /// Each row's group key, encoded (a global aggregate has one, empty, key).

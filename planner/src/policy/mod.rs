@@ -8,13 +8,14 @@
 
 mod check;
 mod guard;
+mod lineage;
+mod refusal;
 mod rules;
 
-pub use check::{
-    FragmentDecision, ListedModels, ModelIdentity, REFUSES, Refusal, Source, Via, enforce,
-    is_refusal_message, refusal_text,
-};
+pub use check::{FragmentDecision, ListedModels, ModelIdentity, enforce};
 pub use guard::{GroupGuardExec, GroupRule, NoisePlan};
+pub use lineage::{Source, Via};
+pub use refusal::{REFUSES, Refusal, is_refusal_message, refusal_text};
 pub use rules::{
     DEFAULT_MIN_GROUP_ROWS, Egress, Noise, PolicyFileError, SitePolicy, SmallGroups, TableRules,
 };
