@@ -454,6 +454,12 @@ async fn a_worker_without_a_policy_keeps_rows_in_and_audits_what_ran() {
             line.bytes_sent > 0 && line.rule.contains("visits: aggregates"),
             "{line:?}"
         );
+        // Read by the coordinator, as the site's gate recorded who asked.
+        assert_eq!(
+            line.sent_to.get("coordinator"),
+            Some(&line.bytes_sent),
+            "{line:?}"
+        );
         assert!(line.tables.contains_key("visits"), "{line:?}");
     }
     let summary = audit::summary(&records);

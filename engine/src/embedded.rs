@@ -34,9 +34,10 @@ pub fn demo_site_policy() -> SitePolicy {
 
 impl EmbeddedCluster {
     /// Starts a coordinator and one worker per folder in `sites` (named `site-1`, ...) on
-    /// loopback. Without a cluster secret in `options`, a random one is made, so even an
-    /// embedded cluster's workers run plans only from their coordinator. With TLS in
-    /// `options`, the workers serve TLS with the same certificate.
+    /// loopback. Without site secrets in `options`, a random enrollment key is made and
+    /// each worker given only its own secret, so even an embedded cluster's sites run plans
+    /// only from their coordinator and cannot pose as one another. With TLS in `options`,
+    /// the workers serve TLS with the same certificate.
     ///
     /// Each worker enforces the default site policy (every table aggregates-only); see
     /// [`EmbeddedCluster::start_with_policy`].
@@ -60,8 +61,8 @@ impl EmbeddedCluster {
         sites: &[PathBuf],
         policy: SitePolicy,
     ) -> Result<Self> {
-        if options.cluster_secret.is_none() {
-            options.cluster_secret = Some(random_secret()?);
+        if !options.site_keys()?.configured() {
+            options.site_key = Some(random_secret()?);
         }
         let scheme = if options.tls.is_some() {
             "https"
@@ -122,12 +123,12 @@ impl EmbeddedCluster {
     ) -> Result<()> {
         let mut options = WorkerOptions::new(data_dir, self.url.clone());
         let security = self.coordinator.options();
-        options.name = Some(name);
         options.register_timeout = Duration::from_secs(10);
-        options.cluster_secret = security.cluster_secret.clone();
+        options.site_secret = security.secret_for_site(&name)?;
         options.tls = security.tls.clone();
         options.tls_ca = security.tls_ca.clone();
         options.policy = self.site_policy.clone();
+        options.name = Some(name);
         configure(&mut options);
         let worker = WorkerProcess::start(options).await?;
         self.workers.push(worker);

@@ -18,6 +18,9 @@ pub const ACTION_FETCH_MODEL: &str = "shoal.fetch_model";
 pub const ACTION_QUERY_REPORT: &str = "shoal.query_report";
 /// The registered sites; body: empty, reply: JSON list of [`SiteStatus`].
 pub const ACTION_SITES: &str = "shoal.sites";
+/// A site's passes to the other sites; body: [`Peers`], reply: JSON list of
+/// [`crate::security::PeerPass`].
+pub const ACTION_PEERS: &str = "shoal.peers";
 
 /// Pipeline actions on the coordinator: body [`PipelineRequest`], reply: a stream of JSON
 /// [`PipelineEvent`]s, one per result message.
@@ -145,6 +148,15 @@ pub const MODEL_CHUNK_BYTES: usize = 1 << 20;
 pub struct RegisterReply {
     pub models: Vec<ModelInfo>,
     pub heartbeat_interval_ms: u64,
+    /// Credentials for fetching task outputs from the other sites.
+    #[serde(default)]
+    pub peers: Vec<crate::security::PeerPass>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Peers {
+    /// The site asking (it must be the credential's).
+    pub name: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -171,6 +183,9 @@ pub struct HeartbeatReply {
     /// False when the coordinator does not know the worker (it restarted): register again.
     pub known: bool,
     pub models: Vec<ModelInfo>,
+    /// The peer credentials as of now (sites join and leave).
+    #[serde(default)]
+    pub peers: Vec<crate::security::PeerPass>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

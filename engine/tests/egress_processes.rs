@@ -106,5 +106,38 @@ fn each_worker_process_enforces_its_own_policy_and_logs_it() {
         summary.status.success() && text.contains("refused"),
         "{text}"
     );
+
+    // Site impersonation: a process holding p-site-1's secret (each site's comes from
+    // `shoal enroll`, see the harness) tries to join as p-site-2. It is refused and exits;
+    // p-site-2 keeps its place and the cluster keeps answering.
+    let before = cluster.site_urls();
+    let out = std::process::Command::new(SHOAL)
+        .args([
+            "worker",
+            "--coordinator",
+            &cluster.url,
+            "--name",
+            "p-site-2",
+        ])
+        .arg("--data")
+        .arg(&sites[1])
+        .arg("--site-secret-file")
+        .arg(cluster.logs.join("p-site-1.secret"))
+        .arg("--policy")
+        .arg(&cluster.spec.policy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("only site 'p-site-2', with its own credential"),
+        "{stderr}"
+    );
+    assert_eq!(cluster.site_urls(), before);
+    let answer = cluster.sql("SELECT count(*) AS n FROM visits");
+    assert!(
+        answer.ok && answer.stdout.contains("9000"),
+        "{}",
+        answer.stderr
+    );
     drop(cluster);
 }

@@ -215,7 +215,7 @@ fn configuration_traps_are_refused_at_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("cluster secret"),
+        !out.status.success() && stderr.contains("register a fake site"),
         "{stderr}"
     );
     // An auth file other users can read.

@@ -111,6 +111,30 @@ impl SiteCatalog {
             message: e.to_string(),
         })?;
         let mut sites = self.sites.write();
+        // One site per address: the coordinator picks the credential it presents at a URL
+        // by the site that serves there. A site that stopped answering gives its address up.
+        let holder = sites
+            .iter()
+            .find(|(name, other)| **name != report.name && other.url == url)
+            .map(|(name, other)| {
+                (
+                    name.clone(),
+                    other.last_seen.elapsed() <= self.heartbeat_timeout,
+                )
+            });
+        match holder {
+            Some((other, true)) => {
+                return Err(Error::AddressTaken {
+                    url: report.url.clone(),
+                    site: report.name.clone(),
+                    other,
+                });
+            }
+            Some((other, false)) => {
+                sites.remove(&other);
+            }
+            None => {}
+        }
         for table in &report.tables {
             for (other_name, other) in sites.iter() {
                 if *other_name == report.name {
@@ -221,6 +245,15 @@ impl SiteCatalog {
             .read()
             .get(site)
             .and_then(|s| s.report.policy.clone())
+    }
+
+    /// The site that serves at `url`.
+    pub fn site_at(&self, url: &Url) -> Option<String> {
+        self.sites
+            .read()
+            .iter()
+            .find(|(_, s)| s.url == *url)
+            .map(|(name, _)| name.clone())
     }
 
     pub fn url_of(&self, site: &str) -> Result<Url> {

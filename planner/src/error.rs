@@ -18,6 +18,16 @@ pub enum Error {
     },
 
     #[error(
+        "worker '{site}' registers at {url}, where live worker '{other}' already serves; give \
+         each worker its own address"
+    )]
+    AddressTaken {
+        url: String,
+        site: String,
+        other: String,
+    },
+
+    #[error(
         "table '{table}': {files} file(s) [{examples}] are held only by worker '{site}' ({url}), silent for \
          {silent_ms} ms (heartbeat timeout {timeout_ms} ms); no live worker can serve them, so the query \
          cannot be answered"
@@ -64,7 +74,9 @@ impl Error {
             Error::InvalidSiteName { .. } | Error::InvalidUrl { .. } => StatusCode::InvalidArgument,
             Error::UnknownSite { .. } => StatusCode::NotFound,
             // Retrying cannot help until a worker comes back or is fixed.
-            Error::SchemaMismatch { .. } | Error::BadFile { .. } => StatusCode::FailedPrecondition,
+            Error::SchemaMismatch { .. } | Error::BadFile { .. } | Error::AddressTaken { .. } => {
+                StatusCode::FailedPrecondition
+            }
             Error::SiteDown { .. } | Error::NoWorkers => StatusCode::Unavailable,
         })
     }

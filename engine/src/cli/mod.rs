@@ -204,12 +204,14 @@ enum Command {
         /// Site name (lowercase letters, digits, '-'); defaults to worker-<port>.
         #[arg(long)]
         name: Option<String>,
-        /// File holding the cluster secret (default: SHOAL_CLUSTER_SECRET).
-        #[arg(long)]
-        cluster_secret_file: Option<PathBuf>,
+        /// File holding this site's secret: from `shoal enroll`, the one listed for it in
+        /// the coordinator's [[sites]], or the cluster_secret every site shares (default:
+        /// SHOAL_CLUSTER_SECRET). The site runs plans only from a coordinator that knows it.
+        #[arg(long, alias = "cluster-secret-file")]
+        site_secret_file: Option<PathBuf>,
         #[command(flatten)]
         tls: TlsArgs,
-        /// Listen beyond loopback without a cluster secret.
+        /// Listen beyond loopback without a site secret.
         #[arg(long)]
         insecure: bool,
         /// Where pipeline sinks write on this site (default: DATA/.shoal-output).
@@ -234,6 +236,19 @@ enum Command {
         /// Folder of the site's audit log (default: DATA/.shoal-audit).
         #[arg(long)]
         audit_log: Option<PathBuf>,
+    },
+    /// Print a site's secret, derived from the coordinator's site_key: give it to that
+    /// site's operator (it is the worker's --site-secret-file), and to nobody else.
+    Enroll {
+        /// The coordinator's auth file (its site_key).
+        #[arg(long)]
+        auth_file: PathBuf,
+        /// The site's name, as its worker gives it with --name.
+        #[arg(long)]
+        site: String,
+        /// Write the secret to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Summarise a site's audit log: what ran, what was refused, what left.
     Audit {
@@ -374,7 +389,9 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 target_partitions: target_partitions.map(|n| n as usize),
                 users: auth.user_pairs(),
                 roles: auth.roles(),
+                sites: auth.site_pairs(),
                 tokens: auth.tokens,
+                site_key: auth.site_key,
                 cluster_secret: auth.cluster_secret,
                 tls: tls.server(),
                 tls_ca: tls.tls_ca.clone(),
@@ -418,7 +435,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             listen,
             data,
             name,
-            cluster_secret_file,
+            site_secret_file,
             tls,
             insecure,
             output,
@@ -441,7 +458,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             options.drain_timeout = drain_timeout;
             options.listen = listen;
             options.name = name;
-            options.cluster_secret = match &cluster_secret_file {
+            options.site_secret = match &site_secret_file {
                 Some(path) => Some(read_secret_file(path)?),
                 None => std::env::var(CLUSTER_SECRET_ENV)
                     .ok()
@@ -454,6 +471,28 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             eprintln!("worker '{}' serving at {}", worker.name, worker.url);
             shutdown_signal().await;
             worker.stop().await;
+            Ok(())
+        }
+        Command::Enroll {
+            auth_file,
+            site,
+            out,
+        } => {
+            let auth = load_auth_file(&auth_file)?;
+            let key = auth.site_key.as_deref().with_context(|| {
+                format!(
+                    "{} has no site_key: add one (a long random string) to enroll sites",
+                    auth_file.display()
+                )
+            })?;
+            let secret = shoal_engine::security::identity::enroll(key, &site)?;
+            match out {
+                Some(path) => {
+                    write_private(&path, &secret)?;
+                    eprintln!("site '{site}': secret written to {}", path.display());
+                }
+                None => println!("{secret}"),
+            }
             Ok(())
         }
         Command::Audit {
@@ -583,6 +622,20 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         }
     };
     Ok((number * scale) as usize)
+}
+
+/// Writes a secret to a new file only its owner can read (refusing to overwrite one).
+fn write_private(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,7 +41,9 @@ pub use statement::PlannedQuery;
 
 use crate::error::{Error, Result};
 use crate::protocol::{PipelineEvent, PipelineRequest};
-use crate::security::{Authenticator, ClusterChannels, Connector, Principal, client_tls};
+use crate::security::{
+    Authenticator, ClusterChannels, Connector, CoordinatorPasses, Principal, client_tls,
+};
 use crate::tasks::PlanningGate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
@@ -75,6 +77,8 @@ pub struct Coordinator {
     planning: PlanningGate,
     /// Signs the statement tickets handed to clients.
     tickets: flight::TicketKey,
+    /// The credentials it presents to each site, and issues sites for one another.
+    passes: Arc<CoordinatorPasses>,
 }
 
 /// The coordinator's runtime: a memory pool of its own (final aggregations, sorts, joins
@@ -100,20 +104,15 @@ impl Coordinator {
             None => DirectoryModels::default(),
         };
         let models = Arc::new(models);
+        let site_keys = options.site_keys()?;
         let auth = Arc::new(
-            Authenticator::new(
-                &options.tokens,
-                &options.users,
-                options.cluster_secret.as_deref(),
-            )
-            .with_roles(&options.roles),
+            Authenticator::new(&options.tokens, &options.users, site_keys.clone())
+                .with_roles(&options.roles),
         );
         let worker_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
-        let channels = ClusterChannels::new(Connector::new(
-            options.cluster_secret.as_deref(),
-            worker_tls,
-        )?);
         let catalog = Arc::new(SiteCatalog::new(options.heartbeat_timeout));
+        let passes = Arc::new(CoordinatorPasses::new(catalog.clone(), site_keys));
+        let channels = ClusterChannels::new(Connector::new(None, worker_tls)?, passes.clone());
         let progress = Arc::new(WorkerProgress::default());
         let sessions = Arc::new(Sessions::new(
             catalog.clone(),
@@ -166,6 +165,7 @@ impl Coordinator {
             progress,
             planning: PlanningGate::per_core(),
             tickets: flight::TicketKey::random()?,
+            passes,
         }))
     }
 
@@ -183,6 +183,11 @@ impl Coordinator {
 
     pub fn options(&self) -> &CoordinatorOptions {
         &self.options
+    }
+
+    /// The passes site `holder` needs to fetch task outputs from the other sites.
+    pub(crate) fn peer_passes(&self, holder: &str) -> Vec<crate::security::PeerPass> {
+        self.passes.issue(holder)
     }
 
     /// Ids of the statements streaming now that `principal` may see: its own, or all for

@@ -20,9 +20,14 @@ pub struct CoordinatorOptions {
     /// everyone's statements and may train under a shipped model's name; analysts only
     /// query.
     pub roles: Vec<(String, crate::security::Role)>,
-    /// Shared with the workers: they run plans only from its holder, and only its holders
-    /// may register as workers.
+    /// One secret shared by every site: one trust domain (any holder may act as any site).
+    /// Excludes `site_key` and `sites`.
     pub cluster_secret: Option<String>,
+    /// The enrollment key: site S's own secret is derived from it (`shoal enroll`), so each
+    /// site proves only itself, and plans reach a site only from this coordinator.
+    pub site_key: Option<String>,
+    /// (site, secret) pairs: sites whose secrets are given one by one.
+    pub sites: Vec<(String, String)>,
     /// Serve Flight SQL over TLS with this certificate.
     pub tls: Option<ServerTls>,
     /// CA that signed the workers' certificates (for `https://` workers).
@@ -53,6 +58,28 @@ pub struct CoordinatorOptions {
     pub memory_limit: Option<usize>,
 }
 
+impl CoordinatorOptions {
+    /// The sites' secrets these options give.
+    pub fn site_keys(&self) -> crate::error::Result<crate::security::SiteKeys> {
+        crate::security::SiteKeys::new(
+            self.cluster_secret.as_deref(),
+            self.site_key.as_deref(),
+            &self.sites,
+        )
+    }
+
+    /// The secret site `site` must hold to join, if these options name one.
+    pub fn secret_for_site(&self, site: &str) -> crate::error::Result<Option<String>> {
+        if let Some((_, secret)) = self.sites.iter().find(|(name, _)| name == site) {
+            return Ok(Some(secret.clone()));
+        }
+        if let Some(key) = &self.site_key {
+            return crate::security::identity::enroll(key, site).map(Some);
+        }
+        Ok(self.cluster_secret.clone())
+    }
+}
+
 impl Default for CoordinatorOptions {
     fn default() -> Self {
         Self {
@@ -63,6 +90,8 @@ impl Default for CoordinatorOptions {
             users: Vec::new(),
             roles: Vec::new(),
             cluster_secret: None,
+            site_key: None,
+            sites: Vec::new(),
             tls: None,
             tls_ca: None,
             insecure: false,

@@ -22,7 +22,8 @@ impl WorkerCalls {
     /// Sends `action` with `body` to worker `site`; its reply.
     pub async fn call(&self, site: &str, action: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         let url = self.catalog.url_of(site)?;
-        client::action(self.channels.connector(), url.as_str(), action, body).await
+        let connector = self.channels.connector_for(&url).await?;
+        client::action(&connector, url.as_str(), action, body).await
     }
 
     /// The live workers' names.
@@ -42,14 +43,11 @@ impl WorkerCalls {
         })?;
         let mut replies = Vec::new();
         for (site, url) in self.catalog.live_sites() {
-            let reply = client::action(
-                self.channels.connector(),
-                url.as_str(),
-                action,
-                body.clone(),
-            )
-            .await
-            .map_err(|e| Error::SinkAction {
+            let call = async {
+                let connector = self.channels.connector_for(&url).await?;
+                client::action(&connector, url.as_str(), action, body.clone()).await
+            };
+            let reply = call.await.map_err(|e| Error::SinkAction {
                 action: action.to_string(),
                 run_id: run.run_id.clone(),
                 worker: site.clone(),

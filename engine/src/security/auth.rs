@@ -1,6 +1,7 @@
 //! Credentials checks. Secrets are compared as SHA-256 digests in constant time, so neither
 //! a token's content nor its length leaks through timing.
 
+use super::identity::SiteKeys;
 use super::random_secret;
 use base64::Engine;
 use parking_lot::Mutex;
@@ -34,8 +35,13 @@ pub enum Principal {
     /// A client with a valid bearer token (static token `token-N`, N its place in the list,
     /// or issued by the handshake to `user`), with the role the auth file gives the user.
     Client { user: String, role: Role },
-    /// A holder of the cluster secret: a worker (or the coordinator, at a worker).
-    Cluster,
+    /// At the coordinator: a worker that proved it is site `name` (see
+    /// [`super::identity`]).
+    Site { name: String },
+    /// At a site: its coordinator.
+    Coordinator,
+    /// At a site: another site, fetching task outputs with the pass the coordinator issued it.
+    Peer { site: String },
 }
 
 /// What a client may do. `analyst`: queries; `trainer` (the default, also written `user`):
@@ -63,8 +69,9 @@ impl Principal {
     /// Whether it may train models (`CREATE MODEL`, a pipeline's train node).
     pub fn may_train(&self) -> bool {
         match self {
-            Principal::Open | Principal::Cluster => true,
+            Principal::Open | Principal::Coordinator => true,
             Principal::Client { role, .. } => *role != Role::Analyst,
+            Principal::Site { .. } | Principal::Peer { .. } => false,
         }
     }
 
@@ -73,17 +80,21 @@ impl Principal {
         match self {
             Principal::Open => "open".into(),
             Principal::Client { user, .. } => format!("user:{user}"),
-            Principal::Cluster => "cluster".into(),
+            Principal::Site { name } => format!("site:{name}"),
+            Principal::Coordinator => "coordinator".into(),
+            Principal::Peer { site } => format!("peer:{site}"),
         }
     }
 
     /// Whether it may see and cancel everyone's work and train under a shipped model's
-    /// name: the admin role, the cluster itself, and the one principal of an endpoint with
-    /// no client authentication (loopback, a single user).
+    /// name: the admin role, the coordinator (at a site), and the one principal of an
+    /// endpoint with no client authentication (loopback, a single user). A site is not: its
+    /// credential only lets it join the cluster.
     pub fn is_admin(&self) -> bool {
         match self {
-            Principal::Open | Principal::Cluster => true,
+            Principal::Open | Principal::Coordinator => true,
             Principal::Client { role, .. } => *role == Role::Admin,
+            Principal::Site { .. } | Principal::Peer { .. } => false,
         }
     }
 }
@@ -107,25 +118,21 @@ pub struct Authenticator {
     static_tokens: Vec<SecretDigest>,
     /// user -> password digest, for the Basic handshake.
     users: HashMap<String, SecretDigest>,
-    cluster_secret: Option<SecretDigest>,
+    sites: SiteKeys,
     issued: Mutex<HashMap<SecretDigest, Issued>>,
     /// Users' roles (the others are trainers).
     roles: HashMap<String, Role>,
 }
 
 impl Authenticator {
-    pub fn new(
-        static_tokens: &[String],
-        users: &[(String, String)],
-        cluster_secret: Option<&str>,
-    ) -> Self {
+    pub fn new(static_tokens: &[String], users: &[(String, String)], sites: SiteKeys) -> Self {
         Self {
             static_tokens: static_tokens.iter().map(|t| digest(t)).collect(),
             users: users
                 .iter()
                 .map(|(user, password)| (user.clone(), digest(password)))
                 .collect(),
-            cluster_secret: cluster_secret.map(digest),
+            sites,
             issued: Mutex::new(HashMap::new()),
             roles: HashMap::new(),
         }
@@ -147,8 +154,9 @@ impl Authenticator {
         !self.static_tokens.is_empty() || !self.users.is_empty()
     }
 
-    pub fn has_cluster_secret(&self) -> bool {
-        self.cluster_secret.is_some()
+    /// The sites' secrets, as far as this coordinator knows them.
+    pub fn sites(&self) -> &SiteKeys {
+        &self.sites
     }
 
     /// Checks the `authorization` header of a request. `handshake` is true for the Flight
@@ -163,8 +171,8 @@ impl Authenticator {
         };
         match authorization.map(split_scheme) {
             Some(Some(("bearer", token))) => {
-                if self.is_cluster_secret(token) {
-                    return admitted(Principal::Cluster);
+                if let Some(name) = self.sites.site_of(token) {
+                    return admitted(Principal::Site { name });
                 }
                 if let Some(user) = self.client_for(token) {
                     return admitted(self.client(user));
@@ -211,30 +219,6 @@ impl Authenticator {
                 "this shoal endpoint requires authentication: send 'authorization: Bearer <token>' or log in with a user name and password (Flight handshake)",
             )),
         }
-    }
-
-    /// Admission for a worker endpoint: only the cluster secret, when one is set.
-    pub fn admit_cluster(&self, authorization: Option<&str>) -> Result<Admission, Status> {
-        let Some(_) = &self.cluster_secret else {
-            return Ok(Admission {
-                principal: Principal::Open,
-                issued_token: None,
-            });
-        };
-        match authorization.and_then(split_scheme) {
-            Some(("bearer", token)) if self.is_cluster_secret(token) => Ok(Admission {
-                principal: Principal::Cluster,
-                issued_token: None,
-            }),
-            _ => Err(Status::unauthenticated(
-                "this shoal worker accepts plans only from its coordinator (cluster secret missing or wrong)",
-            )),
-        }
-    }
-
-    fn is_cluster_secret(&self, token: &str) -> bool {
-        self.cluster_secret
-            .is_some_and(|secret| bool::from(secret.ct_eq(&digest(token))))
     }
 
     fn client_for(&self, token: &str) -> Option<String> {
@@ -344,17 +328,28 @@ mod tests {
         Authenticator::new(
             &["static-token".into()],
             &[("ana".into(), "s3cret".into())],
-            Some("cluster"),
+            SiteKeys::new(Some("cluster-secret-0123456789"), None, &[]).unwrap(),
         )
     }
 
     #[test]
-    fn static_tokens_and_cluster_secret_are_recognised() {
+    fn static_tokens_and_site_credentials_are_recognised() {
         let a = auth();
         let client = a.admit(Some("Bearer static-token"), false).unwrap();
         assert!(matches!(client.principal, Principal::Client { .. }));
-        let worker = a.admit(Some("bearer cluster"), false).unwrap();
-        assert_eq!(worker.principal, Principal::Cluster);
+        let site = super::super::identity::SiteSecret::new("cluster-secret-0123456789")
+            .site_credential("site-1");
+        let worker = a.admit(Some(&format!("bearer {site}")), false).unwrap();
+        assert_eq!(
+            worker.principal,
+            Principal::Site {
+                name: "site-1".into()
+            }
+        );
+        assert!(!worker.principal.is_admin() && !worker.principal.may_train());
+        // The shared secret itself is not a credential.
+        let raw = a.admit(Some("Bearer cluster-secret-0123456789"), false);
+        assert!(raw.is_err());
         let wrong = a.admit(Some("Bearer nope"), false).unwrap_err();
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         let none = a.admit(None, false).unwrap_err();
@@ -392,7 +387,7 @@ mod tests {
                 ("ana".into(), "s3cret".into()),
                 ("bo".into(), "other".into()),
             ],
-            None,
+            SiteKeys::default(),
         )
         .with_roles(&[("bo".into(), Role::Admin)]);
         let bo = a.admit(Some(&basic("bo", "other")), true).unwrap();
@@ -414,7 +409,11 @@ mod tests {
 
     #[test]
     fn each_static_token_is_its_own_principal() {
-        let a = Authenticator::new(&["first-token".into(), "second-token".into()], &[], None);
+        let a = Authenticator::new(
+            &["first-token".into(), "second-token".into()],
+            &[],
+            SiteKeys::default(),
+        );
         let owner = |t: &str| {
             a.admit(Some(&format!("Bearer {t}")), false)
                 .unwrap()
@@ -423,20 +422,5 @@ mod tests {
         };
         assert_eq!(owner("first-token"), "user:token-1");
         assert_eq!(owner("second-token"), "user:token-2");
-    }
-
-    #[test]
-    fn open_endpoints_admit_everyone_but_workers_demand_the_secret() {
-        let open = Authenticator::new(&[], &[], Some("cluster"));
-        assert_eq!(open.admit(None, false).unwrap().principal, Principal::Open);
-        assert_eq!(
-            open.admit(Some("Bearer cluster"), false).unwrap().principal,
-            Principal::Cluster
-        );
-        assert!(open.admit_cluster(None).is_err());
-        assert!(open.admit_cluster(Some("Bearer other")).is_err());
-        assert!(open.admit_cluster(Some("Bearer cluster")).is_ok());
-        let no_secret = Authenticator::new(&[], &[], None);
-        assert!(no_secret.admit_cluster(None).is_ok());
     }
 }

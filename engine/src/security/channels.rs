@@ -46,6 +46,11 @@ impl Connector {
         })
     }
 
+    /// The same trust, presenting `token` instead.
+    pub fn with_token(&self, token: Option<&str>) -> Result<Self> {
+        Self::new(token, self.tls.clone())
+    }
+
     /// The token as `FlightSqlServiceClient::set_token` wants it.
     pub fn token(&self) -> Option<String> {
         self.token.clone()
@@ -142,35 +147,76 @@ impl Service<http::Request<Body>> for Authorized {
     }
 }
 
-/// datafusion-distributed's channels between cluster members, carrying the cluster secret
-/// and trusting the cluster's CA. Channels are kept per URL and reused across queries.
-#[derive(Debug, Clone, Default)]
+/// The credential to present to the cluster member at a URL: each site accepts only
+/// credentials made for it (see [`super::identity`]).
+#[async_trait]
+pub trait ClusterPasses: Send + Sync + std::fmt::Debug {
+    /// None: present nothing (an open cluster).
+    async fn pass_for(&self, url: &url::Url) -> Result<Option<String>>;
+}
+
+/// datafusion-distributed's channels between cluster members, each presenting the
+/// credential made for the member it reaches, and trusting the cluster's CA. Channels are
+/// kept per URL (and credential) and reused across queries.
+#[derive(Debug, Clone)]
 pub struct ClusterChannels {
     connector: Connector,
-    channels: Arc<Mutex<HashMap<String, Authorized>>>,
+    passes: Arc<dyn ClusterPasses>,
+    channels: Arc<Mutex<HashMap<String, PassedChannel>>>,
+}
+
+/// A channel and the credential it presents.
+type PassedChannel = (Option<String>, Authorized);
+
+/// No credentials: an open cluster.
+#[derive(Debug)]
+struct NoPasses;
+
+#[async_trait]
+impl ClusterPasses for NoPasses {
+    async fn pass_for(&self, _url: &url::Url) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+impl Default for ClusterChannels {
+    fn default() -> Self {
+        Self::new(Connector::default(), Arc::new(NoPasses))
+    }
 }
 
 impl ClusterChannels {
-    pub fn new(connector: Connector) -> Self {
+    /// `connector` gives the TLS trust; `passes` the credential for each member.
+    pub fn new(connector: Connector, passes: Arc<dyn ClusterPasses>) -> Self {
         Self {
             connector,
+            passes,
             channels: Arc::default(),
         }
     }
 
-    pub fn connector(&self) -> &Connector {
-        &self.connector
+    /// A connector presenting the credential for the member at `url`.
+    pub async fn connector_for(&self, url: &url::Url) -> Result<Connector> {
+        self.connector
+            .with_token(self.passes.pass_for(url).await?.as_deref())
     }
 
-    async fn channel(&self, url: &str) -> Result<Authorized> {
-        if let Some(channel) = self.channels.lock().get(url) {
+    async fn channel(&self, url: &url::Url) -> Result<Authorized> {
+        let pass = self.passes.pass_for(url).await?;
+        if let Some((cached_pass, channel)) = self.channels.lock().get(url.as_str())
+            && *cached_pass == pass
+        {
             return Ok(channel.clone());
         }
         // Failed connections are not kept: the next query tries again.
-        let channel = self.connector.connect_authorized(url).await?;
+        let channel = self
+            .connector
+            .with_token(pass.as_deref())?
+            .connect_authorized(url.as_str())
+            .await?;
         self.channels
             .lock()
-            .insert(url.to_string(), channel.clone());
+            .insert(url.to_string(), (pass, channel.clone()));
         Ok(channel)
     }
 }
@@ -182,7 +228,7 @@ impl ChannelResolver for ClusterChannels {
         url: &url::Url,
     ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
         let channel = self
-            .channel(url.as_str())
+            .channel(url)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(

@@ -3,24 +3,33 @@
 
 use crate::error::{Error, Result};
 use crate::security::Role;
+use crate::security::identity::{MIN_SECRET_CHARS, SiteKeys};
 use std::path::Path;
 
 /// Comma-separated static bearer tokens the coordinator accepts from clients.
 pub const TOKENS_ENV: &str = "SHOAL_TOKENS";
-/// The secret shared by the coordinator and its workers.
+/// At the coordinator: one secret shared by every site. At a worker: the site's own secret
+/// (whichever way the coordinator knows it).
 pub const CLUSTER_SECRET_ENV: &str = "SHOAL_CLUSTER_SECRET";
 
 /// The coordinator's `--auth-file`:
 ///
 /// ```toml
 /// tokens = ["a-long-random-token"]      # static bearer tokens for clients
-/// cluster_secret = "another-long-secret" # shared with the workers
+/// site_key = "an-enrollment-key"        # each site's secret is derived from it (shoal enroll)
+///
+/// [[sites]]                             # or: a site's own secret, given by its operator
+/// name = "site-3"
+/// secret = "..."
 ///
 /// [[users]]                             # user names for the Basic handshake
 /// name = "analyst"
 /// password = "..."
 /// role = "admin"                        # optional: sees and cancels everyone's work
 /// ```
+///
+/// `cluster_secret = "..."` instead of `site_key`/`[[sites]]` gives every site the same
+/// secret: one trust domain, in which any site can act as any other.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
@@ -29,6 +38,16 @@ pub struct AuthFile {
     #[serde(default)]
     pub users: Vec<User>,
     pub cluster_secret: Option<String>,
+    pub site_key: Option<String>,
+    #[serde(default)]
+    pub sites: Vec<SiteEntry>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteEntry {
+    pub name: String,
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -75,11 +94,41 @@ impl AuthFile {
                 short.chars().take(3).collect::<String>()
             )));
         }
-        if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
+        if self
+            .cluster_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_CHARS)
+        {
             return Err(Error::Security(
                 "the cluster secret is too short: use at least 16 characters".into(),
             ));
         }
+        if self
+            .site_key
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_CHARS)
+        {
+            return Err(Error::Security(
+                "site_key is too short: use at least 16 characters".into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for site in &self.sites {
+            shoal_planner::catalog::validate_site_name(&site.name)?;
+            if site.secret.len() < MIN_SECRET_CHARS {
+                return Err(Error::Security(format!(
+                    "[[sites]] '{}': the secret is too short: use at least 16 characters",
+                    site.name
+                )));
+            }
+            if !names.insert(&site.name) {
+                return Err(Error::Security(format!(
+                    "[[sites]] '{}' is listed twice",
+                    site.name
+                )));
+            }
+        }
+        self.site_keys()?;
         if let Some(user) = self
             .users
             .iter()
@@ -98,6 +147,22 @@ impl AuthFile {
             )));
         }
         Ok(())
+    }
+
+    /// The sites' secrets as the file gives them.
+    pub fn site_keys(&self) -> Result<SiteKeys> {
+        SiteKeys::new(
+            self.cluster_secret.as_deref(),
+            self.site_key.as_deref(),
+            &self.site_pairs(),
+        )
+    }
+
+    pub fn site_pairs(&self) -> Vec<(String, String)> {
+        self.sites
+            .iter()
+            .map(|s| (s.name.clone(), s.secret.clone()))
+            .collect()
     }
 
     /// Each user's role.
@@ -122,7 +187,7 @@ pub fn load_auth_file(path: &Path) -> Result<AuthFile> {
         .map_err(|e| Error::Security(format!("--auth-file {}: {e}", path.display())))
 }
 
-/// A file holding one secret (the worker's `--cluster-secret-file`).
+/// A file holding one secret (the worker's `--site-secret-file`).
 pub fn read_secret_file(path: &Path) -> Result<String> {
     let secret = read_private(path)?.trim().to_string();
     if secret.len() < 16 {

@@ -1,17 +1,22 @@
 //! Who may talk to whom: client authentication at the coordinator (bearer tokens and the
-//! Basic-to-Bearer handshake), the cluster secret that workers demand of every plan, TLS,
-//! and the refusal to expose an unauthenticated endpoint beyond loopback.
+//! Basic-to-Bearer handshake), site identities (each site's own secret; plans only from the
+//! coordinator, task fetches only from issued peers), TLS, and the refusal to expose an
+//! unauthenticated endpoint beyond loopback.
 
 mod auth;
 mod channels;
 mod config;
 mod guard;
+pub mod identity;
+mod passes;
 mod tls;
 
 pub use auth::{Admission, Authenticator, Principal, Role};
-pub use channels::{ClusterChannels, Connector};
+pub use channels::{ClusterChannels, ClusterPasses, Connector};
 pub use config::{AuthFile, CLUSTER_SECRET_ENV, TOKENS_ENV, load_auth_file, read_secret_file};
-pub use guard::Guarded;
+pub use guard::{Guarded, SiteGate, current_caller};
+pub use identity::{SiteKeys, SiteSecret};
+pub use passes::{CoordinatorPasses, PassSource, PeerPass, PeerPasses};
 pub use tls::{ServerTls, client_tls, server_tls};
 
 use crate::error::{Error, Result};
@@ -34,9 +39,9 @@ pub fn check_exposure(
         return Ok(());
     }
     let how = if role == "coordinator" {
-        "configure client tokens (--auth-file or SHOAL_TOKENS) and a cluster secret"
+        "configure client tokens (--auth-file or SHOAL_TOKENS) and the sites' secrets"
     } else {
-        "give the cluster secret (--cluster-secret-file or SHOAL_CLUSTER_SECRET)"
+        "give the site's secret (--site-secret-file or SHOAL_CLUSTER_SECRET)"
     };
     Err(Error::Exposed {
         role: role.to_string(),
@@ -45,8 +50,8 @@ pub fn check_exposure(
     })
 }
 
-/// A coordinator beyond loopback that authenticates clients must also have a cluster
-/// secret: without one, registering and heartbeating are open to any client, which could
+/// A coordinator beyond loopback that authenticates clients must also know its sites'
+/// secrets: without them, registering and heartbeating are open to any client, which could
 /// then add a site of its own that the coordinator dials and sends plans to.
 pub fn check_cluster_secret(addr: SocketAddr, has_secret: bool, insecure: bool) -> Result<()> {
     if addr.ip().is_loopback() || has_secret || insecure {
@@ -55,8 +60,9 @@ pub fn check_cluster_secret(addr: SocketAddr, has_secret: bool, insecure: bool) 
     Err(Error::Exposed {
         role: "coordinator".into(),
         addr: addr.to_string(),
-        how: "client tokens alone let any client register a fake site: give a cluster secret \
-              too (cluster_secret in --auth-file, or SHOAL_CLUSTER_SECRET)"
+        how: "client tokens alone let any client register a fake site: give the sites' \
+              secrets too (site_key or [[sites]] in --auth-file; or one cluster_secret / \
+              SHOAL_CLUSTER_SECRET shared by every site)"
             .into(),
     })
 }

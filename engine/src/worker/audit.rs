@@ -15,6 +15,10 @@ pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 
 const CURRENT: &str = "audit.jsonl";
 
+/// The recipient of bytes no single request asked for: a shuffle's or broadcast's producer
+/// runs once for every reader of the next stage.
+pub const NEXT_STAGE: &str = "next stage";
+
 /// The folder a worker over `data_dir` logs to unless told otherwise.
 pub fn default_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(".shoal-audit")
@@ -44,10 +48,30 @@ pub struct AuditRecord {
     pub rows_scanned: u64,
     /// Arrow bytes of what the part sent off the site.
     pub bytes_sent: u64,
-    /// Who received them (the stage's consumers).
-    pub sent_to: String,
+    /// Bytes by recipient: `coordinator`, a peer site's name, or [`NEXT_STAGE`] for the
+    /// output of a shuffle or broadcast that its first reader started for all of them.
+    #[serde(default, deserialize_with = "sent_to_of_any_version")]
+    pub sent_to: BTreeMap<String, u64>,
     pub groups_suppressed: u64,
     pub epsilon_spent: f64,
+}
+
+/// Lines written before recipients were counted say who in words (`"sent_to": "the next
+/// stage ..."`): read as no recipient, so an upgraded site still reads its whole log.
+fn sent_to_of_any_version<'de, D>(deserializer: D) -> Result<BTreeMap<String, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SentTo {
+        Recipients(BTreeMap<String, u64>),
+        Words(#[allow(dead_code)] String),
+    }
+    Ok(match SentTo::deserialize(deserializer)? {
+        SentTo::Recipients(recipients) => recipients,
+        SentTo::Words(_) => BTreeMap::new(),
+    })
 }
 
 impl AuditRecord {
@@ -168,6 +192,17 @@ pub fn summary(records: &[AuditRecord]) -> String {
         records.iter().map(|r| r.groups_suppressed).sum::<u64>(),
         records.iter().map(|r| r.epsilon_spent).sum::<f64>(),
     );
+    let mut by_recipient: BTreeMap<&str, u64> = BTreeMap::new();
+    for (recipient, bytes) in records.iter().flat_map(|r| &r.sent_to) {
+        *by_recipient.entry(recipient).or_default() += bytes;
+    }
+    if !by_recipient.is_empty() {
+        let sent: Vec<String> = by_recipient
+            .iter()
+            .map(|(recipient, bytes)| format!("{recipient} {bytes}"))
+            .collect();
+        let _ = writeln!(out, "bytes sent to: {}", sent.join(", "));
+    }
     let mut by_user: BTreeMap<(&str, &str), (usize, usize, u64)> = BTreeMap::new();
     for record in records {
         let tables = record.tables.keys().map(String::as_str);
@@ -247,5 +282,27 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o077, 0, "only the operator reads it");
+    }
+
+    #[test]
+    fn recipients_are_summed_and_older_lines_still_read() {
+        let record = AuditRecord {
+            decision: "ran".into(),
+            sent_to: BTreeMap::from([("coordinator".into(), 100), ("site-2".into(), 20)]),
+            ..Default::default()
+        };
+        let text = summary(&[record.clone(), record]);
+        assert!(
+            text.contains("bytes sent to: coordinator 200, site-2 40"),
+            "{text}"
+        );
+        let old: AuditRecord = serde_json::from_str(
+            r#"{"time":"t","site":"s","user":"u","statement":"q","digest":"d","decision":"ran",
+                "rule":"r","tables":{},"rows_scanned":1,"bytes_sent":2,
+                "sent_to":"the next stage (coordinator or peer workers)","groups_suppressed":0,
+                "epsilon_spent":0.0}"#,
+        )
+        .unwrap();
+        assert!(old.sent_to.is_empty() && old.bytes_sent == 2);
     }
 }

@@ -106,7 +106,6 @@ impl WorkerPlanRewriteHandler for EgressGate {
             user: statement.user.clone(),
             statement: statement.key.clone(),
             digest: statement.digest.clone(),
-            sent_to: "the next stage (coordinator or peer workers)".into(),
             ..AuditRecord::default()
         };
         let checked = policy::enforce(&self.site, &self.policy, &identity, ev.plan).and_then(
@@ -210,7 +209,8 @@ struct AuditedRoot {
 
 #[derive(Debug, Default)]
 struct Progress {
-    bytes: AtomicU64,
+    /// Bytes by recipient (see [`AuditRecord::sent_to`]).
+    sent: Mutex<std::collections::BTreeMap<String, u64>>,
     ended: AtomicU64,
     written: std::sync::atomic::AtomicBool,
     refusal: Mutex<Option<String>>,
@@ -253,10 +253,12 @@ fn write_line(plan: &Arc<dyn ExecutionPlan>, part: &PartAudit, progress: &Progre
         Ok(TreeNodeRecursion::Continue)
     });
     let refusal = progress.refusal.lock().clone();
+    let sent_to = progress.sent.lock().clone();
     let mut record = AuditRecord {
         time: AuditRecord::now(),
         rows_scanned,
-        bytes_sent: progress.bytes.load(Ordering::Relaxed),
+        bytes_sent: sent_to.values().sum(),
+        sent_to,
         groups_suppressed: suppressed,
         ..part.record.clone()
     };
@@ -357,15 +359,18 @@ impl ExecutionPlan for AuditedRoot {
             progress: self.progress.clone(),
             partitions: self.partitions(),
         };
+        // Who asked for this partition: the site's gate names the caller of the request
+        // being handled.
+        let recipient = crate::security::current_caller()
+            .unwrap_or_else(|| super::audit::NEXT_STAGE.to_string());
         let stream = self.inner.execute(partition, context)?;
         let schema = stream.schema();
         let counted = stream.inspect(move |batch| {
             let progress = &end.progress;
             match batch {
                 Ok(batch) => {
-                    progress
-                        .bytes
-                        .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+                    *progress.sent.lock().entry(recipient.clone()).or_default() +=
+                        batch.get_array_memory_size() as u64;
                 }
                 Err(e) => {
                     let message = e.to_string();

@@ -11,6 +11,7 @@ use super::models::RemoteModels;
 use super::{Coordinator, register, yielding_scan};
 use crate::error::Error;
 use crate::protocol::{ACTION_HEARTBEAT, Heartbeat, HeartbeatReply, SiteReport};
+use crate::security::PeerPasses;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,6 +31,7 @@ impl HeartbeatThread {
         coordinator: Coordinator,
         report: SiteReport,
         models: Arc<RemoteModels>,
+        passes: Arc<PeerPasses>,
         interval: Duration,
         main: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
@@ -51,7 +53,7 @@ impl HeartbeatThread {
                 runtime.block_on(async move {
                     tokio::select! {
                         _ = stopped.cancelled() => {}
-                        _ = beat_forever(coordinator, report, models, interval, main) => {}
+                        _ = beat_forever(coordinator, report, models, passes, interval, main) => {}
                     }
                 });
             })?;
@@ -79,6 +81,7 @@ async fn beat_forever(
     coordinator: Coordinator,
     report: SiteReport,
     models: Arc<RemoteModels>,
+    passes: Arc<PeerPasses>,
     interval: Duration,
     main: tokio::runtime::Handle,
 ) {
@@ -130,12 +133,14 @@ async fn beat_forever(
         }) {
             Ok(reply) if reply.known => {
                 models.set_registry(reply.models);
+                passes.set(reply.peers);
                 prefetch(&models);
             }
             Ok(_) => {
                 // The coordinator restarted and forgot us: register again.
-                if let Err(e) = register(&coordinator, &report).await {
-                    tracing::warn!(worker = %report.name, "re-registering: {e}");
+                match register(&coordinator, &report).await {
+                    Ok(reply) => passes.set(reply.peers),
+                    Err(e) => tracing::warn!(worker = %report.name, "re-registering: {e}"),
                 }
             }
             Err(e) => tracing::warn!(worker = %report.name, "heartbeat: {e}"),

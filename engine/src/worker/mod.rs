@@ -21,8 +21,8 @@ use crate::client;
 use crate::error::{Error, Result};
 use crate::protocol::{ACTION_LEAVE, ACTION_REGISTER, Leave, RegisterReply, SiteReport};
 use crate::security::{
-    Authenticator, ClusterChannels, Connector, Guarded, ServerTls, check_exposure, client_tls,
-    server_tls,
+    ClusterChannels, Connector, Guarded, PassSource, PeerPasses, ServerTls, SiteGate, SiteSecret,
+    check_exposure, client_tls, server_tls,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
@@ -51,9 +51,10 @@ pub struct WorkerOptions {
     pub model_cache: Option<PathBuf>,
     /// How long to keep retrying the first registration (the coordinator may start later).
     pub register_timeout: Duration,
-    /// The secret shared with the coordinator: the worker runs plans only from its holder,
-    /// and presents it to the coordinator and to other workers.
-    pub cluster_secret: Option<String>,
+    /// This site's secret (see [`crate::security::identity`]): it proves the site to the
+    /// coordinator, and the site runs plans only from a coordinator that knows it, and
+    /// serves task outputs only to peers the coordinator issued passes. Never sent.
+    pub site_secret: Option<String>,
     /// Serve TLS with this certificate (the worker's URL becomes `https://`).
     pub tls: Option<ServerTls>,
     /// CA that signed the coordinator's and the other workers' certificates.
@@ -85,7 +86,7 @@ impl WorkerOptions {
             listen: "127.0.0.1:0".into(),
             model_cache: None,
             register_timeout: Duration::from_secs(30),
-            cluster_secret: None,
+            site_secret: None,
             tls: None,
             tls_ca: None,
             insecure: false,
@@ -141,9 +142,10 @@ impl WorkerProcess {
         check_exposure(
             "worker",
             addr,
-            options.cluster_secret.is_some(),
+            options.site_secret.is_some(),
             options.insecure,
         )?;
+        let secret = options.site_secret.as_deref().map(SiteSecret::new);
         let scheme = if options.tls.is_some() {
             "https"
         } else {
@@ -151,13 +153,15 @@ impl WorkerProcess {
         };
         let url = format!("{scheme}://{addr}");
         let client_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
-        let connector = Connector::new(options.cluster_secret.as_deref(), client_tls)?;
-        let peers = ClusterChannels::new(connector.clone());
-        let auth = Arc::new(Authenticator::new(
-            &[],
-            &[],
-            options.cluster_secret.as_deref(),
-        ));
+        let site_credential = secret.as_ref().map(|s| s.site_credential(&name));
+        let connector = Connector::new(site_credential.as_deref(), client_tls)?;
+        let peer_passes = Arc::new(PeerPasses::new(secret.is_some().then(|| PassSource {
+            site: name.clone(),
+            coordinator_url: options.coordinator.clone(),
+            connector: connector.clone(),
+        })));
+        let peers = ClusterChannels::new(connector.clone(), peer_passes.clone());
+        let gate = Arc::new(SiteGate::new(&name, secret));
 
         let memory = crate::memory::memory_pool(options.memory_limit);
         let mut models = RemoteModels::new(
@@ -179,7 +183,7 @@ impl WorkerProcess {
             .clone()
             .unwrap_or_else(|| audit::default_dir(&data_dir));
         let audit = Arc::new(audit::AuditLog::open(&audit_dir).map_err(Error::Security)?);
-        let gate = egress::EgressGate::new(
+        let egress = egress::EgressGate::new(
             name.clone(),
             options.policy.clone(),
             audit,
@@ -218,7 +222,7 @@ impl WorkerProcess {
                 let models = models.clone();
                 let provider: Arc<dyn ModelProvider> = models.clone();
                 let ledger = ledger.clone();
-                let gate = gate.clone();
+                let egress = egress.clone();
                 let runtime = runtime.clone();
                 let peers = peers.clone();
                 let sink_site = sink_site.clone();
@@ -238,7 +242,7 @@ impl WorkerProcess {
                         )
                         // The site's policy first: a refused fragment never reaches
                         // anything that reads.
-                        .with_distributed_worker_plan_rewrite_handler(gate)
+                        .with_distributed_worker_plan_rewrite_handler(egress)
                         .with_distributed_worker_plan_rewrite_handler(ledger.handler())
                         .build();
                     // The models the task calls, ready before it runs: `predict` never
@@ -261,12 +265,12 @@ impl WorkerProcess {
                 .tls_config(server_tls(tls)?)
                 .map_err(|e| Error::Security(format!("worker TLS: {e}")))?;
         }
-        let service = Guarded::worker(worker.into_worker_server(), auth.clone());
-        let actions = Guarded::worker(
+        let service = Guarded::site(worker.into_worker_server(), gate.clone());
+        let actions = Guarded::site(
             arrow_flight::flight_service_server::FlightServiceServer::new(
                 sink_actions::WorkerActions { output_root },
             ),
-            auth,
+            gate,
         );
         let kill_switch = kill_switch::KillSwitch::default();
         let incoming = {
@@ -302,11 +306,13 @@ impl WorkerProcess {
             .await
             .inspect_err(|_| server.abort())?;
         models.set_registry(reply.models);
+        peer_passes.set(reply.peers);
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
         let heartbeat = heartbeat::HeartbeatThread::start(
             coordinator.clone(),
             report,
             models,
+            peer_passes,
             interval,
             tokio::runtime::Handle::current(),
         )

@@ -128,6 +128,8 @@ impl Cluster {
                 name,
                 "--policy",
                 self.spec.policy.to_str().expect("utf-8 path"),
+                "--site-secret-file",
+                site_secret(&self.logs, name).to_str().expect("utf-8 path"),
             ])
             .args(&self.spec.worker_args)
             .stdout(Stdio::null())
@@ -304,10 +306,46 @@ impl Drop for Cluster {
     }
 }
 
+/// The coordinator's auth file: an enrollment key, so each worker holds its own secret
+/// (`shoal enroll`), as separate sites would. No client tokens: the clients are local.
+fn auth_file(logs: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = logs.join("auth.toml");
+    if !path.exists() {
+        std::fs::write(&path, "site_key = \"harness-enrollment-key-0123456789\"\n")
+            .expect("write the auth file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the auth file");
+    }
+    path
+}
+
+/// Site `name`'s secret file, from `shoal enroll`.
+fn site_secret(logs: &Path, name: &str) -> PathBuf {
+    let path = logs.join(format!("{name}.secret"));
+    if !path.exists() {
+        let out = Command::new(SHOAL)
+            .args(["enroll", "--site", name, "--out"])
+            .arg(&path)
+            .arg("--auth-file")
+            .arg(auth_file(logs))
+            .output()
+            .expect("run shoal enroll");
+        assert!(
+            out.status.success(),
+            "shoal enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
 fn spawn_coordinator(spec: &Spec, listen: &str, logs: &Path, log: &str) -> Child {
     Command::new(SHOAL)
         .args([
             "coordinator",
+            "--auth-file",
+            auth_file(logs).to_str().expect("utf-8 path"),
             "--listen",
             listen,
             "--models",

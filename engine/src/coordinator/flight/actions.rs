@@ -3,9 +3,10 @@
 
 use super::{Coordinator, json_reply, parse};
 use crate::protocol::{
-    ACTION_FETCH_MODEL, ACTION_HEARTBEAT, ACTION_LEAVE, ACTION_QUERY_REPORT, ACTION_REGISTER,
-    ACTION_RUNNING, ACTION_SITES, FetchModel, Heartbeat, HeartbeatReply, Leave, MODEL_CHUNK_BYTES,
-    QueryReportRequest, RegisterReply, SiteReport, SiteStatus, StatementHandle,
+    ACTION_FETCH_MODEL, ACTION_HEARTBEAT, ACTION_LEAVE, ACTION_PEERS, ACTION_QUERY_REPORT,
+    ACTION_REGISTER, ACTION_RUNNING, ACTION_SITES, FetchModel, Heartbeat, HeartbeatReply, Leave,
+    MODEL_CHUNK_BYTES, Peers, QueryReportRequest, RegisterReply, SiteReport, SiteStatus,
+    StatementHandle,
 };
 use crate::security::{Admission, Principal};
 use arrow_flight::{
@@ -21,19 +22,38 @@ pub type ActionStream =
 /// Flight's standard cancel action (`CancelFlightInfo`).
 pub const ACTION_CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
-/// Registering and heartbeating change the cluster: with a cluster secret configured, only
-/// its holders may do them (a client cannot add a fake site).
-fn require_cluster_member(c: &Coordinator, admission: Option<&Admission>) -> Result<(), Status> {
-    if !c.authenticator().has_cluster_secret() {
+/// Registering, heartbeating and leaving change the cluster: with the sites' secrets
+/// configured, only site `site` itself may do them for `site` (a client cannot add a fake
+/// site, and one site cannot pose as another).
+fn require_site(c: &Coordinator, admission: Option<&Admission>, site: &str) -> Result<(), Status> {
+    if !c.authenticator().sites().configured() {
         return Ok(());
     }
     match admission.map(|a| &a.principal) {
-        Some(Principal::Cluster) => Ok(()),
-        _ => Err(Status::permission_denied(
-            "only workers holding the cluster secret may register or heartbeat",
-        )),
+        Some(Principal::Site { name }) if name == site => Ok(()),
+        Some(Principal::Site { name }) => {
+            tracing::warn!(credential = %name, claimed = %site, "a site tried to act as another");
+            Err(Status::permission_denied(format!(
+                "the credential is site '{name}''s: it cannot register, heartbeat or leave as \
+                 site '{site}'"
+            )))
+        }
+        _ => Err(Status::permission_denied(format!(
+            "only site '{site}', with its own credential, may register, heartbeat or leave as \
+             '{site}'"
+        ))),
     }
 }
+
+/// What a site's credential may do at the coordinator: join, stay, leave, fetch models
+/// and its passes to its peers.
+const SITE_ACTIONS: [&str; 5] = [
+    ACTION_REGISTER,
+    ACTION_HEARTBEAT,
+    ACTION_LEAVE,
+    ACTION_FETCH_MODEL,
+    ACTION_PEERS,
+];
 
 pub fn handle(
     c: &Coordinator,
@@ -41,10 +61,18 @@ pub fn handle(
     admission: Option<&Admission>,
 ) -> Result<Response<ActionStream>, Status> {
     let principal = admission.map_or(Principal::Open, |a| a.principal.clone());
+    if matches!(principal, Principal::Site { .. })
+        && !SITE_ACTIONS.contains(&action.r#type.as_str())
+    {
+        return Err(Status::permission_denied(format!(
+            "a site's credential may not call '{}'",
+            action.r#type
+        )));
+    }
     match action.r#type.as_str() {
         ACTION_REGISTER => {
-            require_cluster_member(c, admission)?;
             let report: SiteReport = parse(&action)?;
+            require_site(c, admission, &report.name)?;
             let name = report.name.clone();
             c.catalog()
                 .register(report)
@@ -53,21 +81,28 @@ pub fn handle(
             json_reply(&RegisterReply {
                 models: c.registry_listing(),
                 heartbeat_interval_ms: c.options().heartbeat_interval.as_millis() as u64,
+                peers: c.peer_passes(&name),
             })
         }
         ACTION_HEARTBEAT => {
-            require_cluster_member(c, admission)?;
             let beat: Heartbeat = parse(&action)?;
+            require_site(c, admission, &beat.name)?;
             c.progress
                 .note(&beat.name, beat.model_runs, beat.rows_scanned);
             json_reply(&HeartbeatReply {
                 known: c.catalog().heartbeat(&beat.name, beat.active_scans),
                 models: c.registry_listing(),
+                peers: c.peer_passes(&beat.name),
             })
         }
+        ACTION_PEERS => {
+            let peers: Peers = parse(&action)?;
+            require_site(c, admission, &peers.name)?;
+            json_reply(&c.peer_passes(&peers.name))
+        }
         ACTION_LEAVE => {
-            require_cluster_member(c, admission)?;
             let leave: Leave = parse(&action)?;
+            require_site(c, admission, &leave.name)?;
             c.catalog().set_draining(&leave.name);
             tracing::info!(worker = %leave.name, "worker leaving: no new tasks for it");
             json_reply(&())

@@ -74,7 +74,7 @@ pub async fn serve(
     if coordinator.auth.requires_client_auth() {
         check_cluster_secret(
             addr,
-            coordinator.auth.has_cluster_secret(),
+            coordinator.auth.sites().configured(),
             coordinator.options.insecure,
         )?;
     }
