@@ -230,7 +230,11 @@ async fn catalog_calls_describe_tables_models_and_the_server() {
 async fn tokens_and_the_basic_handshake_are_required_when_configured() {
     let cluster = cluster(CoordinatorOptions {
         tokens: vec![TOKEN.into()],
-        users: vec![("ana".into(), "a-good-password".into())],
+        users: vec![
+            ("ana".into(), "a-good-password".into()),
+            ("nina".into(), "another-password".into()),
+        ],
+        grants: vec![("nina".into(), vec!["visits".into()])],
         ..options()
     })
     .await;
@@ -258,6 +262,26 @@ async fn tokens_and_the_basic_handshake_are_required_when_configured() {
     login.handshake("ana", "a-good-password").await.unwrap();
     assert!(login.token().is_some());
     assert_eq!(query(&mut login, count).await.unwrap(), vec![vec!["60175"]]);
+
+    // A per-table grant narrows a user: nina may read `visits` only (absent here), so
+    // `lineitem` is refused to her in every kind of statement, and not listed.
+    let mut nina = sql_client(&cluster.url, None).await;
+    nina.handshake("nina", "another-password").await.unwrap();
+    for sql in [count, "EXPLAIN SELECT count(*) FROM lineitem"] {
+        let err = nina.execute(sql.into(), None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("permission")
+                && err.contains("message: \"user:nina may not read table 'lineitem'"),
+            "{sql}: {err}"
+        );
+    }
+    let tables = query(
+        &mut nina,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'lineitem'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(tables, vec![vec!["0"]]);
 
     // A client cannot register a site (only cluster members may).
     let err = client::action(

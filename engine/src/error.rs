@@ -216,7 +216,9 @@ impl Error {
             // on its way here.
             other if code == StatusCode::PermissionDenied => {
                 let message = other.to_string();
-                let message = shoal_planner::policy::refusal_text(&message).unwrap_or(&message);
+                let message = shoal_planner::policy::refusal_text(&message)
+                    .or_else(|| message.strip_prefix("External error: "))
+                    .unwrap_or(&message);
                 tonic::Status::new(to_grpc(code), message.to_string())
             }
             other => tonic::Status::new(to_grpc(code), other.to_string()),

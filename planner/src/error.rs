@@ -17,6 +17,9 @@ pub enum Error {
         detail: String,
     },
 
+    #[error("{user} may not read table '{table}': it is not among the tables granted to them")]
+    NotGranted { user: String, table: String },
+
     #[error(
         "worker '{site}' registers at {url}, where live worker '{other}' already serves; give \
          each worker its own address"
@@ -73,6 +76,7 @@ impl Error {
         Some(match self {
             Error::InvalidSiteName { .. } | Error::InvalidUrl { .. } => StatusCode::InvalidArgument,
             Error::UnknownSite { .. } => StatusCode::NotFound,
+            Error::NotGranted { .. } => StatusCode::PermissionDenied,
             // Retrying cannot help until a worker comes back or is fixed.
             Error::SchemaMismatch { .. } | Error::BadFile { .. } | Error::AddressTaken { .. } => {
                 StatusCode::FailedPrecondition

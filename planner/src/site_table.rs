@@ -15,27 +15,58 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Lists the catalog's tables live: a site that registers later is visible to the next query.
 #[derive(Debug)]
 pub struct SiteSchemaProvider {
     catalog: Arc<SiteCatalog>,
+    /// (user, the only tables they may read), where grants narrow the user.
+    granted: Option<(String, Arc<BTreeSet<String>>)>,
 }
 
 impl SiteSchemaProvider {
     pub fn new(catalog: Arc<SiteCatalog>) -> Self {
-        Self { catalog }
+        Self {
+            catalog,
+            granted: None,
+        }
+    }
+
+    /// Shows `user` only the tables granted them.
+    pub fn granted_only(mut self, granted: Option<(String, Arc<BTreeSet<String>>)>) -> Self {
+        self.granted = granted;
+        self
+    }
+
+    fn may_read(&self, table: &str) -> bool {
+        self.granted
+            .as_ref()
+            .is_none_or(|(_, tables)| tables.contains(table))
     }
 }
 
 #[async_trait]
 impl SchemaProvider for SiteSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.table_names()
+        let mut names = self.catalog.table_names();
+        names.retain(|name| self.may_read(name));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some((user, _)) = &self.granted
+            && !self.may_read(name)
+            && self.catalog.table(name).is_some()
+        {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::Error::NotGranted {
+                    user: user.clone(),
+                    table: name.to_string(),
+                },
+            )));
+        }
         Ok(self.catalog.table(name).map(|table| {
             Arc::new(SiteTableProvider {
                 table,
@@ -45,7 +76,7 @@ impl SchemaProvider for SiteSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table(name).is_some()
+        self.catalog.table(name).is_some() && self.may_read(name)
     }
 }
 

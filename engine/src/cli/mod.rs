@@ -389,6 +389,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                 target_partitions: target_partitions.map(|n| n as usize),
                 users: auth.user_pairs(),
                 roles: auth.roles(),
+                grants: auth.grants(),
                 sites: auth.site_pairs(),
                 tokens: auth.tokens,
                 site_key: auth.site_key,

@@ -107,7 +107,8 @@ impl Coordinator {
         let site_keys = options.site_keys()?;
         let auth = Arc::new(
             Authenticator::new(&options.tokens, &options.users, site_keys.clone())
-                .with_roles(&options.roles),
+                .with_roles(&options.roles)
+                .with_grants(&options.grants),
         );
         let worker_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
         let catalog = Arc::new(SiteCatalog::new(options.heartbeat_timeout));
@@ -225,7 +226,7 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Result<PlannedQuery> {
-        let asker = session::Asker::new(principal, sql);
+        let asker = session::Asker::new(principal, sql, self.auth.tables_of(principal));
         self.planning
             .run(asker.scope(async {
                 let statement =

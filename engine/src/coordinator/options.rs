@@ -20,6 +20,8 @@ pub struct CoordinatorOptions {
     /// everyone's statements and may train under a shipped model's name; analysts only
     /// query.
     pub roles: Vec<(String, crate::security::Role)>,
+    /// Users' per-table grants (user -> the only tables they may read).
+    pub grants: Vec<(String, Vec<String>)>,
     /// One secret shared by every site: one trust domain (any holder may act as any site).
     /// Excludes `site_key` and `sites`.
     pub cluster_secret: Option<String>,
@@ -89,6 +91,7 @@ impl Default for CoordinatorOptions {
             tokens: Vec::new(),
             users: Vec::new(),
             roles: Vec::new(),
+            grants: Vec::new(),
             cluster_secret: None,
             site_key: None,
             sites: Vec::new(),

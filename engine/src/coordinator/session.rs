@@ -99,7 +99,16 @@ impl Sessions {
         datafusion::catalog::CatalogProvider::register_schema(
             catalog.as_ref(),
             "public",
-            Arc::new(SiteSchemaProvider::new(self.catalog.clone())),
+            // A user narrowed by grants sees only the tables granted (in every statement:
+            // queries, EXPLAIN, CREATE MODEL).
+            Arc::new(
+                SiteSchemaProvider::new(self.catalog.clone()).granted_only(
+                    ASKER
+                        .try_with(|asker| asker.clone())
+                        .ok()
+                        .and_then(|asker| Some((asker.user, asker.tables?))),
+                ),
+            ),
         )?;
         ctx.register_catalog("shoal_cluster", catalog);
         // The system schema lives in the same catalog as the site tables.
@@ -144,14 +153,21 @@ pub struct Asker {
     pub user: String,
     /// sha256 of the statement's text, hex.
     pub digest: String,
+    /// The only tables the principal may read, where grants narrow it.
+    pub tables: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Asker {
-    pub fn new(principal: &crate::security::Principal, text: &str) -> Self {
+    pub fn new(
+        principal: &crate::security::Principal,
+        text: &str,
+        tables: Option<Arc<std::collections::BTreeSet<String>>>,
+    ) -> Self {
         use sha2::Digest;
         Self {
             user: principal.owner(),
             digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            tables,
         }
     }
 
@@ -160,6 +176,7 @@ impl Asker {
         Self {
             user: "coordinator".into(),
             digest: String::new(),
+            tables: None,
         }
     }
 

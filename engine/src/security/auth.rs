@@ -122,6 +122,8 @@ pub struct Authenticator {
     issued: Mutex<HashMap<SecretDigest, Issued>>,
     /// Users' roles (the others are trainers).
     roles: HashMap<String, Role>,
+    /// Users' per-table grants (the others may read every table).
+    grants: HashMap<String, std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Authenticator {
@@ -135,6 +137,34 @@ impl Authenticator {
             sites,
             issued: Mutex::new(HashMap::new()),
             roles: HashMap::new(),
+            grants: HashMap::new(),
+        }
+    }
+
+    /// Narrows users to the tables granted them (user name -> tables).
+    pub fn with_grants(mut self, grants: &[(String, Vec<String>)]) -> Self {
+        self.grants = grants
+            .iter()
+            .map(|(user, tables)| {
+                (
+                    user.clone(),
+                    std::sync::Arc::new(tables.iter().cloned().collect()),
+                )
+            })
+            .collect();
+        self
+    }
+
+    /// The tables `principal` may read, if grants narrow it (admins are never narrowed).
+    pub fn tables_of(
+        &self,
+        principal: &Principal,
+    ) -> Option<std::sync::Arc<std::collections::BTreeSet<String>>> {
+        match principal {
+            Principal::Client { user, role } if *role != Role::Admin => {
+                self.grants.get(user).cloned()
+            }
+            _ => None,
         }
     }
 

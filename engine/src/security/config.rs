@@ -26,6 +26,7 @@ pub const CLUSTER_SECRET_ENV: &str = "SHOAL_CLUSTER_SECRET";
 /// name = "analyst"
 /// password = "..."
 /// role = "admin"                        # optional: sees and cancels everyone's work
+/// tables = ["lineitem"]                 # optional: the only tables the user may read
 /// ```
 ///
 /// `cluster_secret = "..."` instead of `site_key`/`[[sites]]` gives every site the same
@@ -59,6 +60,9 @@ pub struct User {
     /// written `"user"`) or `"admin"`.
     #[serde(default)]
     pub role: Option<String>,
+    /// The tables the user may read (a per-table grant narrowing the role); none: all.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
 }
 
 impl AuthFile {
@@ -165,6 +169,14 @@ impl AuthFile {
             .collect()
     }
 
+    /// The users whose tables are granted one by one: user -> tables.
+    pub fn grants(&self) -> Vec<(String, Vec<String>)> {
+        self.users
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), u.tables.clone()?)))
+            .collect()
+    }
+
     /// Each user's role.
     pub fn roles(&self) -> Vec<(String, Role)> {
         self.users
@@ -265,6 +277,7 @@ mod tests {
                 name: "x".into(),
                 password: "pw".into(),
                 role: Some("root".into()),
+                tables: None,
             }],
             ..Default::default()
         };
