@@ -268,7 +268,11 @@ async fn tokens_and_the_basic_handshake_are_required_when_configured() {
     let mut nina = sql_client(&cluster.url, None).await;
     nina.handshake("nina", "another-password").await.unwrap();
     for sql in [count, "EXPLAIN SELECT count(*) FROM lineitem"] {
-        let err = nina.execute(sql.into(), None).await.unwrap_err().to_string();
+        let err = nina
+            .execute(sql.into(), None)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("permission")
                 && err.contains("message: \"user:nina may not read table 'lineitem'"),
