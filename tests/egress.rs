@@ -15,15 +15,7 @@ use shoal_tests::{assert_same_rows, models_dir, repo_root, to_rows, visits_sites
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const VISITS_AGGREGATES: &str = r#"
-[defaults]
-egress = "aggregates"
-min_group_rows = 10
-small_groups = "refuse"
-
-[tables.visits]
-never_leave = ["prior_visits"]
-"#;
+const VISITS_AGGREGATES: &str = include_str!("data/visits-aggregates-policy.toml");
 
 /// The test models and the identity "model" (copies its first input out).
 fn models_with_identity() -> tempfile::TempDir {

@@ -212,18 +212,23 @@ impl Error {
                      spill did, this one could not: {other}"
                 ))
             }
-            // A site's refusal reads as the site wrote it, without the prefixes it gathered
-            // on its way here.
-            other if code == StatusCode::PermissionDenied => {
-                let message = other.to_string();
-                let message = shoal_planner::policy::refusal_text(&message)
-                    .or_else(|| message.strip_prefix("External error: "))
-                    .unwrap_or(&message);
-                tonic::Status::new(to_grpc(code), message.to_string())
-            }
-            other => tonic::Status::new(to_grpc(code), other.to_string()),
+            other => tonic::Status::new(to_grpc(code), client_message(&other.to_string())),
         }
     }
+}
+
+/// What a client reads of an error: a site's refusal as the site wrote it, and anything
+/// else without the `External error: ` prefixes DataFusion adds to the errors shoal raises
+/// inside it (a table not granted, a model not found, ...).
+fn client_message(message: &str) -> String {
+    if let Some(refusal) = shoal_planner::policy::refusal_text(message) {
+        return refusal.to_string();
+    }
+    let mut message = message;
+    while let Some(rest) = message.strip_prefix("External error: ") {
+        message = rest;
+    }
+    message.to_string()
 }
 
 impl ErrorExt for Error {

@@ -11,16 +11,6 @@ use harness::{Cluster, SHOAL, Spec};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const POLICY: &str = r#"
-[defaults]
-egress = "aggregates"
-min_group_rows = 10
-small_groups = "refuse"
-
-[tables.visits]
-never_leave = ["prior_visits"]
-"#;
-
 #[test]
 fn each_worker_process_enforces_its_own_policy_and_logs_it() {
     let scratch = tempfile::tempdir().unwrap();
@@ -28,10 +18,8 @@ fn each_worker_process_enforces_its_own_policy_and_logs_it() {
         .map(|i| scratch.path().join(format!("site-{i}")))
         .collect();
     shoal_engine::visits::generate_visits(&sites, 3_000, 2).expect("visits");
-    let policy = scratch.path().join("site-policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
     let spec = Spec {
-        policy,
+        policy: harness::repo_root().join("tests/data/visits-aggregates-policy.toml"),
         ..Spec::default()
     };
     let named: Vec<(&str, PathBuf)> = ["p-site-1", "p-site-2", "p-site-3"]

@@ -23,6 +23,7 @@ pub mod placement;
 pub mod policy;
 pub mod report;
 pub mod site_table;
+pub mod stand_in;
 
 pub use catalog::{SiteCatalog, SiteFile, SiteReport, SiteTableReport};
 pub use error::{Error, Result};

@@ -9,13 +9,9 @@ use super::privacy_budget::PrivacyBudget;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion_distributed::BroadcastExec;
 use datafusion_distributed::{
     WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse, WorkerPlanRewriteHandler,
@@ -25,6 +21,7 @@ use parking_lot::Mutex;
 use shoal_operators::ShoalOptions;
 use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::policy::{self, GroupGuardExec, ModelIdentity, Refusal, SitePolicy};
+use shoal_planner::stand_in::inner_with_children;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -196,8 +193,8 @@ struct PartAudit {
     audit: Arc<AuditLog>,
 }
 
-/// The fragment's output, counting what it sends; impersonates the node it wraps (the plan
-/// keeps the coordinator's shape, see [`GroupGuardExec`]). Its audit line is written when
+/// The fragment's output, counting what it sends; stands in for the node it wraps (see
+/// [`shoal_planner::stand_in`]). Its audit line is written when
 /// every output partition has ended (or, for partitions never run, when the plan is
 /// dropped), with the refusal a group guard raised while running, if any.
 #[derive(Debug)]
@@ -303,45 +300,20 @@ impl Drop for AuditedRoot {
     }
 }
 
-impl DisplayAs for AuditedRoot {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.inner.fmt_as(t, f)
-    }
-}
+shoal_planner::display_as_stood_in!(AuditedRoot, inner);
 
 impl ExecutionPlan for AuditedRoot {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inner.children()
-    }
+    shoal_planner::stand_in_for!(inner);
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let inner = self.inner.clone().replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )?;
         Ok(Arc::new(Self {
-            inner,
+            inner: inner_with_children(&self.inner, children)?,
             part: self.part.clone(),
             progress: self.progress.clone(),
         }))
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        self.inner.apply_expressions(f)
     }
 
     fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {

@@ -7,22 +7,18 @@
 //! reaches a point where tokio can honour an abort: a client's cancel would only take effect
 //! when the whole row group had been scored. A `Pending` after each batch is such a point.
 //!
-//! The wrapper impersonates the scan it wraps (same name, properties, children and metrics):
-//! datafusion-distributed matches a worker's metrics to the coordinator's plan by position
-//! in the tree, so the worker's plan must keep the coordinator's shape.
+//! The wrapper stands in for the scan it wraps (same name, properties, children and metrics;
+//! see [`shoal_planner::stand_in`]).
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
 use futures::{Stream, StreamExt, TryStreamExt};
+use shoal_planner::stand_in::inner_with_children;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,42 +95,18 @@ pub fn yield_after_each_batch(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
     .map(|t| t.data)
 }
 
-impl DisplayAs for YieldingScan {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.inner.fmt_as(t, f)
-    }
-}
+shoal_planner::display_as_stood_in!(YieldingScan, inner);
 
 impl ExecutionPlan for YieldingScan {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inner.children()
-    }
+    shoal_planner::stand_in_for!(inner);
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(YieldingScan {
-            inner: self.inner.clone().replace_children(
-                children,
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?,
+            inner: inner_with_children(&self.inner, children)?,
         }))
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        self.inner.apply_expressions(f)
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

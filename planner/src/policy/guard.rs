@@ -6,18 +6,16 @@
 //! and emit a group's rows one by one), and then either fails the task naming the table
 //! and the rule, or drops the small groups and counts them. Only then does anything leave.
 //!
-//! It impersonates the aggregate it wraps (same name, properties and children; its metrics
-//! are the counting aggregate's plus `suppressed_groups`): datafusion-distributed matches a
-//! worker's metrics to the coordinator's plan by position, so the worker's plan keeps the
-//! coordinator's shape.
+//! It stands in for the aggregate it wraps (same name, properties and children; its metrics
+//! are the counting aggregate's plus `suppressed_groups`; see [`crate::stand_in`]).
 
 use super::refusal::Refusal;
 use super::rules::SmallGroups;
+use crate::stand_in::inner_with_children;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -30,10 +28,7 @@ use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
-    PlanProperties, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,41 +152,19 @@ impl GroupGuardExec {
     }
 }
 
-impl DisplayAs for GroupGuardExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.original.fmt_as(t, f)
-    }
-}
+crate::display_as_stood_in!(GroupGuardExec, original);
 
 impl ExecutionPlan for GroupGuardExec {
-    fn name(&self) -> &str {
-        self.original.name()
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.original.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.original.children()
-    }
+    crate::stand_in_for!(original);
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let original = self.original.clone().replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )?;
-        Self::wrap(original, self.rule.clone())
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        self.original.apply_expressions(f)
+        Self::wrap(
+            inner_with_children(&self.original, children)?,
+            self.rule.clone(),
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
