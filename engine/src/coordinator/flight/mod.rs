@@ -71,6 +71,13 @@ pub async fn serve(
         coordinator.auth.requires_client_auth(),
         coordinator.options.insecure,
     )?;
+    let sites = coordinator.auth.sites();
+    if sites.configured() && !sites.per_site() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "every site shares one cluster_secret: any site can act as any other; give each \
+             its own (site_key and shoal enroll, or [[sites]])"
+        );
+    }
     if coordinator.auth.requires_client_auth() {
         check_cluster_secret(
             addr,
