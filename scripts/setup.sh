@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what shoal needs beside the Rust toolchain, into git-ignored project folders:
+# Installs what shoal needs beside the Rust toolchain, into git-ignored project folders
+# (and, as root, Debian's nftables for the multi-host tests):
 #   .venv/                 Python with onnxruntime and the test clients (requirements.txt)
 #   .shoal/onnxruntime/    libonnxruntime.so.* copied from the onnxruntime wheel
 # Idempotent: a second run with unchanged requirements does nothing.
@@ -31,5 +32,13 @@ mkdir -p .shoal/onnxruntime
 if [ ! -f ".shoal/onnxruntime/$(basename "$lib")" ]; then
   rm -f .shoal/onnxruntime/libonnxruntime.so*
   cp "$lib" .shoal/onnxruntime/
+fi
+# The multi-host tests (engine/tests/netns.rs) degrade a site's link with tc netem, or,
+# on kernels built without netem, with a rate limit and random loss from nftables
+# (Debian's package). Installed only as root, where those tests can run at all.
+if [ "$(id -u)" = 0 ] && ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q nftables >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables >/dev/null 2>&1; } \
+    || echo "setup: could not install nftables (the degraded-link test will say so)" >&2
 fi
 echo "setup: ONNX Runtime at .shoal/onnxruntime/$(basename "$lib")"

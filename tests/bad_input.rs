@@ -154,7 +154,10 @@ async fn a_dead_worker_fails_queries_quickly_and_a_replacement_restores_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_data_folder_is_refused_at_start() {
-    let options = WorkerOptions::new("/definitely/not/here".into(), "http://127.0.0.1:1".into());
+    let options = WorkerOptions::new(
+        std::path::PathBuf::from("/definitely/not/here"),
+        "http://127.0.0.1:1".into(),
+    );
     let err = WorkerProcess::start(options)
         .await
         .expect_err("no such folder");

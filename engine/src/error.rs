@@ -17,6 +17,9 @@ pub enum Error {
     #[error("--data folder {path} does not exist or is not a folder")]
     MissingDataDir { path: PathBuf },
 
+    #[error("--data {location}: {message}")]
+    DataLocation { location: String, message: String },
+
     #[error("--models folder {path}: {source}")]
     Models {
         path: PathBuf,
@@ -180,6 +183,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::PermissionDenied,
             Error::RunIncomplete { .. }
             | Error::MissingDataDir { .. }
+            | Error::DataLocation { .. }
             | Error::Models { .. }
             | Error::Exposed { .. }
             | Error::Security(_)

@@ -10,6 +10,7 @@
 //! Coordinator and worker share only [`protocol`]: the actions and messages between them.
 
 mod accept;
+pub mod address;
 pub mod client;
 pub mod coordinator;
 pub mod embedded;

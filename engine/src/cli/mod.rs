@@ -15,6 +15,7 @@ use shoal_engine::security::{
     AuthFile, CLUSTER_SECRET_ENV, Connector, ServerTls, client_tls, load_auth_file,
     read_secret_file,
 };
+use shoal_engine::worker::DataLocation;
 use shoal_engine::{Coordinator, CoordinatorOptions, SitePolicy, WorkerOptions, WorkerProcess};
 use shoal_sql::statement::StatementLimits;
 use std::path::PathBuf;
@@ -143,6 +144,10 @@ enum Command {
     Coordinator {
         #[arg(long, default_value = "127.0.0.1:50050")]
         listen: String,
+        /// HOST[:PORT] clients and workers dial, when it is not the --listen address (which
+        /// may be 0.0.0.0, or behind NAT); TLS certificates must name HOST.
+        #[arg(long)]
+        advertise: Option<String>,
         /// Folder of <name>.onnx models to register.
         #[arg(long)]
         models: Option<PathBuf>,
@@ -193,14 +198,25 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         max_search_trials: usize,
     },
-    /// Run a worker over a data folder holding DIR/<table>/*.parquet.
+    /// Run a worker over a data folder or bucket prefix holding DATA/<table>/*.parquet.
     Worker {
         #[arg(long, default_value = "http://127.0.0.1:50050")]
         coordinator: String,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// HOST[:PORT] the coordinator and other sites dial, when it is not the --listen
+        /// address (which may be 0.0.0.0, or behind NAT); TLS certificates must name HOST.
         #[arg(long)]
-        data: PathBuf,
+        advertise: Option<String>,
+        /// A folder, or a bucket prefix: s3://bucket/prefix, gs://..., az://...,
+        /// http(s)://... (credentials and endpoint from the store's standard environment
+        /// variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+        #[arg(long)]
+        data: String,
+        /// Bound on each request to an object store; a stalled read fails naming the object
+        /// after it and 3 retries.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        store_timeout: Duration,
         /// Site name (lowercase letters, digits, '-'); defaults to worker-<port>.
         #[arg(long)]
         name: Option<String>,
@@ -359,6 +375,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
         }
         Command::Coordinator {
             listen,
+            advertise,
             models,
             heartbeat_timeout,
             heartbeat_interval,
@@ -407,14 +424,28 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let scheme = if tls.server().is_some() {
+            let server_tls = tls.server();
+            let scheme = if server_tls.is_some() {
                 "grpc+tls"
             } else {
                 "grpc"
             };
+            let bound = listener.local_addr()?;
+            // Workers are told the coordinator's address by their operators (--coordinator):
+            // bound to every interface without --advertise, it only prints the bound one.
+            let url = if advertise.is_none() && bound.ip().is_unspecified() {
+                format!("{scheme}://{bound}")
+            } else {
+                shoal_engine::address::advertised_url(
+                    scheme,
+                    "coordinator",
+                    advertise.as_deref(),
+                    bound,
+                    server_tls.as_ref(),
+                )?
+            };
             eprintln!(
-                "coordinator serving Flight SQL at {scheme}://{} with {} model(s){}",
-                listener.local_addr()?,
+                "coordinator serving Flight SQL at {url} with {} model(s){}",
                 shoal_operators::ModelProvider::list(coordinator.models().as_ref()).len(),
                 if coordinator.authenticator().requires_client_auth() {
                     "; clients must authenticate"
@@ -434,7 +465,9 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
         Command::Worker {
             coordinator,
             listen,
+            advertise,
             data,
+            store_timeout,
             name,
             site_secret_file,
             tls,
@@ -446,7 +479,8 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             policy,
             audit_log,
         } => {
-            let mut options = WorkerOptions::new(data, coordinator);
+            let mut options = WorkerOptions::new(DataLocation::parse(&data)?, coordinator);
+            options.store_limits.timeout = store_timeout;
             if let Some(path) = &policy {
                 options.policy = std::sync::Arc::new(SitePolicy::load(path)?);
             }
@@ -458,6 +492,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             }
             options.drain_timeout = drain_timeout;
             options.listen = listen;
+            options.advertise = advertise;
             options.name = name;
             options.site_secret = match &site_secret_file {
                 Some(path) => Some(read_secret_file(path)?),

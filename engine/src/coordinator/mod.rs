@@ -79,6 +79,8 @@ pub struct Coordinator {
     tickets: flight::TicketKey,
     /// The credentials it presents to each site, and issues sites for one another.
     passes: Arc<CoordinatorPasses>,
+    /// Dials members that register, to check their advertised address.
+    members: ClusterChannels,
 }
 
 /// The coordinator's runtime: a memory pool of its own (final aggregations, sorts, joins
@@ -147,7 +149,7 @@ impl Coordinator {
             sessions.clone(),
             executor.clone(),
             training.clone(),
-            workers::WorkerCalls::new(catalog.clone(), channels),
+            workers::WorkerCalls::new(catalog.clone(), channels.clone()),
             catalog.clone(),
             progress.clone(),
             options.wave_files,
@@ -167,6 +169,7 @@ impl Coordinator {
             planning: PlanningGate::per_core(),
             tickets: flight::TicketKey::random()?,
             passes,
+            members: channels,
         }))
     }
 
@@ -184,6 +187,20 @@ impl Coordinator {
 
     pub fn options(&self) -> &CoordinatorOptions {
         &self.options
+    }
+
+    /// Refuses a site that registers at an address the coordinator cannot dial, naming
+    /// it: otherwise the mistake (a bound 0.0.0.0, a NAT, a firewall) shows only at the
+    /// first query planned there.
+    pub(crate) async fn check_reachable(&self, site: &str, url: &str) -> Result<()> {
+        self.members.reach(url).await.map_err(|e| Error::Refused {
+            action: crate::protocol::ACTION_REGISTER.into(),
+            message: format!(
+                "the coordinator cannot reach site '{site}' at {url}, the address it \
+                     advertised ({e}): give the worker --advertise HOST:PORT with an address \
+                     the coordinator can dial"
+            ),
+        })
     }
 
     /// The passes site `holder` needs to fetch task outputs from the other sites.

@@ -18,6 +18,11 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 /// Bound on establishing a connection: a dead address fails fast with its name.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time between HTTP/2 pings on an open connection, and how long an answer may take before
+/// the connection counts as dead.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens channels with a bearer token and TLS trust.
 #[derive(Debug, Clone, Default)]
 pub struct Connector {
@@ -81,7 +86,12 @@ impl Connector {
         let url = http_url(url);
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::Security(format!("bad URL {url}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A peer whose link is cut sends no reset: HTTP/2 pings find the dead
+            // connection, so the next call dials again instead of waiting on it.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if url.starts_with("https://") {
             let tls = self.tls.clone().ok_or_else(|| {
                 Error::Security(format!(
@@ -199,6 +209,12 @@ impl ClusterChannels {
     pub async fn connector_for(&self, url: &url::Url) -> Result<Connector> {
         self.connector
             .with_token(self.passes.pass_for(url).await?.as_deref())
+    }
+
+    /// Dials `url` (TCP, the TLS handshake against the cluster's CA, HTTP/2) without
+    /// calling anything: whether a member that registers at it can be reached there.
+    pub async fn reach(&self, url: &str) -> Result<()> {
+        self.connector.connect(url).await.map(|_| ())
     }
 
     async fn channel(&self, url: &url::Url) -> Result<Authorized> {

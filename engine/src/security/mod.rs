@@ -12,7 +12,9 @@ mod passes;
 mod tls;
 
 pub use auth::{Admission, Authenticator, Principal, Role};
-pub use channels::{ClusterChannels, ClusterPasses, Connector};
+pub use channels::{
+    ClusterChannels, ClusterPasses, Connector, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT,
+};
 pub use config::{AuthFile, CLUSTER_SECRET_ENV, TOKENS_ENV, load_auth_file, read_secret_file};
 pub use guard::{Guarded, SiteGate, current_caller};
 pub use identity::{SiteKeys, SiteSecret};

@@ -11,11 +11,13 @@ mod privacy_budget;
 mod private_dir;
 mod scan_ledger;
 mod sink_actions;
+pub mod site_data;
 mod yielding_scan;
 
 pub use data_dir::describe_tables;
 pub use models::RemoteModels;
 pub use scan_ledger::ScanLedger;
+pub use site_data::{DataLocation, SiteData, StoreLimits};
 
 use crate::client;
 use crate::error::{Error, Result};
@@ -26,7 +28,6 @@ use crate::security::{
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
-use object_store::local::LocalFileSystem;
 use shoal_operators::ModelProvider;
 use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
@@ -34,7 +35,7 @@ use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::policy::SitePolicy;
 use shoal_planner::site_store_url;
 use shoal_sql::with_shoal_functions_at;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
@@ -43,9 +44,16 @@ use tokio_util::task::AbortOnDropHandle;
 pub struct WorkerOptions {
     /// Site name; defaults to `worker-<port>`.
     pub name: Option<String>,
-    pub data_dir: PathBuf,
+    /// The site's data: a folder, or a bucket prefix (`s3://bucket/prefix`, ...).
+    pub data: DataLocation,
+    /// Bounds on each request to a remote store (ignored for a folder).
+    pub store_limits: StoreLimits,
     pub coordinator: String,
+    /// What the worker binds.
     pub listen: String,
+    /// What the coordinator and other sites dial (`HOST[:PORT]`); defaults to the bound
+    /// address, which must then not be every interface.
+    pub advertise: Option<String>,
     /// Where fetched models are cached; defaults to `<temp>/shoal-models/<name>` (content
     /// addressed: safe to share, never inside the data folder).
     pub model_cache: Option<PathBuf>,
@@ -78,12 +86,14 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
-    pub fn new(data_dir: PathBuf, coordinator: String) -> Self {
+    pub fn new(data: impl Into<DataLocation>, coordinator: String) -> Self {
         Self {
             name: None,
-            data_dir,
+            data: data.into(),
+            store_limits: StoreLimits::default(),
             coordinator,
             listen: "127.0.0.1:0".into(),
+            advertise: None,
             model_cache: None,
             register_timeout: Duration::from_secs(30),
             site_secret: None,
@@ -116,13 +126,16 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn start(options: WorkerOptions) -> Result<Self> {
-        let data_dir = options
-            .data_dir
-            .canonicalize()
-            .map_err(|_| Error::MissingDataDir {
-                path: options.data_dir.clone(),
+        let data = SiteData::open(&options.data, options.store_limits)?;
+        let audit_dir =
+            local_dir_for(&options, options.audit_dir.as_deref(), "--audit-log", |d| {
+                audit::default_dir(d)
             })?;
-        let tables = describe_tables(&data_dir).await?;
+        let output_root =
+            local_dir_for(&options, options.output_dir.as_deref(), "--output", |d| {
+                d.join(".shoal-output")
+            })?;
+        let tables = describe_tables(&data).await?;
         check_policy_columns(&options.policy, &tables)?;
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
@@ -151,7 +164,13 @@ impl WorkerProcess {
         } else {
             "http"
         };
-        let url = format!("{scheme}://{addr}");
+        let url = crate::address::advertised_url(
+            scheme,
+            "worker",
+            options.advertise.as_deref(),
+            addr,
+            options.tls.as_ref(),
+        )?;
         let client_tls = options.tls_ca.as_deref().map(client_tls).transpose()?;
         let site_credential = secret.as_ref().map(|s| s.site_credential(&name));
         let connector = Connector::new(site_credential.as_deref(), client_tls)?;
@@ -178,10 +197,6 @@ impl WorkerProcess {
         }
         let models = Arc::new(models);
         let ledger = Arc::new(ScanLedger::new(name.clone()));
-        let audit_dir = options
-            .audit_dir
-            .clone()
-            .unwrap_or_else(|| audit::default_dir(&data_dir));
         let audit = Arc::new(audit::AuditLog::open(&audit_dir).map_err(Error::Security)?);
         let egress = egress::EgressGate::new(
             name.clone(),
@@ -190,20 +205,11 @@ impl WorkerProcess {
             Arc::new(privacy_budget::PrivacyBudget::open(&audit_dir).map_err(Error::Security)?),
             models.clone(),
         );
-        let output_root = options
-            .output_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join(".shoal-output"));
         let sink_site = shoal_operators::sink::SinkSite {
             site: name.clone(),
             output_root: output_root.clone(),
         };
 
-        // This site's files, and only these, are readable as shoal://<name>/...
-        let store = LocalFileSystem::new_with_prefix(&data_dir).map_err(|e| Error::Io {
-            path: data_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(pool) = memory {
             runtime = runtime.with_memory_pool(pool);
@@ -213,7 +219,8 @@ impl WorkerProcess {
             addr: name.clone(),
             message: e.to_string(),
         })?;
-        runtime.register_object_store(&store_url, Arc::new(store));
+        // This site's files, and only these, are readable as shoal://<name>/...
+        runtime.register_object_store(&store_url, data.store.clone());
 
         let worker = {
             let models = models.clone();
@@ -259,7 +266,10 @@ impl WorkerProcess {
             })
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
+        // Pings find clients and peers whose link was cut, so their streams end.
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::security::KEEP_ALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::security::KEEP_ALIVE_TIMEOUT));
         if let Some(tls) = &options.tls {
             builder = builder
                 .tls_config(server_tls(tls)?)
@@ -320,7 +330,7 @@ impl WorkerProcess {
             server.abort();
             Error::HeartbeatThread { source: e }
         })?;
-        tracing::info!(worker = %name, %url, "worker serving {}", data_dir.display());
+        tracing::info!(worker = %name, %url, "worker serving {}", data.location);
         Ok(Self {
             name,
             url,
@@ -370,6 +380,28 @@ impl WorkerProcess {
         // next polls the server task, and its connections would otherwise close gracefully.
         self.kill_switch.pull();
         self.server.abort();
+    }
+}
+
+/// A local folder of the site's: the one given, else `default` beside a local data folder.
+/// A site whose data is in an object store must name it: its audit log and privacy budget
+/// have to outlive the process, so they never default to a temporary folder.
+fn local_dir_for(
+    options: &WorkerOptions,
+    given: Option<&Path>,
+    flag: &str,
+    default: impl Fn(&Path) -> PathBuf,
+) -> Result<PathBuf> {
+    match (given, options.data.local_dir()) {
+        (Some(dir), _) => Ok(dir.to_path_buf()),
+        (None, Some(data)) => Ok(default(&data.canonicalize().unwrap_or(data.to_path_buf()))),
+        (None, None) => Err(Error::DataLocation {
+            location: options.data.to_string(),
+            message: format!(
+                "a site whose data is in an object store needs {flag} DIR, a local folder \
+                 (it must outlive the process)"
+            ),
+        }),
     }
 }
 

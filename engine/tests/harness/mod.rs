@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod net_cluster;
+pub mod netns;
+pub mod proxy;
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -116,6 +121,18 @@ impl Cluster {
 
     /// [`Cluster::start_worker`] with extra environment variables (fault injection).
     pub fn start_worker_with_env(&mut self, name: &str, data: PathBuf, env: &[(&str, &str)]) {
+        self.start_worker_with(name, data, env, &[]);
+    }
+
+    /// [`Cluster::start_worker`] with extra environment variables and arguments; `data` may
+    /// be a bucket URL (`s3://bucket/prefix`).
+    pub fn start_worker_with(
+        &mut self,
+        name: &str,
+        data: PathBuf,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) {
         let mut command = Command::new(SHOAL);
         command
             .args([
@@ -132,6 +149,7 @@ impl Cluster {
                 site_secret(&self.logs, name).to_str().expect("utf-8 path"),
             ])
             .args(&self.spec.worker_args)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log_file(&self.logs, name));
         if self.spec.block_scan_ms > 0 {
@@ -322,13 +340,18 @@ fn auth_file(logs: &Path) -> PathBuf {
 
 /// Site `name`'s secret file, from `shoal enroll`.
 fn site_secret(logs: &Path, name: &str) -> PathBuf {
-    let path = logs.join(format!("{name}.secret"));
+    enroll(&auth_file(logs), logs, name)
+}
+
+/// `shoal enroll` of site `name` with the key in `auth`, into `<dir>/<name>.secret`.
+pub fn enroll(auth: &Path, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.secret"));
     if !path.exists() {
         let out = Command::new(SHOAL)
             .args(["enroll", "--site", name, "--out"])
             .arg(&path)
             .arg("--auth-file")
-            .arg(auth_file(logs))
+            .arg(auth)
             .output()
             .expect("run shoal enroll");
         assert!(
@@ -384,7 +407,7 @@ impl Cluster {
     }
 }
 
-fn log_file(dir: &Path, name: &str) -> Stdio {
+pub fn log_file(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
@@ -624,4 +647,83 @@ pub fn query_with_fault(
         fault_after: fault_at - started,
         fault_at,
     }
+}
+
+/// `sql`'s answer from single-node DataFusion with `lineitem` over every site's
+/// `lineitem/` folder, as the CSV `shoal sql` prints.
+pub fn single_node_csv(sites: &[PathBuf], sql: &str) -> String {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let urls: Vec<ListingTableUrl> = sites
+            .iter()
+            .map(|s| {
+                ListingTableUrl::parse(format!("{}/", s.join("lineitem").display()))
+                    .expect("a folder URL")
+            })
+            .collect();
+        let options = ListingOptions::new(std::sync::Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .expect("infer the schema");
+        ctx.register_table(
+            "lineitem",
+            std::sync::Arc::new(ListingTable::try_new(config).expect("a table")),
+        )
+        .expect("register lineitem");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let mut out = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(i == 0)
+                .build(&mut out)
+                .write(batch)
+                .expect("csv");
+        }
+        String::from_utf8(out).expect("utf-8")
+    })
+}
+
+/// `sql`'s answer from a single-process shoal session (DataFusion with shoal's functions
+/// and the models in `models`) over the site folders, as the CSV `shoal sql` prints.
+pub fn single_node_shoal_csv(sites: &[PathBuf], models: &Path, sql: &str) -> String {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let provider = std::sync::Arc::new(
+            shoal_operators::model::DirectoryModels::load(models).expect("load the models"),
+        );
+        let dirs: Vec<&Path> = sites.iter().map(PathBuf::as_path).collect();
+        let ctx = shoal_sql::local_context(&dirs, provider)
+            .await
+            .expect("a local session");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let mut out = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(i == 0)
+                .build(&mut out)
+                .write(batch)
+                .expect("csv");
+        }
+        String::from_utf8(out).expect("utf-8")
+    })
 }

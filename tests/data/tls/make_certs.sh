@@ -21,3 +21,17 @@ rm -f server.csr server.ext ca.srl
 openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=shoal other CA" \
   -keyout other-ca.key -out other-ca.pem -addext "basicConstraints=critical,CA:TRUE"
 rm -f other-ca.key
+# The namespace-cluster tests' hosts (engine/tests/harness/netns.rs): 10.77.0.10-29, each
+# host presenting this one certificate (a real deployment gives each its own).
+openssl req -newkey rsa:2048 -nodes -subj "/CN=shoal netns hosts" -keyout netns.key -out netns.csr
+{
+  echo "basicConstraints=CA:FALSE"
+  echo "keyUsage=critical,digitalSignature,keyEncipherment"
+  echo "extendedKeyUsage=serverAuth"
+  printf "subjectAltName=DNS:localhost"
+  for i in $(seq 10 29); do printf ",IP:10.77.0.%s" "$i"; done
+  echo
+} > netns.ext
+openssl x509 -req -in netns.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days "$days" \
+  -extfile netns.ext -out netns.pem
+rm -f netns.csr netns.ext ca.srl

@@ -55,7 +55,7 @@ const SITE_ACTIONS: [&str; 5] = [
     ACTION_PEERS,
 ];
 
-pub fn handle(
+pub async fn handle(
     c: &Coordinator,
     action: Action,
     admission: Option<&Admission>,
@@ -73,6 +73,9 @@ pub fn handle(
         ACTION_REGISTER => {
             let report: SiteReport = parse(&action)?;
             require_site(c, admission, &report.name)?;
+            c.check_reachable(&report.name, &report.url)
+                .await
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
             let name = report.name.clone();
             c.catalog()
                 .register(report)

@@ -85,7 +85,10 @@ pub async fn serve(
             coordinator.options.insecure,
         )?;
     }
-    let mut builder = tonic::transport::Server::builder();
+    // Pings find clients and peers whose link was cut, so their streams end.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::security::KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::security::KEEP_ALIVE_TIMEOUT));
     if let Some(tls) = &coordinator.options.tls {
         builder = builder
             .tls_config(server_tls(tls)?)
@@ -522,7 +525,7 @@ impl FlightSqlService for CoordinatorFlight {
         if action.r#type == crate::protocol::ACTION_PIPELINE {
             return pipeline_action(self.coordinator.clone(), &action, principal);
         }
-        actions::handle(&self.coordinator, action, admission.as_ref())
+        actions::handle(&self.coordinator, action, admission.as_ref()).await
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

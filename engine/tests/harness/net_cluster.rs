@@ -1,0 +1,217 @@
+//! A cluster deployed as across machines: the coordinator, each worker and the client on
+//! hosts of their own ([`super::netns`]), TLS between all of them (certificates naming the
+//! hosts' addresses), clients authenticating with a token, each site with its own enrolled
+//! secret, workers bound to every interface and advertising their host's address.
+
+use super::netns::Network;
+use super::{Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, repo_root};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const COORDINATOR_PORT: u16 = 50050;
+const WORKER_PORT: u16 = 7000;
+const CLIENT_TOKEN: &str = "netns-client-token-0123456789abcdef";
+
+pub struct NetCluster {
+    /// Processes first: they stop before their namespaces go.
+    coordinator: Child,
+    workers: BTreeMap<String, (PathBuf, Child)>,
+    pub net: Network,
+    pub url: String,
+    pub logs: PathBuf,
+    spec: Spec,
+}
+
+fn tls_dir() -> PathBuf {
+    repo_root().join("tests/data/tls")
+}
+
+impl NetCluster {
+    /// Hosts `coordinator`, `client` and one per worker; returns once every worker is live.
+    pub fn start(spec: Spec, workers: &[(&str, PathBuf)], logs: &Path) -> Self {
+        let mut labels = vec!["coordinator", "client"];
+        labels.extend(workers.iter().map(|(name, _)| *name));
+        let net = Network::new(&labels);
+        let coordinator_ip = net.host("coordinator").ip.clone();
+        let auth = logs.join("auth-net.toml");
+        std::fs::write(
+            &auth,
+            format!(
+                "site_key = \"netns-enrollment-key-0123456789\"\ntokens = [\"{CLIENT_TOKEN}\"]\n"
+            ),
+        )
+        .expect("write the auth file");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the auth file");
+        }
+        std::fs::write(logs.join("client.token"), CLIENT_TOKEN).expect("write the token");
+        let tls = tls_dir();
+        let coordinator = net
+            .command("coordinator", SHOAL)
+            .args(["coordinator", "--listen"])
+            .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
+            .arg("--advertise")
+            .arg(format!("{coordinator_ip}:{COORDINATOR_PORT}"))
+            .arg("--auth-file")
+            .arg(&auth)
+            .arg("--tls-cert")
+            .arg(tls.join("netns.pem"))
+            .arg("--tls-key")
+            .arg(tls.join("netns.key"))
+            .arg("--tls-ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--models")
+            .arg(&spec.models)
+            .args([
+                "--heartbeat-timeout",
+                &spec.heartbeat_timeout_s.to_string(),
+                "--heartbeat-interval",
+                &spec.heartbeat_interval_s.to_string(),
+            ])
+            .args(&spec.coordinator_args)
+            .stdout(Stdio::null())
+            .stderr(log_file(logs, "coordinator"))
+            .spawn()
+            .expect("start the coordinator");
+        let mut cluster = Self {
+            coordinator,
+            workers: BTreeMap::new(),
+            net,
+            url: format!("grpc+tls://{coordinator_ip}:{COORDINATOR_PORT}"),
+            logs: logs.to_path_buf(),
+            spec,
+        };
+        for (name, data) in workers {
+            cluster.start_worker(name, data.clone());
+        }
+        cluster.wait_live(workers.len(), Duration::from_secs(60));
+        cluster
+    }
+
+    /// Starts worker `name` on its host over `data`.
+    pub fn start_worker(&mut self, name: &str, data: PathBuf) {
+        let tls = tls_dir();
+        let ip = self.net.host(name).ip.clone();
+        let secret = enroll(&self.logs.join("auth-net.toml"), &self.logs, name);
+        let mut command = self.net.command(name, SHOAL);
+        command
+            .args(["worker", "--coordinator"])
+            .arg(self.url.replacen("grpc+tls://", "https://", 1))
+            .arg("--listen")
+            .arg(format!("0.0.0.0:{WORKER_PORT}"))
+            .arg("--advertise")
+            .arg(format!("{ip}:{WORKER_PORT}"))
+            .arg("--data")
+            .arg(&data)
+            .args(["--name", name, "--policy", SITE_POLICY])
+            .arg("--site-secret-file")
+            .arg(&secret)
+            .arg("--tls-cert")
+            .arg(tls.join("netns.pem"))
+            .arg("--tls-key")
+            .arg(tls.join("netns.key"))
+            .arg("--tls-ca")
+            .arg(tls.join("ca.pem"))
+            .args(&self.spec.worker_args)
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.logs, name));
+        if self.spec.block_scan_ms > 0 {
+            command.env(
+                "SHOAL_FAULT_BLOCK_SCAN_MS",
+                self.spec.block_scan_ms.to_string(),
+            );
+        }
+        let child = command.spawn().expect("start a worker");
+        if let Some((_, mut old)) = self.workers.insert(name.to_string(), (data, child)) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+    }
+
+    /// A `shoal` client command run on the client host, pointed at the coordinator.
+    fn client(&self, subcommand: &str) -> Command {
+        let mut command = self.net.command("client", SHOAL);
+        command
+            .args([subcommand, "--coordinator", &self.url, "--tls-ca"])
+            .arg(tls_dir().join("ca.pem"))
+            .arg("--token-file")
+            .arg(self.logs.join("client.token"));
+        command
+    }
+
+    pub fn spawn_sql(&self, sql: &str) -> Child {
+        self.client("sql")
+            .args(["--format", "csv", sql])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal sql")
+    }
+
+    pub fn sql(&self, sql: &str) -> Answer {
+        let started = Instant::now();
+        Answer::of(self.spawn_sql(sql), started)
+    }
+
+    /// `shoal sites`: name -> live.
+    pub fn sites(&self) -> BTreeMap<String, bool> {
+        let out = self.client("sites").output().expect("run shoal sites");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                let name = fields.next()?.to_string();
+                let _url = fields.next()?;
+                Some((name, fields.next()? == "live"))
+            })
+            .collect()
+    }
+
+    pub fn wait_live(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.sites().values().filter(|l| **l).count();
+            if live == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{live} of {n} workers live after {timeout:?}; logs in {}",
+                self.logs.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until `shoal sites` says `name` is (or is not) live.
+    pub fn wait_site(&self, name: &str, live: bool, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self.sites().get(name) == Some(&live) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{name} not {} after {timeout:?}; logs in {}",
+                if live { "live" } else { "down" },
+                self.logs.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        for (_, child) in self.workers.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
