@@ -133,3 +133,25 @@ fn a_site_cut_off_mid_statement_is_a_lost_worker_and_serves_again_when_its_link_
     assert!(again.ok, "{again:?}");
     assert_eq!(again.stdout, expected);
 }
+
+/// On loopback (no namespaces needed): the coordinator dials what a worker advertises as it
+/// registers, so a wrong address is named then, by the worker that gave it.
+#[test]
+fn a_worker_advertising_an_address_the_coordinator_cannot_dial_is_refused_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = harness::sites(dir.path());
+    let mut cluster = harness::Cluster::start(Spec::default(), &[], dir.path());
+    // Port 9 (discard) has no listener here: the worker binds elsewhere.
+    cluster.start_worker_with("w1", sites[0].clone(), &[], &["--advertise", "127.0.0.1:9"]);
+    assert!(
+        cluster.wait_exit("w1", Duration::from_secs(30)),
+        "the worker stops: {}",
+        cluster.log_tails()
+    );
+    let log = std::fs::read_to_string(dir.path().join("w1.log")).unwrap();
+    assert!(
+        log.contains("cannot reach site 'w1' at http://127.0.0.1:9") && log.contains("--advertise"),
+        "{log}"
+    );
+    assert!(!cluster.sites().contains_key("w1"), "never registered");
+}

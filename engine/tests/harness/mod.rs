@@ -388,7 +388,14 @@ fn spawn_coordinator(spec: &Spec, listen: &str, logs: &Path, log: &str) -> Child
 impl Cluster {
     /// The last lines of every process's log, for a failure message.
     pub fn log_tails(&self) -> String {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.logs)
+        log_tails(&self.logs)
+    }
+}
+
+/// The last lines of every `.log` file in `dir`, for a failure message.
+pub fn log_tails(dir: &Path) -> String {
+    {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         logs.retain(|p| p.extension().is_some_and(|e| e == "log"));

@@ -4,7 +4,7 @@
 //! secret, workers bound to every interface and advertising their host's address.
 
 use super::netns::Network;
-use super::{Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, repo_root};
+use super::{Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, log_tails, repo_root};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,12 +43,13 @@ impl NetCluster {
             ),
         )
         .expect("write the auth file");
-        {
+        let token = logs.join("client.token");
+        std::fs::write(&token, CLIENT_TOKEN).expect("write the token");
+        for secret in [&auth, &token] {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod the auth file");
+            std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod a secret file");
         }
-        std::fs::write(logs.join("client.token"), CLIENT_TOKEN).expect("write the token");
         let tls = tls_dir();
         let coordinator = net
             .command("coordinator", SHOAL)
@@ -160,6 +161,12 @@ impl NetCluster {
     /// `shoal sites`: name -> live.
     pub fn sites(&self) -> BTreeMap<String, bool> {
         let out = self.client("sites").output().expect("run shoal sites");
+        if !out.status.success() {
+            eprintln!(
+                "shoal sites: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| {
@@ -180,8 +187,8 @@ impl NetCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{live} of {n} workers live after {timeout:?}; logs in {}",
-                self.logs.display()
+                "{live} of {n} workers live after {timeout:?}; logs:\n{}",
+                log_tails(&self.logs)
             );
             std::thread::sleep(Duration::from_millis(200));
         }

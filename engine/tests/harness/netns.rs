@@ -185,12 +185,13 @@ impl Network {
                 "rate", "1mbit", "burst", "32kbit", "latency", "100ms",
             ]);
         }
-        let table = format!(
-            "table inet shoal_loss {{ chain input {{ type filter hook input priority 0; \
-             numgen random mod 100 < {loss_percent} drop; }} chain output {{ type filter \
-             hook output priority 0; numgen random mod 100 < {loss_percent} drop; }} }}"
+        let drop = format!("numgen random mod 100 < {loss_percent} drop");
+        let ruleset = format!(
+            "table inet shoal_loss {{\n chain input {{\n  type filter hook input priority 0;\n  \
+             {drop}\n }}\n chain output {{\n  type filter hook output priority 0;\n  \
+             {drop}\n }}\n}}\n"
         );
-        must(&["ip", "netns", "exec", &host.ns, "nft", &table]);
+        nft_in(&host.ns, &ruleset);
         Degraded::RateAndLoss(format!(
             "tc tbf rate 1mbit latency 100ms + nft random loss {loss_percent}% (this kernel \
              has no sch_netem)"
@@ -205,6 +206,30 @@ impl Drop for Network {
         }
         let _ = run(&["ip", "netns", "del", &self.hub]);
     }
+}
+
+/// Loads an nftables ruleset in namespace `ns` (from stdin: the one-line form of a
+/// ruleset does not parse).
+fn nft_in(ns: &str, ruleset: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run nft (make setup installs nftables as root): {e}"));
+    child
+        .stdin
+        .take()
+        .expect("nft's stdin")
+        .write_all(ruleset.as_bytes())
+        .expect("write the ruleset");
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft: {}\n{ruleset}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Removes namespaces of this harness whose test process is gone (a run killed before its
