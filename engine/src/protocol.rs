@@ -39,6 +39,15 @@ pub const ACTION_SINK_SEAL: &str = "shoal.sink_seal";
 /// Stops a statement's long loops on a worker; body: [`CancelStatement`].
 pub const ACTION_CANCEL_STATEMENT: &str = "shoal.cancel";
 
+/// Coordinator -> worker: the bytes the site sent for a statement, by recipient.
+pub const ACTION_SENT: &str = "shoal.sent";
+
+/// Which statement's sent bytes to report (its `shoal.statement.key`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SentRequest {
+    pub statement: String,
+}
+
 /// Which statement to stop (its `shoal.statement.key`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CancelStatement {

@@ -27,7 +27,7 @@ const PREDICT_SQL: &str = "SELECT l_returnflag, count(*) AS n, \
      round(avg(predict_proba('return_risk', l_quantity, l_extendedprice, l_discount, l_tax)), 3) \
      AS risk FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag";
 
-fn assert_answers(cluster: &NetCluster, sql: &str, expected: &str) -> Duration {
+fn assert_answers(cluster: &NetCluster, sql: &str, expected: &str) -> harness::Answer {
     let answer = cluster.sql(sql);
     assert!(
         answer.ok,
@@ -35,7 +35,7 @@ fn assert_answers(cluster: &NetCluster, sql: &str, expected: &str) -> Duration {
         cluster.logs.display()
     );
     assert_eq!(answer.stdout, expected, "{sql}");
-    answer.elapsed
+    answer
 }
 
 #[test]
@@ -63,20 +63,36 @@ fn answers_on_separate_hosts_equal_single_node_also_over_a_degraded_link() {
         )])
         .collect();
     for (sql, answer) in &expected {
-        let took = assert_answers(&cluster, sql, answer);
+        let got = assert_answers(&cluster, sql, answer);
+        // Every site says what it sent, and to whom.
+        for site in ["w1", "w2", "w3"] {
+            assert!(
+                got.stderr.contains(&format!("{site} sent ")),
+                "{site} missing from the report: {}",
+                got.stderr
+            );
+        }
+        if *sql == JOIN_SQL {
+            assert!(
+                got.stderr.contains("between sites"),
+                "the join's shuffle is counted: {}",
+                got.stderr
+            );
+        }
         eprintln!(
-            "FIGURE clean link: {:.2} s for {}",
-            took.as_secs_f64(),
-            &sql[..40]
+            "FIGURE clean link: {:.2} s for {}: {}",
+            got.elapsed.as_secs_f64(),
+            &sql[..40],
+            got.stderr.trim()
         );
     }
 
     let how = cluster.net.degrade("w2", 50, 2);
     for (sql, answer) in &expected {
-        let took = assert_answers(&cluster, sql, answer);
+        let got = assert_answers(&cluster, sql, answer);
         eprintln!(
             "FIGURE degraded link to w2 ({how:?}): {:.2} s for {}",
-            took.as_secs_f64(),
+            got.elapsed.as_secs_f64(),
             &sql[..40]
         );
     }

@@ -1,9 +1,11 @@
-//! What a query moved: Parquet bytes the sites scanned against bytes the coordinator received.
+//! What a query moved: Parquet bytes the sites scanned against bytes the coordinator received,
+//! bytes the sites exchanged (shuffles, broadcasts), and what each site sent to whom.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_distributed::{DistributedMetricsFormat, rewrite_distributed_plan_with_metrics};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,15 @@ pub struct QueryReport {
     /// Groups the sites' policies dropped as too small (`small_groups = "suppress"`).
     #[serde(default)]
     pub groups_suppressed: u64,
+    /// Bytes workers received from other workers (Arrow IPC over Flight): shuffles and
+    /// broadcasts between stages that run on the sites.
+    #[serde(default)]
+    pub bytes_between_sites: u64,
+    /// Per site, the Arrow bytes it sent by recipient (`coordinator`, a peer site, or `next
+    /// stage` for a shuffle or broadcast output), as the site's own egress gate counted
+    /// them (the audit log's `sent_to`).
+    #[serde(default)]
+    pub sent_by_site: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl QueryReport {
@@ -59,11 +70,20 @@ impl QueryReport {
             Ok(TreeNodeRecursion::Continue)
         })?;
         let mut bytes_to_coordinator = 0u64;
+        let mut bytes_between_sites = 0u64;
         plan.apply(|node| {
             // The first network boundaries under the root are where the coordinator's head
             // stage receives data; below them is worker-to-worker traffic.
             if node.name().starts_with("Network") {
                 bytes_to_coordinator += metric(node.as_ref(), "bytes_transferred");
+                for child in node.children() {
+                    child.apply(|below| {
+                        if below.name().starts_with("Network") {
+                            bytes_between_sites += metric(below.as_ref(), "bytes_transferred");
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })?;
+                }
                 return Ok(TreeNodeRecursion::Jump);
             }
             Ok(TreeNodeRecursion::Continue)
@@ -78,7 +98,32 @@ impl QueryReport {
             lost_workers: Vec::new(),
             lost_at_ms: Vec::new(),
             groups_suppressed,
+            bytes_between_sites,
+            sent_by_site: BTreeMap::new(),
         })
+    }
+
+    /// What each site says it sent (see [`QueryReport::sent_by_site`]).
+    pub fn set_sent_by_site(&mut self, sent: BTreeMap<String, BTreeMap<String, u64>>) {
+        self.sent_by_site = sent;
+    }
+
+    /// One line per site: `site-1 sent 1.2 KiB (coordinator 1.0 KiB, site-2 0.2 KiB)`.
+    pub fn per_site_lines(&self) -> Vec<String> {
+        self.sent_by_site
+            .iter()
+            .map(|(site, to)| {
+                let parts: Vec<String> = to
+                    .iter()
+                    .map(|(recipient, bytes)| format!("{recipient} {}", human_bytes(*bytes)))
+                    .collect();
+                format!(
+                    "{site} sent {} ({})",
+                    human_bytes(to.values().sum()),
+                    parts.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// bytes received by the coordinator / bytes scanned on the sites.
@@ -116,14 +161,25 @@ impl QueryReport {
                 self.rows_returned, self.elapsed_ms
             );
         }
-        format!(
+        let mut summary = format!(
             "{} row(s) in {} ms; scanned {} on the sites, moved {} to the coordinator ({:.3}% of scanned)",
             self.rows_returned,
             self.elapsed_ms,
             human_bytes(self.bytes_scanned),
             human_bytes(self.bytes_to_coordinator),
             100.0 * self.moved_ratio()
-        )
+        );
+        if self.bytes_between_sites > 0 {
+            summary.push_str(&format!(
+                " and {} between sites",
+                human_bytes(self.bytes_between_sites)
+            ));
+        }
+        let per_site = self.per_site_lines();
+        if !per_site.is_empty() {
+            summary.push_str(&format!("; by site: {}", per_site.join("; ")));
+        }
+        summary
     }
 }
 

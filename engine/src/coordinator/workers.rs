@@ -3,12 +3,17 @@
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::protocol::SinkRun;
+use crate::protocol::{SentRequest, SinkRun};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a statement's report waits for a site's sent bytes.
+const SENT_WAIT: Duration = Duration::from_secs(1);
 use crate::security::ClusterChannels;
 use shoal_planner::SiteCatalog;
 use std::sync::Arc;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WorkerCalls {
     catalog: Arc<SiteCatalog>,
     channels: ClusterChannels,
@@ -24,6 +29,36 @@ impl WorkerCalls {
         let url = self.catalog.url_of(site)?;
         let connector = self.channels.connector_for(&url).await?;
         client::action(&connector, url.as_str(), action, body).await
+    }
+
+    /// What each live site sent for statement `key`, by recipient (see
+    /// [`crate::protocol::ACTION_SENT`]); sites that sent nothing are left out. Best effort
+    /// and bounded: a site that does not answer within a second is left out too.
+    pub async fn sent_by_site(&self, key: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let body = serde_json::to_vec(&SentRequest {
+            statement: key.to_string(),
+        })
+        .unwrap_or_default();
+        let asks = self.catalog.live_sites().into_iter().map(|(site, _)| {
+            let body = body.clone();
+            async move {
+                let reply = tokio::time::timeout(
+                    SENT_WAIT,
+                    self.call(&site, crate::protocol::ACTION_SENT, body),
+                )
+                .await;
+                let sent: BTreeMap<String, u64> = match reply {
+                    Ok(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                    _ => BTreeMap::new(),
+                };
+                (site, sent)
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|(_, sent)| !sent.is_empty())
+            .collect()
     }
 
     /// The live workers' names.

@@ -6,6 +6,7 @@
 use super::audit::{AuditLog, AuditRecord};
 use super::models::RemoteModels;
 use super::privacy_budget::PrivacyBudget;
+use super::sent_ledger::SentLedger;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -32,6 +33,7 @@ pub struct EgressGate {
     audit: Arc<AuditLog>,
     budget: Arc<PrivacyBudget>,
     models: Arc<RemoteModels>,
+    sent: Arc<SentLedger>,
 }
 
 impl EgressGate {
@@ -41,6 +43,7 @@ impl EgressGate {
         audit: Arc<AuditLog>,
         budget: Arc<PrivacyBudget>,
         models: Arc<RemoteModels>,
+        sent: Arc<SentLedger>,
     ) -> Self {
         Self {
             site,
@@ -48,6 +51,7 @@ impl EgressGate {
             audit,
             budget,
             models,
+            sent,
         }
     }
 
@@ -127,6 +131,7 @@ impl WorkerPlanRewriteHandler for EgressGate {
                 let part = Arc::new(PartAudit {
                     record,
                     audit: self.audit.clone(),
+                    sent: self.sent.clone(),
                 });
                 Ok(WorkerPlanRewriteEventResponse::new(audit_output(
                     plan, part,
@@ -191,6 +196,8 @@ fn refusal_of(error: &DataFusionError) -> Option<&Refusal> {
 struct PartAudit {
     record: AuditRecord,
     audit: Arc<AuditLog>,
+    /// The per-statement counts the statement's report reads.
+    sent: Arc<SentLedger>,
 }
 
 /// The fragment's output, counting what it sends; stands in for the node it wraps (see
@@ -341,8 +348,10 @@ impl ExecutionPlan for AuditedRoot {
             let progress = &end.progress;
             match batch {
                 Ok(batch) => {
-                    *progress.sent.lock().entry(recipient.clone()).or_default() +=
-                        batch.get_array_memory_size() as u64;
+                    let bytes = batch.get_array_memory_size() as u64;
+                    *progress.sent.lock().entry(recipient.clone()).or_default() += bytes;
+                    let part = &end.part;
+                    part.sent.add(&part.record.statement, &recipient, bytes);
                 }
                 Err(e) => {
                     let message = e.to_string();

@@ -10,6 +10,7 @@ mod models;
 mod privacy_budget;
 mod private_dir;
 mod scan_ledger;
+mod sent_ledger;
 mod sink_actions;
 pub mod site_data;
 mod yielding_scan;
@@ -198,12 +199,14 @@ impl WorkerProcess {
         let models = Arc::new(models);
         let ledger = Arc::new(ScanLedger::new(name.clone()));
         let audit = Arc::new(audit::AuditLog::open(&audit_dir).map_err(Error::Security)?);
+        let sent = Arc::new(sent_ledger::SentLedger::default());
         let egress = egress::EgressGate::new(
             name.clone(),
             options.policy.clone(),
             audit,
             Arc::new(privacy_budget::PrivacyBudget::open(&audit_dir).map_err(Error::Security)?),
             models.clone(),
+            sent.clone(),
         );
         let sink_site = shoal_operators::sink::SinkSite {
             site: name.clone(),
@@ -278,7 +281,7 @@ impl WorkerProcess {
         let service = Guarded::site(worker.into_worker_server(), gate.clone());
         let actions = Guarded::site(
             arrow_flight::flight_service_server::FlightServiceServer::new(
-                sink_actions::WorkerActions { output_root },
+                sink_actions::WorkerActions { output_root, sent },
             ),
             gate,
         );

@@ -1,10 +1,10 @@
 //! The worker's own Flight actions, for the coordinator: commit, abort and look up the
-//! local Parquet output of a pipeline run. Served beside datafusion-distributed's worker
+//! local Parquet output of a pipeline run; what the site sent for a statement. Served beside datafusion-distributed's worker
 //! service on the same port, behind the same cluster-secret gate.
 
 use crate::protocol::{
-    ACTION_CANCEL_STATEMENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL,
-    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SinkRun,
+    ACTION_CANCEL_STATEMENT, ACTION_SENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL,
+    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest, SinkRun,
 };
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Debug, Clone)]
 pub struct WorkerActions {
     pub output_root: PathBuf,
+    pub sent: std::sync::Arc<super::sent_ledger::SentLedger>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
@@ -73,6 +74,10 @@ impl FlightService for WorkerActions {
         let action = request.into_inner();
         let root = self.output_root.clone();
         match action.r#type.as_str() {
+            ACTION_SENT => {
+                let request: SentRequest = parse(&action)?;
+                reply(&self.sent.sent(&request.statement))
+            }
             ACTION_SINK_COMMIT => {
                 let manifest: SiteManifest = parse(&action)?;
                 checked(&SinkRun {

@@ -73,7 +73,7 @@ impl Executor {
             catalog,
             progress,
             options,
-            reports: QueryReports::default(),
+            reports: QueryReports::new(workers.clone()),
             running: RunningQueries::default(),
             cancels: Arc::new(Cancels::new(workers)),
         }

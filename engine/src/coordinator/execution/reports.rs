@@ -3,8 +3,10 @@
 
 use super::PlannedQuery;
 use super::resilient::Attempts;
+use crate::coordinator::workers::WorkerCalls;
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
+use shoal_operators::ShoalOptions;
 use shoal_planner::QueryReport;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,9 +26,18 @@ type Kept = (String, Option<String>, QueryReport);
 #[derive(Debug, Default)]
 pub struct QueryReports {
     kept: Mutex<VecDeque<Kept>>,
+    /// Asked what each site sent; none in unit tests.
+    workers: Option<WorkerCalls>,
 }
 
 impl QueryReports {
+    pub fn new(workers: WorkerCalls) -> Self {
+        Self {
+            kept: Mutex::default(),
+            workers: Some(workers),
+        }
+    }
+
     pub fn keep(&self, query_id: String, owner: Option<&str>, report: QueryReport) {
         let mut kept = self.kept.lock();
         if kept.len() == KEPT_REPORTS {
@@ -57,8 +68,17 @@ impl QueryReports {
     ) -> QueryReport {
         let planned = attempts.last_plan.lock().clone();
         let mut report = match planned.as_deref() {
-            Some(PlannedQuery::Plan { plan, .. }) => {
-                read_report(query_id, plan.clone(), rows, started).await
+            Some(PlannedQuery::Plan { plan, task_ctx }) => {
+                let mut report = read_report(query_id, plan.clone(), rows, started).await;
+                if report.distributed
+                    && let Some(workers) = &self.workers
+                {
+                    let key = ShoalOptions::from_config(task_ctx.session_config().options())
+                        .statement
+                        .key;
+                    report.set_sent_by_site(workers.sent_by_site(&key).await);
+                }
+                report
             }
             _ => QueryReport {
                 rows_returned: rows,
