@@ -1,4 +1,4 @@
-//! The coordinator's catalog: which site (worker) holds which Parquet files of which table.
+//! The coordinator's catalog: which site (worker) holds which files of which table.
 //! Built only from what workers report; the coordinator never lists or reads site files.
 
 use crate::error::{Error, Result};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// One Parquet file as its site reports it; `path` is relative to the site's data folder.
+/// One file as its site reports it; `path` is relative to the site's data folder (or prefix).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SiteFile {
     pub path: String,
@@ -19,17 +19,31 @@ pub struct SiteFile {
     /// Set when the site could not read the footer: queries on the table fail naming it.
     pub error: Option<String>,
     /// SHA-256 of the Parquet footer (hex): with the size, what makes two sites' reports
-    /// the same file (a replica). Empty when unknown: such a file is never merged.
+    /// the same file (a replica). Empty when unknown (other formats): never merged.
     #[serde(default)]
     pub fingerprint: String,
+    /// Its Hive partition values, one per [`SiteTableReport::partition_columns`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_values: Vec<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SiteTableReport {
     pub name: String,
-    /// Arrow schema, as serialized by arrow's serde support.
+    /// Arrow schema of the files (partition columns not included), as serialized by
+    /// arrow's serde support.
     pub schema: Schema,
     pub files: Vec<SiteFile>,
+    /// `parquet`, `csv`, `json` or `arrow` (see `shoal_sql::file_formats`).
+    #[serde(default = "parquet")]
+    pub format: String,
+    /// Hive partition columns (`year=2024/...` folders), in folder order; Utf8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_columns: Vec<String>,
+}
+
+fn parquet() -> String {
+    "parquet".into()
 }
 
 /// What a worker sends when it registers.
@@ -60,7 +74,10 @@ struct SiteState {
 #[derive(Debug, Clone)]
 pub struct ClusterTable {
     pub name: String,
+    /// The files' schema (without the partition columns).
     pub schema: SchemaRef,
+    pub format: String,
+    pub partition_columns: Vec<String>,
     /// (serving site, file) pairs in site-name order: each distinct file once, placed on
     /// a live holder (see [`crate::placement`]).
     pub files: Vec<(String, SiteFile)>,
@@ -141,17 +158,15 @@ impl SiteCatalog {
                     continue;
                 }
                 if let Some(theirs) = other.report.tables.iter().find(|t| t.name == table.name)
-                    && !same_columns(&theirs.schema, &table.schema)
+                    && (!same_columns(&theirs.schema, &table.schema)
+                        || theirs.format != table.format
+                        || theirs.partition_columns != table.partition_columns)
                 {
                     return Err(Error::SchemaMismatch {
                         table: table.name.clone(),
                         site: report.name.clone(),
                         other: other_name.clone(),
-                        detail: format!(
-                            "[{}] vs [{}]",
-                            describe(&table.schema),
-                            describe(&theirs.schema)
-                        ),
+                        detail: format!("[{}] vs [{}]", describe(table), describe(theirs)),
                     });
                 }
             }
@@ -297,11 +312,11 @@ impl SiteCatalog {
     /// The table as the cluster holds it, or None when no site reports it.
     pub fn table(&self, name: &str) -> Option<ClusterTable> {
         let sites = self.sites.read();
-        let mut schema = None;
+        let mut first: Option<&SiteTableReport> = None;
         let mut files = Vec::new();
         for (site, state) in sites.iter() {
             if let Some(t) = state.report.tables.iter().find(|t| t.name == name) {
-                schema.get_or_insert_with(|| Arc::new(t.schema.clone()));
+                first.get_or_insert(t);
                 files.extend(t.files.iter().map(|f| (site.clone(), f.clone())));
             }
         }
@@ -311,9 +326,12 @@ impl SiteCatalog {
                 .filter(|state| self.is_live(state))
                 .map(|state| state.active_scans)
         });
+        let first = first?;
         Some(ClusterTable {
             name: name.to_string(),
-            schema: schema?,
+            schema: Arc::new(first.schema.clone()),
+            format: first.format.clone(),
+            partition_columns: first.partition_columns.clone(),
             files: placement.files,
             lost: placement.lost,
         })
@@ -380,7 +398,22 @@ fn same_columns(a: &Schema, b: &Schema) -> bool {
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
-fn describe(schema: &Schema) -> String {
+/// `a Int64, b Utf8` (and `as csv`, `partitioned by year` where not plain Parquet).
+fn describe(table: &SiteTableReport) -> String {
+    let mut text = describe_schema(&table.schema);
+    if table.format != "parquet" {
+        text.push_str(&format!(" as {}", table.format));
+    }
+    if !table.partition_columns.is_empty() {
+        text.push_str(&format!(
+            " partitioned by {}",
+            table.partition_columns.join(", ")
+        ));
+    }
+    text
+}
+
+fn describe_schema(schema: &Schema) -> String {
     schema
         .fields()
         .iter()
@@ -408,7 +441,10 @@ mod tests {
                     rows: 1,
                     error: None,
                     fingerprint: format!("{name}-file"),
+                    partition_values: Vec::new(),
                 }],
+                format: "parquet".into(),
+                partition_columns: Vec::new(),
             }],
         }
     }

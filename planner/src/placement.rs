@@ -23,7 +23,14 @@ pub struct Placement {
 /// A file's checkpoint key in resumable runs: the same for every replica of it.
 pub fn file_key(site: &str, file: &SiteFile) -> String {
     if file.fingerprint.len() >= 16 {
-        format!("f{}", &file.fingerprint[..16])
+        // The same bytes in two partition folders are two files (see `identity`).
+        let partitions: String = file
+            .partition_values
+            .iter()
+            .flat_map(|v| std::iter::once('-').chain(v.chars()))
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("f{}{partitions}", &file.fingerprint[..16])
     } else {
         let raw = format!("{site}-{}", file.path);
         raw.chars()
@@ -32,8 +39,10 @@ pub fn file_key(site: &str, file: &SiteFile) -> String {
     }
 }
 
-/// What makes two reports the same file. Files whose footer could not be read (no
-/// fingerprint) are never merged: each stays its own, with its own error.
+/// What makes two reports the same file: its footer, size and partition values (the same
+/// bytes under `month=01` and `month=02` are two files of the table). Files whose footer
+/// could not be read (no fingerprint) are never merged: each stays its own, with its own
+/// error.
 fn identity(site: &str, file: &SiteFile) -> (String, u64, String) {
     if file.fingerprint.is_empty() || file.error.is_some() {
         (
@@ -45,7 +54,7 @@ fn identity(site: &str, file: &SiteFile) -> (String, u64, String) {
         (
             file.fingerprint.clone(),
             file.size_bytes,
-            String::from("replica"),
+            format!("replica {:?}", file.partition_values),
         )
     }
 }
@@ -106,6 +115,7 @@ mod tests {
             rows: 1,
             error: None,
             fingerprint: fingerprint.into(),
+            partition_values: Vec::new(),
         }
     }
 

@@ -4,17 +4,23 @@
 use crate::catalog::{ClusterTable, SiteCatalog};
 use crate::locality::CLUSTER_STORE;
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use shoal_sql::file_formats::TableFormat;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -108,46 +114,159 @@ pub fn cluster_path(site: &str, path: &str) -> String {
     format!("{site}/{path}")
 }
 
+impl SiteTableProvider {
+    /// The table's columns: the files' columns, then its partition columns (Utf8).
+    fn full_schema(&self) -> SchemaRef {
+        if self.table.partition_columns.is_empty() {
+            return self.table.schema.clone();
+        }
+        let mut fields: Vec<FieldRef> = self.table.schema.fields().iter().cloned().collect();
+        fields.extend(partition_fields(&self.table.partition_columns));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Whether `filter` reads partition columns only: then it can skip whole files.
+    fn on_partitions_only(&self, filter: &Expr) -> bool {
+        let columns = filter.column_refs();
+        !self.table.partition_columns.is_empty()
+            && !columns.is_empty()
+            && columns
+                .iter()
+                .all(|c| self.table.partition_columns.contains(&c.name))
+    }
+
+    /// The files whose partition values pass every partition-only filter (all of them
+    /// when there is none): evaluated once over a batch of one row per file.
+    fn pruned_files(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Result<Vec<(String, crate::SiteFile)>> {
+        let on_partitions: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| self.on_partitions_only(f))
+            .collect();
+        if on_partitions.is_empty() {
+            return Ok(self.table.files.clone());
+        }
+        let schema = Arc::new(Schema::new(partition_fields(&self.table.partition_columns)));
+        let columns: Vec<ArrayRef> = (0..self.table.partition_columns.len())
+            .map(|i| {
+                Arc::new(StringArray::from_iter(
+                    self.table
+                        .files
+                        .iter()
+                        .map(|(_, f)| f.partition_values.get(i).map(String::as_str)),
+                )) as ArrayRef
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let mut keep = vec![true; self.table.files.len()];
+        for filter in on_partitions {
+            let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
+            let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let mask = mask
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "partition filter {filter} is not a predicate"
+                    ))
+                })?;
+            for (i, kept) in keep.iter_mut().enumerate() {
+                *kept &= mask.is_valid(i) && mask.value(i);
+            }
+        }
+        Ok(self
+            .table
+            .files
+            .iter()
+            .zip(keep)
+            .filter(|(_, kept)| *kept)
+            .map(|(file, _)| file.clone())
+            .collect())
+    }
+}
+
+fn partition_fields(columns: &[String]) -> Vec<FieldRef> {
+    columns
+        .iter()
+        .map(|name| Arc::new(Field::new(name, DataType::Utf8, true)))
+        .collect()
+}
+
 #[async_trait]
 impl TableProvider for SiteTableProvider {
     fn schema(&self) -> SchemaRef {
-        self.table.schema.clone()
+        self.full_schema()
     }
 
     fn table_type(&self) -> TableType {
         TableType::Base
     }
 
+    /// Filters on partition columns skip files; DataFusion still applies every filter to
+    /// the rows read (Inexact), so pruning can only save work, never change an answer.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.on_partitions_only(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.catalog.check_servable(&self.table)?;
-        if self.table.files.is_empty() {
+        let files = self.pruned_files(state, filters)?;
+        if files.is_empty() {
+            let full = self.full_schema();
             let schema = match projection {
-                Some(p) => Arc::new(self.table.schema.project(p)?),
-                None => self.table.schema.clone(),
+                Some(p) => Arc::new(full.project(p)?),
+                None => full,
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         // One group per file; the locality handler regroups them per site. The cluster
         // store is registered nowhere: if this scan were ever executed without being split
         // per site, it fails instead of reading from the wrong place.
-        let groups = self
-            .table
-            .files
+        let groups = files
             .iter()
             .map(|(site, f)| {
-                FileGroup::new(vec![PartitionedFile::new(
-                    cluster_path(site, &f.path),
-                    f.size_bytes,
-                )])
+                let file = PartitionedFile::new(cluster_path(site, &f.path), f.size_bytes)
+                    .with_partition_values(
+                        f.partition_values
+                            .iter()
+                            .map(|v| ScalarValue::Utf8(Some(v.clone())))
+                            .collect(),
+                    );
+                FileGroup::new(vec![file])
             })
             .collect();
-        let source = Arc::new(ParquetSource::new(self.table.schema.clone()));
+        let format = TableFormat::from_name(&self.table.format).ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "table '{}' is in format '{}', which this coordinator cannot read",
+                self.table.name, self.table.format
+            ))
+        })?;
+        let table_schema = TableSchema::builder(self.table.schema.clone())
+            .with_table_partition_cols(partition_fields(&self.table.partition_columns))
+            .build();
+        let source = format.file_format().file_source(table_schema);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(CLUSTER_STORE)?, source)
             .with_file_groups(groups)
             .with_limit(limit)

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod error;
+pub mod file_formats;
 mod models_table;
 pub mod session;
 pub mod statement;

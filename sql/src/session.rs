@@ -138,8 +138,10 @@ pub async fn local_context(
     Ok(ctx)
 }
 
+/// A table over its folders on every site, read as the worker holding them would: the
+/// format and partition folders of the first folder's files (`crate::file_formats`).
 async fn register_listing(ctx: &SessionContext, name: &str, urls: Vec<String>) -> Result<()> {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::arrow::datatypes::DataType;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
@@ -148,8 +150,28 @@ async fn register_listing(ctx: &SessionContext, name: &str, urls: Vec<String>) -
         .iter()
         .map(ListingTableUrl::parse)
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let layout = urls
+        .iter()
+        .map(|url| crate::file_formats::table_layout(Path::new(url.trim_end_matches('/'))))
+        .find_map(|layout| layout.transpose())
+        .transpose()
+        .map_err(|source| Error::DataDir {
+            path: std::path::PathBuf::from(&urls[0]),
+            source,
+        })?;
+    let (format, extension, partitions) = layout.unwrap_or((
+        crate::file_formats::TableFormat::Parquet,
+        "parquet".into(),
+        Vec::new(),
+    ));
+    let options = ListingOptions::new(format.file_format())
+        .with_file_extension(format!(".{extension}"))
+        .with_table_partition_cols(
+            partitions
+                .into_iter()
+                .map(|column| (column, DataType::Utf8))
+                .collect(),
+        );
     let config = ListingTableConfig::new_with_multi_paths(table_urls)
         .with_listing_options(options)
         .infer_schema(&state)

@@ -217,6 +217,10 @@ enum Command {
         /// after it and 3 retries.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         store_timeout: Duration,
+        /// How often the data is listed again, so new, changed and removed files are served
+        /// without a restart (0: never).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        rescan_interval: Duration,
         /// Site name (lowercase letters, digits, '-'); defaults to worker-<port>.
         #[arg(long)]
         name: Option<String>,
@@ -468,6 +472,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             advertise,
             data,
             store_timeout,
+            rescan_interval,
             name,
             site_secret_file,
             tls,
@@ -481,6 +486,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
         } => {
             let mut options = WorkerOptions::new(DataLocation::parse(&data)?, coordinator);
             options.store_limits.timeout = store_timeout;
+            options.rescan_interval = rescan_interval;
             if let Some(path) = &policy {
                 options.policy = std::sync::Arc::new(SitePolicy::load(path)?);
             }

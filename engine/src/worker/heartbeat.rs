@@ -11,6 +11,10 @@ use super::models::RemoteModels;
 use super::{Coordinator, register, yielding_scan};
 use crate::error::Error;
 use crate::protocol::{ACTION_HEARTBEAT, Heartbeat, HeartbeatReply, SiteReport};
+
+/// The site's report as last registered: the re-listing replaces it, the heartbeat
+/// re-registers with it when the coordinator has forgotten the site.
+pub type SharedReport = Arc<parking_lot::RwLock<SiteReport>>;
 use crate::security::PeerPasses;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +33,7 @@ impl HeartbeatThread {
     /// runtime, so a slow download never delays a beat.
     pub fn start(
         coordinator: Coordinator,
-        report: SiteReport,
+        report: SharedReport,
         models: Arc<RemoteModels>,
         passes: Arc<PeerPasses>,
         interval: Duration,
@@ -38,7 +42,7 @@ impl HeartbeatThread {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("heartbeat-{}", report.name))
+            .name(format!("heartbeat-{}", report.read().name))
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -79,7 +83,7 @@ impl Drop for HeartbeatThread {
 
 async fn beat_forever(
     coordinator: Coordinator,
-    report: SiteReport,
+    report: SharedReport,
     models: Arc<RemoteModels>,
     passes: Arc<PeerPasses>,
     interval: Duration,
@@ -100,12 +104,13 @@ async fn beat_forever(
         }
     };
     prefetch(&models);
+    let name = report.read().name.clone();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let beat = Heartbeat {
-            name: report.name.clone(),
+            name: name.clone(),
             model_runs: shoal_operators::model_runs(),
             rows_scanned: yielding_scan::rows_scanned(),
             active_scans: yielding_scan::active_scans(),
@@ -138,12 +143,13 @@ async fn beat_forever(
             }
             Ok(_) => {
                 // The coordinator restarted and forgot us: register again.
-                match register(&coordinator, &report).await {
+                let current = report.read().clone();
+                match register(&coordinator, &current).await {
                     Ok(reply) => passes.set(reply.peers),
-                    Err(e) => tracing::warn!(worker = %report.name, "re-registering: {e}"),
+                    Err(e) => tracing::warn!(worker = %name, "re-registering: {e}"),
                 }
             }
-            Err(e) => tracing::warn!(worker = %report.name, "heartbeat: {e}"),
+            Err(e) => tracing::warn!(worker = %name, "heartbeat: {e}"),
         }
     }
 }

@@ -9,13 +9,14 @@ mod kill_switch;
 mod models;
 mod privacy_budget;
 mod private_dir;
+mod relisting;
 mod scan_ledger;
 mod sent_ledger;
 mod sink_actions;
 pub mod site_data;
 mod yielding_scan;
 
-pub use data_dir::describe_tables;
+pub use data_dir::{Describer, describe_tables};
 pub use models::RemoteModels;
 pub use scan_ledger::ScanLedger;
 pub use site_data::{DataLocation, SiteData, StoreLimits};
@@ -49,6 +50,8 @@ pub struct WorkerOptions {
     pub data: DataLocation,
     /// Bounds on each request to a remote store (ignored for a folder).
     pub store_limits: StoreLimits,
+    /// How often the data is listed again for new, changed or removed files (zero: never).
+    pub rescan_interval: Duration,
     pub coordinator: String,
     /// What the worker binds.
     pub listen: String,
@@ -92,6 +95,7 @@ impl WorkerOptions {
             name: None,
             data: data.into(),
             store_limits: StoreLimits::default(),
+            rescan_interval: Duration::from_secs(30),
             coordinator,
             listen: "127.0.0.1:0".into(),
             advertise: None,
@@ -119,6 +123,8 @@ pub struct WorkerProcess {
     pub ledger: Arc<ScanLedger>,
     server: AbortOnDropHandle<()>,
     heartbeat: heartbeat::HeartbeatThread,
+    /// Publishes new and removed files; stops with the worker.
+    relisting: relisting::Relisting,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     kill_switch: kill_switch::KillSwitch,
     coordinator: Coordinator,
@@ -136,7 +142,8 @@ impl WorkerProcess {
             local_dir_for(&options, options.output_dir.as_deref(), "--output", |d| {
                 d.join(".shoal-output")
             })?;
-        let tables = describe_tables(&data).await?;
+        let describer = Arc::new(Describer::default());
+        let tables = describer.describe(&data).await?;
         check_policy_columns(&options.policy, &tables)?;
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
@@ -318,12 +325,13 @@ impl WorkerProcess {
         let reply = register_with_retry(&coordinator, &report, options.register_timeout)
             .await
             .inspect_err(|_| server.abort())?;
+        let report = Arc::new(parking_lot::RwLock::new(report));
         models.set_registry(reply.models);
         peer_passes.set(reply.peers);
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(50));
         let heartbeat = heartbeat::HeartbeatThread::start(
             coordinator.clone(),
-            report,
+            report.clone(),
             models,
             peer_passes,
             interval,
@@ -334,7 +342,16 @@ impl WorkerProcess {
             Error::HeartbeatThread { source: e }
         })?;
         tracing::info!(worker = %name, %url, "worker serving {}", data.location);
+        let relisting = relisting::Relisting::start(relisting::RelistingSetup {
+            data,
+            describer,
+            report,
+            coordinator: coordinator.clone(),
+            policy: options.policy.clone(),
+            interval: options.rescan_interval,
+        });
         Ok(Self {
+            relisting,
             name,
             url,
             ledger,
@@ -351,6 +368,8 @@ impl WorkerProcess {
     /// running tasks finish for up to the drain timeout, then cuts what is left (the
     /// coordinator re-runs those tasks on another holder of the files).
     pub async fn stop(mut self) {
+        // A listing registered after the goodbye would make the site plannable again.
+        self.relisting.stop();
         let leave = serde_json::to_vec(&Leave {
             name: self.name.clone(),
         })
@@ -378,6 +397,7 @@ impl WorkerProcess {
 
     /// Stops the worker abruptly, as a crash would (no goodbye to the coordinator).
     pub fn kill(mut self) {
+        self.relisting.stop();
         self.heartbeat.stop();
         // Cut open connections first: the abort below takes effect only when the runtime
         // next polls the server task, and its connections would otherwise close gracefully.

@@ -1,0 +1,170 @@
+//! The file formats a site's table may be in, and the folder layout of a table: one folder
+//! per table, its files all of one format and extension, optionally in Hive-style partition
+//! folders (`year=2024/month=01/part.parquet`: `year` and `month` become Utf8 columns).
+//! The worker describes its tables by these rules and the single-process session reads
+//! them by the same, so a cluster and one process agree on what a table holds.
+
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use std::sync::Arc;
+
+/// DataFusion's readers, by the name a table report carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableFormat {
+    Parquet,
+    /// Comma-separated, with a header row.
+    Csv,
+    /// Newline-delimited JSON, one object per line.
+    Json,
+    /// Arrow IPC files (`.arrow`, also known as Feather v2).
+    Arrow,
+}
+
+impl TableFormat {
+    pub const ALL: [TableFormat; 4] = [Self::Parquet, Self::Csv, Self::Json, Self::Arrow];
+
+    /// The format of a file, by its extension.
+    pub fn of_extension(extension: &str) -> Option<Self> {
+        match extension.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            "arrow" | "ipc" | "feather" => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The name a table report carries (`parquet`, `csv`, `json`, `arrow`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Csv => "csv",
+            Self::Json => "json",
+            Self::Arrow => "arrow",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// DataFusion's reader for the format, with shoal's settings (CSV has a header).
+    pub fn file_format(self) -> Arc<dyn FileFormat> {
+        match self {
+            Self::Parquet => Arc::new(ParquetFormat::default()),
+            Self::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+            Self::Json => Arc::new(JsonFormat::default()),
+            Self::Arrow => Arc::new(ArrowFormat),
+        }
+    }
+}
+
+/// A file's place in its table folder: the partition values of the folders above it, in
+/// order, or why the path is not a valid table file.
+pub fn partition_values(relative: &str) -> Result<Vec<(String, String)>, String> {
+    let mut parts: Vec<&str> = relative.split('/').collect();
+    parts.pop();
+    parts
+        .into_iter()
+        .map(|folder| match folder.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(format!(
+                "it is in the subfolder '{folder}', which is not a key=value partition folder"
+            )),
+        })
+        .collect()
+}
+
+/// Whether a path segment is the engine's own or a hidden one (`.shoal-audit`, `_SUCCESS`,
+/// `.staging-...`): never a table file or a partition.
+pub fn is_hidden(segment: &str) -> bool {
+    segment.starts_with('.') || segment.starts_with('_')
+}
+
+/// How a local table folder is laid out: the format and extension of its first data file
+/// (in path order, at any depth) and the partition columns of the folders above it. None
+/// for a folder without data files.
+pub fn table_layout(
+    dir: &std::path::Path,
+) -> std::io::Result<Option<(TableFormat, String, Vec<String>)>> {
+    fn first_file(
+        dir: &std::path::Path,
+        relative: &str,
+    ) -> std::io::Result<Option<(String, String)>> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_hidden(&name) {
+                continue;
+            }
+            let path = if relative.is_empty() {
+                name.clone()
+            } else {
+                format!("{relative}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                if let Some(found) = first_file(&entry.path(), &path)? {
+                    return Ok(Some(found));
+                }
+            } else if let Some(extension) = std::path::Path::new(&name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .filter(|e| TableFormat::of_extension(e).is_some())
+            {
+                return Ok(Some((path, extension.to_string())));
+            }
+        }
+        Ok(None)
+    }
+    let Some((relative, extension)) = first_file(dir, "")? else {
+        return Ok(None);
+    };
+    let Some(format) = TableFormat::of_extension(&extension) else {
+        return Ok(None);
+    };
+    let columns = partition_values(&relative)
+        .map(|values| values.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    Ok(Some((format, extension, columns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_extension_and_name() {
+        assert_eq!(
+            TableFormat::of_extension("PARQUET"),
+            Some(TableFormat::Parquet)
+        );
+        assert_eq!(TableFormat::of_extension("jsonl"), Some(TableFormat::Json));
+        assert_eq!(
+            TableFormat::of_extension("feather"),
+            Some(TableFormat::Arrow)
+        );
+        assert_eq!(TableFormat::of_extension("txt"), None);
+        for format in TableFormat::ALL {
+            assert_eq!(TableFormat::from_name(format.name()), Some(format));
+        }
+    }
+
+    #[test]
+    fn partition_folders_give_their_values_in_order() {
+        assert_eq!(partition_values("part.parquet").unwrap(), vec![]);
+        assert_eq!(
+            partition_values("year=2024/month=01/part.parquet").unwrap(),
+            vec![
+                ("year".to_string(), "2024".to_string()),
+                ("month".to_string(), "01".to_string())
+            ]
+        );
+        let err = partition_values("misc/part.parquet").unwrap_err();
+        assert!(err.contains("'misc'"), "{err}");
+        assert!(partition_values("=x/part.parquet").is_err());
+    }
+}
