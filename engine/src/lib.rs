@@ -15,6 +15,7 @@ pub mod client;
 pub mod coordinator;
 pub mod embedded;
 pub mod error;
+pub mod health;
 pub mod memory;
 pub mod protocol;
 pub mod security;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use limits::StatementLimitArgs;
 use shoal_engine::client;
+use shoal_engine::health::{HealthServer, Readiness};
 use shoal_engine::protocol::PipelineMode;
 use shoal_engine::security::{
     AuthFile, CLUSTER_SECRET_ENV, Connector, ServerTls, client_tls, load_auth_file,
@@ -148,6 +149,10 @@ enum Command {
         /// may be 0.0.0.0, or behind NAT); TLS certificates must name HOST.
         #[arg(long)]
         advertise: Option<String>,
+        /// Serve plain-HTTP health endpoints for probes here: GET /healthz (live),
+        /// GET /readyz (serving). They say nothing else.
+        #[arg(long)]
+        health_listen: Option<String>,
         /// Folder of <name>.onnx models to register.
         #[arg(long)]
         models: Option<PathBuf>,
@@ -208,6 +213,10 @@ enum Command {
         /// address (which may be 0.0.0.0, or behind NAT); TLS certificates must name HOST.
         #[arg(long)]
         advertise: Option<String>,
+        /// Serve plain-HTTP health endpoints for probes here: GET /healthz (live),
+        /// GET /readyz (registered with the coordinator). They say nothing else.
+        #[arg(long)]
+        health_listen: Option<String>,
         /// A folder, or a bucket prefix: s3://bucket/prefix, gs://..., az://...,
         /// http(s)://... (credentials and endpoint from the store's standard environment
         /// variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
@@ -313,6 +322,17 @@ enum Command {
     },
 }
 
+/// The health endpoints, where asked for (`--health-listen`).
+async fn start_health(
+    listen: Option<&str>,
+    readiness: &Readiness,
+) -> anyhow::Result<Option<HealthServer>> {
+    match listen {
+        Some(addr) => Ok(Some(HealthServer::start(addr, readiness.clone()).await?)),
+        None => Ok(None),
+    }
+}
+
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -380,6 +400,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
         Command::Coordinator {
             listen,
             advertise,
+            health_listen,
             models,
             heartbeat_timeout,
             heartbeat_interval,
@@ -457,8 +478,12 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
                     ""
                 }
             );
-            let stopping = async {
+            let readiness = Readiness::default();
+            let _health = start_health(health_listen.as_deref(), &readiness).await?;
+            readiness.set(true);
+            let stopping = async move {
                 shutdown_signal().await;
+                readiness.set(false);
                 // Work holding a thread (a training pass, a slow model) stops at its next
                 // check rather than keeping the process alive.
                 shoal_operators::cancel::shut_down();
@@ -470,6 +495,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             coordinator,
             listen,
             advertise,
+            health_listen,
             data,
             store_timeout,
             rescan_interval,
@@ -509,9 +535,13 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             options.tls = tls.server();
             options.tls_ca = tls.tls_ca;
             options.insecure = insecure;
+            let readiness = Readiness::default();
+            let _health = start_health(health_listen.as_deref(), &readiness).await?;
             let worker = WorkerProcess::start(options).await?;
+            readiness.set(true);
             eprintln!("worker '{}' serving at {}", worker.name, worker.url);
             shutdown_signal().await;
+            readiness.set(false);
             worker.stop().await;
             Ok(())
         }
