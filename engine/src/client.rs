@@ -89,7 +89,18 @@ pub struct StatementResult {
 
 /// Runs `sql` through Flight SQL, exactly as pyarrow or ADBC would.
 pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
-    run_statement(connector, url, sql)
+    execute_sql_as(connector, url, sql, false).await
+}
+
+/// [`execute_sql`]; with `partial`, asks to be answered from the sites that are up (the
+/// `shoal-partial` header).
+pub async fn execute_sql_as(
+    connector: &Connector,
+    url: &str,
+    sql: &str,
+    partial: bool,
+) -> Result<StatementResult> {
+    run_statement(connector, url, sql, partial)
         .await
         .map_err(server_message)
 }
@@ -110,8 +121,16 @@ fn server_message(error: Error) -> Error {
     }
 }
 
-async fn run_statement(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
+async fn run_statement(
+    connector: &Connector,
+    url: &str,
+    sql: &str,
+    partial: bool,
+) -> Result<StatementResult> {
     let mut client = flight_sql(connector, url).await?;
+    if partial {
+        client.set_header(crate::coordinator::PARTIAL_HEADER, "true");
+    }
     let info = client.execute(sql.to_string(), None).await?;
     let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);
     let mut batches = Vec::new();

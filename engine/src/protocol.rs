@@ -232,6 +232,11 @@ pub struct StatementHandle {
     /// Who the coordinator issued the ticket to ([`crate::security::Principal::owner`]).
     #[serde(default)]
     pub owner: String,
+    /// The client asked for an answer from the sites that are up (`shoal-partial: true`
+    /// header): files only down sites hold are skipped and the report says what was not
+    /// read. Off by default: a missing site fails the statement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// The coordinator's HMAC of the fields above (hex): a ticket it did not issue, or one
     /// changed by the client, is refused.
     #[serde(default)]

@@ -362,3 +362,41 @@ fn a_statement_that_makes_no_progress_fails_with_a_no_progress_error() {
         answer.elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn asked_for_a_partial_answer_a_down_site_is_left_out_and_the_report_says_what_was_not_read() {
+    let mut s = scene(Layout::Plain, Spec::default());
+    s.cluster.kill9("w2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.cluster.sites().get("w2") != Some(&false) {
+        assert!(Instant::now() < deadline, "w2 never found down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // By default a missing site fails the statement, naming it.
+    let refused = s.cluster.sql(CHECK_SQL);
+    assert!(!refused.ok && refused.stderr.contains("w2"), "{refused:?}");
+
+    let partial = s.cluster.sql_with(&["--partial"], CHECK_SQL);
+    assert!(partial.ok, "{partial:?}");
+    let live = [s.sites[0].clone(), s.sites[2].clone()];
+    assert_eq!(partial.stdout, harness::single_node_answer(&live));
+    assert!(
+        partial
+            .stderr
+            .contains("PARTIAL answer: not read 2 file(s) of down site(s) 'w2'"),
+        "{}",
+        partial.stderr
+    );
+    eprintln!("FIGURE partial answer: {}", partial.stderr.trim());
+    // Every site down: an empty answer that says so, not an error.
+    s.cluster.kill9("w1");
+    s.cluster.kill9("w3");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.cluster.sites().values().any(|live| *live) {
+        assert!(Instant::now() < deadline, "workers never found down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nothing = s.cluster.sql_with(&["--partial"], CHECK_SQL);
+    assert!(nothing.ok, "{nothing:?}");
+    assert!(nothing.stderr.contains("(100.0%)"), "{}", nothing.stderr);
+}

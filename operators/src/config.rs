@@ -9,6 +9,7 @@
 //! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
 //! | `shoal.models.batch_rows` | JSON | `{}` | model name -> rows per model run (a pipeline model node's `batch_size`) |
+//! | `shoal.query.partial` | bool | false | answer from the sites that are up: files only down sites hold are skipped and the report says what was not read |
 //!
 //! DataFusion's `extensions_options!` makes one-level keys only; this implements
 //! [`ExtensionOptions`] by hand for the `shoal.<area>.<name>` keys.
@@ -22,6 +23,15 @@ pub struct ShoalOptions {
     pub inference: InferenceOptions,
     pub models: ModelOptions,
     pub statement: StatementOptions,
+    pub query: QueryOptions,
+}
+
+/// How a statement treats sites that are down.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryOptions {
+    /// Answer from the live sites, skipping files only down sites hold (the statement's
+    /// report gives the coverage); false: a missing site fails the statement.
+    pub partial: bool,
 }
 
 /// Which statement a task belongs to, for stopping its long loops (see [`crate::cancel`]):
@@ -72,6 +82,7 @@ impl Default for ShoalOptions {
             },
             models: ModelOptions::default(),
             statement: StatementOptions::default(),
+            query: QueryOptions::default(),
         }
     }
 }
@@ -107,6 +118,7 @@ const STATEMENT_KEY: &str = "statement.key";
 const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
 const STATEMENT_USER: &str = "statement.user";
 const STATEMENT_DIGEST: &str = "statement.digest";
+const QUERY_PARTIAL: &str = "query.partial";
 
 impl ExtensionOptions for ShoalOptions {
     fn as_any(&self) -> &dyn Any {
@@ -138,6 +150,11 @@ impl ExtensionOptions for ShoalOptions {
             STATEMENT_KEY => self.statement.key = value.to_string(),
             STATEMENT_USER => self.statement.user = value.to_string(),
             STATEMENT_DIGEST => self.statement.digest = value.to_string(),
+            QUERY_PARTIAL => {
+                self.query.partial = value.trim().parse().or_else(|_| {
+                    config_err!("shoal.{QUERY_PARTIAL} must be true or false, not '{value}'")
+                })?
+            }
             STATEMENT_DEADLINE => {
                 self.statement.deadline_ms = value.trim().parse().or_else(|_| {
                     config_err!(
@@ -150,7 +167,7 @@ impl ExtensionOptions for ShoalOptions {
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
                      shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, \
                      shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
-                     shoal.{STATEMENT_DIGEST}"
+                     shoal.{STATEMENT_DIGEST}, shoal.{QUERY_PARTIAL}"
                 );
             }
         }
@@ -198,6 +215,12 @@ impl ExtensionOptions for ShoalOptions {
                  coordinator's --query-timeout",
             ),
             entry(
+                QUERY_PARTIAL,
+                self.query.partial.to_string(),
+                "Answer from the sites that are up: files only down sites hold are skipped and \
+                 the report says what was not read (false: a missing site fails the statement)",
+            ),
+            entry(
                 STATEMENT_USER,
                 self.statement.user.clone(),
                 "Who asked (set by the coordinator): written in each site's audit log",
@@ -231,6 +254,6 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 8);
+        assert_eq!(keys.len(), 9);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::placement::{LostFile, place_files};
+use crate::report::Coverage;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -89,7 +90,12 @@ pub struct ClusterTable {
 pub struct SiteCatalog {
     sites: RwLock<BTreeMap<String, SiteState>>,
     heartbeat_timeout: Duration,
+    /// What recent statements answered from the live sites did not read, by statement key.
+    coverage: parking_lot::Mutex<std::collections::VecDeque<(String, Coverage)>>,
 }
+
+/// Statements whose coverage is kept (the report reads it right after the statement).
+const KEPT_COVERAGE: usize = 256;
 
 pub fn validate_site_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -113,6 +119,7 @@ impl SiteCatalog {
         Self {
             sites: RwLock::new(BTreeMap::new()),
             heartbeat_timeout,
+            coverage: Default::default(),
         }
     }
 
@@ -341,6 +348,42 @@ impl SiteCatalog {
     /// sites that are down, or a site reported a file it could not read: answering without
     /// them would silently drop rows.
     pub fn check_servable(&self, table: &ClusterTable) -> Result<()> {
+        self.check_readable(table)?;
+        if table.lost.is_empty() {
+            return Ok(());
+        }
+        self.site_down(table)
+    }
+
+    /// Records that statement `key` answers from the live sites without `table`'s lost
+    /// files (see `shoal.query.partial`); what [`SiteCatalog::coverage_of`] reports.
+    pub fn note_not_read(&self, key: &str, table: &ClusterTable) {
+        let mut kept = self.coverage.lock();
+        let index = match kept.iter().rposition(|(k, _)| k == key) {
+            Some(index) => index,
+            None => {
+                if kept.len() == KEPT_COVERAGE {
+                    kept.pop_front();
+                }
+                kept.push_back((key.to_string(), Coverage::default()));
+                kept.len() - 1
+            }
+        };
+        kept[index].1.add_table(table);
+    }
+
+    /// What statement `key` did not read, if it skipped anything.
+    pub fn coverage_of(&self, key: &str) -> Option<Coverage> {
+        self.coverage
+            .lock()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Fails, naming the site and the file, when a site reported a file it could not read.
+    pub fn check_readable(&self, table: &ClusterTable) -> Result<()> {
         for (site, file) in &table.files {
             if let Some(message) = &file.error {
                 return Err(Error::BadFile {
@@ -351,9 +394,10 @@ impl SiteCatalog {
                 });
             }
         }
-        if table.lost.is_empty() {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    fn site_down(&self, table: &ClusterTable) -> Result<()> {
         let sites = self.sites.read();
         let mut down: Vec<&str> = table
             .lost

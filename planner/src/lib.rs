@@ -28,5 +28,5 @@ pub mod stand_in;
 pub use catalog::{SiteCatalog, SiteFile, SiteReport, SiteTableReport};
 pub use error::{Error, Result};
 pub use locality::{CLUSTER_STORE, SiteLocality, site_store_url};
-pub use report::QueryReport;
+pub use report::{Coverage, QueryReport};
 pub use site_table::SiteSchemaProvider;

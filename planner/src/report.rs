@@ -41,6 +41,74 @@ pub struct QueryReport {
     /// them (the audit log's `sent_to`).
     #[serde(default)]
     pub sent_by_site: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Set when the statement answered from the sites that were up (`shoal.query.partial`)
+    /// and some files were held only by sites that were down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+}
+
+/// What a statement answered from the live sites did not read.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Coverage {
+    /// The down sites that held the files not read.
+    pub sites_not_read: std::collections::BTreeSet<String>,
+    /// `table: site/path` of each file not read (each replica's holders were all down).
+    pub files_not_read: Vec<String>,
+    /// Rows of the files not read, and of every file of the tables read (Parquet footers;
+    /// 0 for formats whose row counts are unknown until read).
+    pub rows_not_read: u64,
+    pub rows_total: u64,
+    pub bytes_not_read: u64,
+    pub bytes_total: u64,
+}
+
+impl Coverage {
+    pub fn add_table(&mut self, table: &crate::catalog::ClusterTable) {
+        for lost in &table.lost {
+            self.sites_not_read.extend(lost.holders.iter().cloned());
+            self.files_not_read.push(format!(
+                "{}: {}/{}",
+                table.name,
+                lost.holders.join("|"),
+                lost.file.path
+            ));
+            self.rows_not_read += lost.file.rows;
+            self.bytes_not_read += lost.file.size_bytes;
+        }
+        let all = table
+            .files
+            .iter()
+            .map(|(_, f)| f)
+            .chain(table.lost.iter().map(|l| &l.file));
+        for file in all {
+            self.rows_total += file.rows;
+            self.bytes_total += file.size_bytes;
+        }
+    }
+
+    /// `PARTIAL answer: not read 2 file(s) of down site(s) 'w2': 10067 of 30201 rows (33.3%)`.
+    pub fn summary(&self) -> String {
+        let (part, whole, unit) = if self.rows_total > 0 {
+            (self.rows_not_read, self.rows_total, "rows")
+        } else {
+            (self.bytes_not_read, self.bytes_total, "bytes")
+        };
+        let share = if whole == 0 {
+            0.0
+        } else {
+            100.0 * part as f64 / whole as f64
+        };
+        format!(
+            "PARTIAL answer: not read {} file(s) of down site(s) '{}': {part} of {whole} {unit} \
+             ({share:.1}%)",
+            self.files_not_read.len(),
+            self.sites_not_read
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("', '")
+        )
+    }
 }
 
 impl QueryReport {
@@ -100,6 +168,7 @@ impl QueryReport {
             groups_suppressed,
             bytes_between_sites,
             sent_by_site: BTreeMap::new(),
+            coverage: None,
         })
     }
 
@@ -136,6 +205,10 @@ impl QueryReport {
 
     pub fn summary(&self) -> String {
         let mut summary = self.moved_summary();
+        if let Some(coverage) = &self.coverage {
+            summary.push_str("; ");
+            summary.push_str(&coverage.summary());
+        }
         if self.retries > 0 {
             let at: Vec<String> = self.lost_at_ms.iter().map(|ms| ms.to_string()).collect();
             summary.push_str(&format!(

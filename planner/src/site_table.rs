@@ -20,6 +20,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use shoal_operators::ShoalOptions;
 use shoal_sql::file_formats::TableFormat;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -231,7 +232,15 @@ impl TableProvider for SiteTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.catalog.check_servable(&self.table)?;
+        let options = ShoalOptions::from_config(state.config_options());
+        if options.query.partial && !self.table.lost.is_empty() {
+            // Answer from the sites that are up; the report says what was not read.
+            self.catalog.check_readable(&self.table)?;
+            self.catalog
+                .note_not_read(&options.statement.key, &self.table);
+        } else {
+            self.catalog.check_servable(&self.table)?;
+        }
         let files = self.pruned_files(state, filters)?;
         if files.is_empty() {
             let full = self.full_schema();

@@ -300,6 +300,11 @@ enum Command {
         /// Do not print the bytes-moved report on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Answer from the sites that are up: files only down sites hold are skipped, and
+        /// the report says which and what share of the rows (without it, a site that is
+        /// down fails the statement).
+        #[arg(long)]
+        partial: bool,
         query: String,
     },
     /// Run a pipeline file: on --coordinator, or an embedded cluster on the sample data.
@@ -592,10 +597,12 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             client,
             format,
             quiet,
+            partial,
             query,
         } => {
             let connector = client.connector()?;
-            let result = client::execute_sql(&connector, &client.coordinator, &query).await?;
+            let result =
+                client::execute_sql_as(&connector, &client.coordinator, &query, partial).await?;
             output::print(&result.schema, &result.batches, format)?;
             if !quiet
                 && let Some(id) = result.query_id

@@ -35,7 +35,7 @@ mod training;
 mod workers;
 
 pub use execution::QueryOutput;
-pub use flight::{CoordinatorFlight, serve};
+pub use flight::{CoordinatorFlight, PARTIAL_HEADER, serve};
 pub use options::CoordinatorOptions;
 pub use statement::PlannedQuery;
 
@@ -243,7 +243,20 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Result<PlannedQuery> {
-        let asker = session::Asker::new(principal, sql, self.auth.tables_of(principal));
+        self.plan_as(sql, parameters, principal, false).await
+    }
+
+    /// [`Coordinator::plan_with_parameters`]; with `partial`, files only down sites hold
+    /// are skipped (the report says what was not read) instead of failing the statement.
+    pub async fn plan_as(
+        &self,
+        sql: &str,
+        parameters: Option<ParamValues>,
+        principal: &Principal,
+        partial: bool,
+    ) -> Result<PlannedQuery> {
+        let mut asker = session::Asker::new(principal, sql, self.auth.tables_of(principal));
+        asker.partial = partial;
         self.planning
             .run(asker.scope(async {
                 let statement =
@@ -275,6 +288,17 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Replan {
+        self.replan_as(sql, parameters, principal, false)
+    }
+
+    /// [`Coordinator::replan`], planning as [`Coordinator::plan_as`] does.
+    pub fn replan_as(
+        self: &Arc<Self>,
+        sql: &str,
+        parameters: Option<ParamValues>,
+        principal: &Principal,
+        partial: bool,
+    ) -> Replan {
         let coordinator = self.clone();
         let sql = sql.to_string();
         let principal = principal.clone();
@@ -285,7 +309,7 @@ impl Coordinator {
             let principal = principal.clone();
             Box::pin(async move {
                 coordinator
-                    .plan_with_parameters(&sql, parameters, &principal)
+                    .plan_as(&sql, parameters, &principal, partial)
                     .await
             })
         })

@@ -130,6 +130,7 @@ impl Sessions {
         let asker = ASKER
             .try_with(Clone::clone)
             .unwrap_or_else(|_| Asker::coordinator());
+        shoal.query.partial = asker.partial;
         shoal.statement = shoal_operators::config::StatementOptions {
             key: crate::coordinator::ids::new_id(),
             deadline_ms: shoal_operators::cancel::deadline_after(self.query_timeout),
@@ -155,6 +156,8 @@ pub struct Asker {
     pub digest: String,
     /// The only tables the principal may read, where grants narrow it.
     pub tables: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// Answer from the sites that are up (see `shoal.query.partial`).
+    pub partial: bool,
 }
 
 impl Asker {
@@ -168,6 +171,7 @@ impl Asker {
             user: principal.owner(),
             digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
             tables,
+            partial: false,
         }
     }
 
@@ -177,6 +181,7 @@ impl Asker {
             user: "coordinator".into(),
             digest: String::new(),
             tables: None,
+            partial: false,
         }
     }
 

@@ -61,6 +61,11 @@ impl WorkerCalls {
             .collect()
     }
 
+    /// What statement `key` did not read, when it answered from the live sites.
+    pub fn coverage_of(&self, key: &str) -> Option<shoal_planner::Coverage> {
+        self.catalog.coverage_of(key)
+    }
+
     /// The live workers' names.
     pub fn live_sites(&self) -> Vec<String> {
         self.catalog

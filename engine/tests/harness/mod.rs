@@ -263,6 +263,20 @@ impl Cluster {
         Answer::of(self.spawn_sql(sql), started)
     }
 
+    /// `shoal sql --format csv ARGS... SQL`, waited for.
+    pub fn sql_with(&self, args: &[&str], sql: &str) -> Answer {
+        let started = Instant::now();
+        let child = Command::new(SHOAL)
+            .args(["sql", "--coordinator", &self.url, "--format", "csv"])
+            .args(args)
+            .arg(sql)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal sql");
+        Answer::of(child, started)
+    }
+
     fn pid(&self, name: &str) -> u32 {
         self.workers
             .get(name)

@@ -70,13 +70,14 @@ impl QueryReports {
         let mut report = match planned.as_deref() {
             Some(PlannedQuery::Plan { plan, task_ctx }) => {
                 let mut report = read_report(query_id, plan.clone(), rows, started).await;
-                if report.distributed
-                    && let Some(workers) = &self.workers
-                {
+                if let Some(workers) = &self.workers {
                     let key = ShoalOptions::from_config(task_ctx.session_config().options())
                         .statement
                         .key;
-                    report.set_sent_by_site(workers.sent_by_site(&key).await);
+                    if report.distributed {
+                        report.set_sent_by_site(workers.sent_by_site(&key).await);
+                    }
+                    report.coverage = workers.coverage_of(&key);
                 }
                 report
             }

@@ -171,6 +171,19 @@ fn principal_of<T>(request: &Request<T>) -> Principal {
         .map_or(Principal::Open, |a| a.principal.clone())
 }
 
+/// Header a client sends to be answered from the sites that are up (see
+/// [`StatementHandle::partial`]); ADBC sets it with the connection option
+/// `adbc.flight.sql.rpc.call_header.shoal-partial`, `shoal sql` with `--partial`.
+pub const PARTIAL_HEADER: &str = "shoal-partial";
+
+fn wants_partial<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .get(PARTIAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim(), "true" | "1"))
+}
+
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
@@ -190,7 +203,7 @@ impl CoordinatorFlight {
         let parameters = parameters::decode(handle.parameters.as_deref())?;
         let planned = self
             .coordinator
-            .plan_with_parameters(&handle.sql, parameters, principal)
+            .plan_as(&handle.sql, parameters, principal, handle.partial)
             .await
             .map_err(crate::Error::to_status)?;
         let handle = self.coordinator.tickets.seal(handle, principal);
@@ -215,7 +228,7 @@ impl CoordinatorFlight {
         // state for a client that never comes back for its ticket.
         let planned = Arc::new(
             coordinator
-                .plan_with_parameters(&handle.sql, parameters.clone(), principal)
+                .plan_as(&handle.sql, parameters.clone(), principal, handle.partial)
                 .await
                 .map_err(crate::Error::to_status)?,
         );
@@ -225,7 +238,7 @@ impl CoordinatorFlight {
         let executor = coordinator.executor.clone();
         let (batches, attempts) = executor.execute_resilient(
             planned,
-            coordinator.replan(&handle.sql, parameters, principal),
+            coordinator.replan_as(&handle.sql, parameters, principal, handle.partial),
         );
         let (running, cancel) = executor
             .running()
@@ -307,6 +320,7 @@ impl FlightSqlService for CoordinatorFlight {
             query_id: new_id(),
             parameters: None,
             owner: String::new(),
+            partial: wants_partial(&request),
             mac: String::new(),
         };
         let principal = principal_of(&request);
@@ -387,6 +401,7 @@ impl FlightSqlService for CoordinatorFlight {
                 .map(parameters::encode)
                 .transpose()?,
             owner: String::new(),
+            partial: wants_partial(&request),
             mac: String::new(),
         };
         self.statement_info(statement, &principal, request.into_inner())

@@ -56,8 +56,15 @@ impl TicketKey {
 /// The fields a signature covers, each length-prefixed so no two handles share bytes.
 fn signed_bytes(handle: &StatementHandle) -> Vec<u8> {
     let parameters = handle.parameters.as_deref().unwrap_or("");
+    let partial = if handle.partial { "partial" } else { "" };
     let mut out = Vec::new();
-    for field in [&handle.sql, &handle.query_id, parameters, &handle.owner] {
+    for field in [
+        &handle.sql,
+        &handle.query_id,
+        parameters,
+        &handle.owner,
+        partial,
+    ] {
         out.extend_from_slice(&(field.len() as u64).to_le_bytes());
         out.extend_from_slice(field.as_bytes());
     }
@@ -89,6 +96,7 @@ mod tests {
     fn only_unchanged_tickets_work_and_only_for_their_owner() {
         let key = TicketKey::random().unwrap();
         let handle = StatementHandle {
+            partial: false,
             sql: "SELECT 1".into(),
             query_id: "q1".into(),
             parameters: None,
