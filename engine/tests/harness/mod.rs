@@ -175,16 +175,7 @@ impl Cluster {
             .args(["sites", "--coordinator", &self.url])
             .output()
             .expect("run shoal sites");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split('\t');
-                let name = fields.next()?.to_string();
-                let url = fields.next()?.to_string();
-                let live = fields.next()? == "live";
-                Some((name, (url, live)))
-            })
-            .collect()
+        parse_sites(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Replaces worker `name` with a new process over `data` and waits until the
@@ -213,21 +204,7 @@ impl Cluster {
     }
 
     pub fn wait_live(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let live = self.sites().values().filter(|l| **l).count();
-            if live == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{live} of {n} workers live after {timeout:?} ({:?}); the logs (their folder \
-                 goes with the test):\n{}",
-                self.sites(),
-                self.log_tails()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_live(|| self.sites(), n, timeout, &self.logs);
     }
 
     /// Starts `shoal sql --format csv` on `sql` without waiting.
@@ -403,6 +380,45 @@ impl Cluster {
     /// The last lines of every process's log, for a failure message.
     pub fn log_tails(&self) -> String {
         log_tails(&self.logs)
+    }
+}
+
+/// `shoal sites` output (name, url, live|down per line): name -> (url, live).
+pub fn parse_sites(stdout: &str) -> BTreeMap<String, (String, bool)> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let name = fields.next()?.to_string();
+            let url = fields.next()?.to_string();
+            let live = fields.next()? == "live";
+            Some((name, (url, live)))
+        })
+        .collect()
+}
+
+/// Waits until `sites` says `n` workers are live; fails with the logs in `logs` after
+/// `timeout`.
+pub fn wait_live(
+    sites: impl Fn() -> BTreeMap<String, bool>,
+    n: usize,
+    timeout: Duration,
+    logs: &Path,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = sites();
+        let live = now.values().filter(|l| **l).count();
+        if live == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{live} of {n} workers live after {timeout:?} ({now:?}); the logs (their folder \
+             goes with the test):\n{}",
+            log_tails(logs)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -671,51 +687,9 @@ pub fn query_with_fault(
 }
 
 /// `sql`'s answer from single-node DataFusion with `lineitem` over every site's
-/// `lineitem/` folder, as the CSV `shoal sql` prints.
+/// `lineitem/` folder (and the test models), as the CSV `shoal sql` prints.
 pub fn single_node_csv(sites: &[PathBuf], sql: &str) -> String {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{
-        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        let urls: Vec<ListingTableUrl> = sites
-            .iter()
-            .map(|s| {
-                ListingTableUrl::parse(format!("{}/", s.join("lineitem").display()))
-                    .expect("a folder URL")
-            })
-            .collect();
-        let options = ListingOptions::new(std::sync::Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .infer_schema(&ctx.state())
-            .await
-            .expect("infer the schema");
-        ctx.register_table(
-            "lineitem",
-            std::sync::Arc::new(ListingTable::try_new(config).expect("a table")),
-        )
-        .expect("register lineitem");
-        let batches = ctx
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        let mut out = Vec::new();
-        for (i, batch) in batches.iter().enumerate() {
-            datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(i == 0)
-                .build(&mut out)
-                .write(batch)
-                .expect("csv");
-        }
-        String::from_utf8(out).expect("utf-8")
-    })
+    single_node_shoal_csv(sites, &repo_root().join("tests/data/models"), sql)
 }
 
 /// `sql`'s answer from a single-process shoal session (DataFusion with shoal's functions

@@ -4,7 +4,9 @@
 //! secret, workers bound to every interface and advertising their host's address.
 
 use super::netns::Network;
-use super::{Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, log_tails, repo_root};
+use super::{
+    Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, parse_sites, repo_root, wait_live,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,19 @@ pub struct NetCluster {
 
 fn tls_dir() -> PathBuf {
     repo_root().join("tests/data/tls")
+}
+
+/// A server's TLS: the hosts' certificate (it names every 10.77.0.x host) and the CA.
+fn tls_args() -> Vec<std::ffi::OsString> {
+    let tls = tls_dir();
+    vec![
+        "--tls-cert".into(),
+        tls.join("netns.pem").into(),
+        "--tls-key".into(),
+        tls.join("netns.key").into(),
+        "--tls-ca".into(),
+        tls.join("ca.pem").into(),
+    ]
 }
 
 impl NetCluster {
@@ -50,7 +65,6 @@ impl NetCluster {
             std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))
                 .expect("chmod a secret file");
         }
-        let tls = tls_dir();
         let coordinator = net
             .command("coordinator", SHOAL)
             .args(["coordinator", "--listen"])
@@ -59,12 +73,7 @@ impl NetCluster {
             .arg(format!("{coordinator_ip}:{COORDINATOR_PORT}"))
             .arg("--auth-file")
             .arg(&auth)
-            .arg("--tls-cert")
-            .arg(tls.join("netns.pem"))
-            .arg("--tls-key")
-            .arg(tls.join("netns.key"))
-            .arg("--tls-ca")
-            .arg(tls.join("ca.pem"))
+            .args(tls_args())
             .arg("--models")
             .arg(&spec.models)
             .args([
@@ -95,7 +104,6 @@ impl NetCluster {
 
     /// Starts worker `name` on its host over `data`.
     pub fn start_worker(&mut self, name: &str, data: PathBuf) {
-        let tls = tls_dir();
         let ip = self.net.host(name).ip.clone();
         let secret = enroll(&self.logs.join("auth-net.toml"), &self.logs, name);
         let mut command = self.net.command(name, SHOAL);
@@ -111,12 +119,7 @@ impl NetCluster {
             .args(["--name", name, "--policy", SITE_POLICY])
             .arg("--site-secret-file")
             .arg(&secret)
-            .arg("--tls-cert")
-            .arg(tls.join("netns.pem"))
-            .arg("--tls-key")
-            .arg(tls.join("netns.key"))
-            .arg("--tls-ca")
-            .arg(tls.join("ca.pem"))
+            .args(tls_args())
             .args(&self.spec.worker_args)
             .stdout(Stdio::null())
             .stderr(log_file(&self.logs, name));
@@ -167,31 +170,14 @@ impl NetCluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split('\t');
-                let name = fields.next()?.to_string();
-                let _url = fields.next()?;
-                Some((name, fields.next()? == "live"))
-            })
+        parse_sites(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .map(|(name, (_, live))| (name, live))
             .collect()
     }
 
     pub fn wait_live(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let live = self.sites().values().filter(|l| **l).count();
-            if live == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{live} of {n} workers live after {timeout:?}; logs:\n{}",
-                log_tails(&self.logs)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_live(|| self.sites(), n, timeout, &self.logs);
     }
 
     /// Waits until `shoal sites` says `name` is (or is not) live.
