@@ -400,3 +400,34 @@ fn asked_for_a_partial_answer_a_down_site_is_left_out_and_the_report_says_what_w
     assert!(nothing.ok, "{nothing:?}");
     assert!(nothing.stderr.contains("(100.0%)"), "{}", nothing.stderr);
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test turns it on)"
+)]
+fn asked_for_a_partial_answer_a_site_lost_mid_statement_is_left_out_of_the_re_run() {
+    let mut s = scene(Layout::Plain, slow());
+    let started = Instant::now();
+    let query = s.cluster.spawn_sql_with(&["--partial"], CHECK_SQL);
+    std::thread::sleep(Duration::from_millis(700));
+    s.cluster.kill9("w2");
+    let answer = harness::Answer::of(query, started);
+    assert!(
+        answer.ok,
+        "{answer:?}; logs in {}",
+        s.cluster.logs.display()
+    );
+    let live = [s.sites[0].clone(), s.sites[2].clone()];
+    assert_eq!(answer.stdout, harness::single_node_answer(&live));
+    for said in [
+        "re-run 1 time(s) after losing worker(s) 'w2'",
+        "PARTIAL answer: not read 2 file(s) of down site(s) 'w2'",
+    ] {
+        assert!(answer.stderr.contains(said), "{}", answer.stderr);
+    }
+    eprintln!(
+        "FIGURE partial answer after a mid-statement loss: {}",
+        answer.stderr.trim()
+    );
+}

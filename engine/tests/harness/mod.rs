@@ -243,15 +243,19 @@ impl Cluster {
     /// `shoal sql --format csv ARGS... SQL`, waited for.
     pub fn sql_with(&self, args: &[&str], sql: &str) -> Answer {
         let started = Instant::now();
-        let child = Command::new(SHOAL)
+        Answer::of(self.spawn_sql_with(args, sql), started)
+    }
+
+    /// Starts `shoal sql --format csv ARGS... SQL` without waiting.
+    pub fn spawn_sql_with(&self, args: &[&str], sql: &str) -> Child {
+        Command::new(SHOAL)
             .args(["sql", "--coordinator", &self.url, "--format", "csv"])
             .args(args)
             .arg(sql)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run shoal sql");
-        Answer::of(child, started)
+            .expect("run shoal sql")
     }
 
     fn pid(&self, name: &str) -> u32 {
