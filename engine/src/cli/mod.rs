@@ -27,7 +27,7 @@ use std::time::Duration;
 #[command(
     name = "shoal",
     version,
-    about = "Score Parquet where it lies: SQL with ML functions over a cluster of data sites"
+    about = "Score data where it lies: SQL with ML functions over a cluster of data sites"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -203,7 +203,8 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         max_search_trials: usize,
     },
-    /// Run a worker over a data folder or bucket prefix holding DATA/<table>/*.parquet.
+    /// Run a worker over a data folder or bucket prefix: DATA/<table>/ of Parquet, CSV,
+    /// JSON or Arrow IPC files (Hive partition folders allowed).
     Worker {
         #[arg(long, default_value = "http://127.0.0.1:50050")]
         coordinator: String,
