@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::placement::{LostFile, place_files};
+use crate::recent::Recent;
 use crate::report::Coverage;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use parking_lot::RwLock;
@@ -91,7 +92,7 @@ pub struct SiteCatalog {
     sites: RwLock<BTreeMap<String, SiteState>>,
     heartbeat_timeout: Duration,
     /// What recent statements answered from the live sites did not read, by statement key.
-    coverage: parking_lot::Mutex<std::collections::VecDeque<(String, Coverage)>>,
+    coverage: Recent<Coverage>,
 }
 
 /// Statements whose coverage is kept (the report reads it right after the statement).
@@ -119,7 +120,7 @@ impl SiteCatalog {
         Self {
             sites: RwLock::new(BTreeMap::new()),
             heartbeat_timeout,
-            coverage: Default::default(),
+            coverage: Recent::new(KEPT_COVERAGE),
         }
     }
 
@@ -358,28 +359,13 @@ impl SiteCatalog {
     /// Records that statement `key` answers from the live sites without `table`'s lost
     /// files (see `shoal.query.partial`); what [`SiteCatalog::coverage_of`] reports.
     pub fn note_not_read(&self, key: &str, table: &ClusterTable) {
-        let mut kept = self.coverage.lock();
-        let index = match kept.iter().rposition(|(k, _)| k == key) {
-            Some(index) => index,
-            None => {
-                if kept.len() == KEPT_COVERAGE {
-                    kept.pop_front();
-                }
-                kept.push_back((key.to_string(), Coverage::default()));
-                kept.len() - 1
-            }
-        };
-        kept[index].1.add_table(table);
+        self.coverage
+            .update(key, |coverage| coverage.add_table(table));
     }
 
     /// What statement `key` did not read, if it skipped anything.
     pub fn coverage_of(&self, key: &str) -> Option<Coverage> {
-        self.coverage
-            .lock()
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, c)| c.clone())
+        self.coverage.get(key)
     }
 
     /// Fails, naming the site and the file, when a site reported a file it could not read.

@@ -21,6 +21,7 @@ pub mod locality;
 pub mod pipeline;
 pub mod placement;
 pub mod policy;
+pub mod recent;
 pub mod report;
 pub mod site_table;
 pub mod stand_in;

@@ -50,10 +50,17 @@ pub struct QueryReport {
 /// What a statement answered from the live sites did not read.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Coverage {
+    /// The tables read without some of their files (each counted once, however many
+    /// times the statement scans it).
+    #[serde(default)]
+    pub tables: std::collections::BTreeSet<String>,
     /// The down sites that held the files not read.
     pub sites_not_read: std::collections::BTreeSet<String>,
-    /// `table: site/path` of each file not read (each replica's holders were all down).
+    /// `table: site/path` of the files not read (each replica's holders were all down):
+    /// the first [`Coverage::LISTED_FILES`]; `files_not_read_count` counts them all.
     pub files_not_read: Vec<String>,
+    #[serde(default)]
+    pub files_not_read_count: u64,
     /// Rows of the files not read, and of every file of the tables read (Parquet footers;
     /// 0 for formats whose row counts are unknown until read).
     pub rows_not_read: u64,
@@ -63,15 +70,25 @@ pub struct Coverage {
 }
 
 impl Coverage {
+    /// Files named in a report: a site down with its thousands of files must not make the
+    /// report (kept on the coordinator, sent to the client) that large.
+    pub const LISTED_FILES: usize = 100;
+
     pub fn add_table(&mut self, table: &crate::catalog::ClusterTable) {
+        if !self.tables.insert(table.name.clone()) {
+            return;
+        }
         for lost in &table.lost {
             self.sites_not_read.extend(lost.holders.iter().cloned());
-            self.files_not_read.push(format!(
-                "{}: {}/{}",
-                table.name,
-                lost.holders.join("|"),
-                lost.file.path
-            ));
+            self.files_not_read_count += 1;
+            if self.files_not_read.len() < Self::LISTED_FILES {
+                self.files_not_read.push(format!(
+                    "{}: {}/{}",
+                    table.name,
+                    lost.holders.join("|"),
+                    lost.file.path
+                ));
+            }
             self.rows_not_read += lost.file.rows;
             self.bytes_not_read += lost.file.size_bytes;
         }
@@ -101,7 +118,7 @@ impl Coverage {
         format!(
             "PARTIAL answer: not read {} file(s) of down site(s) '{}': {part} of {whole} {unit} \
              ({share:.1}%)",
-            self.files_not_read.len(),
+            self.files_not_read_count,
             self.sites_not_read
                 .iter()
                 .cloned()

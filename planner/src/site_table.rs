@@ -11,6 +11,7 @@ use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -126,14 +127,16 @@ impl SiteTableProvider {
         Arc::new(Schema::new(fields))
     }
 
-    /// Whether `filter` reads partition columns only: then it can skip whole files.
+    /// Whether `filter` reads partition columns only, with no volatile function (the
+    /// check a single-process ListingTable makes): then it can skip whole files.
     fn on_partitions_only(&self, filter: &Expr) -> bool {
-        let columns = filter.column_refs();
-        !self.table.partition_columns.is_empty()
-            && !columns.is_empty()
-            && columns
-                .iter()
-                .all(|c| self.table.partition_columns.contains(&c.name))
+        let columns: Vec<&str> = self
+            .table
+            .partition_columns
+            .iter()
+            .map(String::as_str)
+            .collect();
+        !filter.column_refs().is_empty() && expr_applicable_for_cols(&columns, filter)
     }
 
     /// The files whose partition values pass every partition-only filter (all of them
@@ -165,16 +168,18 @@ impl SiteTableProvider {
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let mut keep = vec![true; self.table.files.len()];
         for filter in on_partitions {
-            let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
-            let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-            let mask = mask
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Internal(format!(
-                        "partition filter {filter} is not a predicate"
-                    ))
-                })?;
+            // A filter that cannot be evaluated over the partition values alone prunes
+            // nothing: it is applied to the rows anyway (Inexact).
+            let Ok(mask) = state
+                .create_physical_expr(filter.clone(), &df_schema)
+                .and_then(|p| p.evaluate(&batch))
+                .and_then(|v| v.into_array(batch.num_rows()))
+            else {
+                continue;
+            };
+            let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
+                continue;
+            };
             for (i, kept) in keep.iter_mut().enumerate() {
                 *kept &= mask.is_valid(i) && mask.value(i);
             }

@@ -211,10 +211,22 @@ impl ClusterChannels {
             .with_token(self.passes.pass_for(url).await?.as_deref())
     }
 
-    /// Dials `url` (TCP, the TLS handshake against the cluster's CA, HTTP/2) without
+    /// Dials `url` (TCP and, for `https://`, the TLS handshake against the cluster's CA) without
     /// calling anything: whether a member that registers at it can be reached there.
+    /// Bounded as a whole: the connect timeout covers TCP only, and a registering site
+    /// could name an address that accepts connections and never finishes a handshake.
     pub async fn reach(&self, url: &str) -> Result<()> {
-        self.connector.connect(url).await.map(|_| ())
+        self.reach_within(url, 2 * CONNECT_TIMEOUT).await
+    }
+
+    async fn reach_within(&self, url: &str, limit: Duration) -> Result<()> {
+        tokio::time::timeout(limit, self.connector.connect(url))
+            .await
+            .map_err(|_| Error::Unreachable {
+                url: url.to_string(),
+                message: format!("no TLS or HTTP/2 handshake within {limit:?}"),
+            })?
+            .map(|_| ())
     }
 
     async fn channel(&self, url: &url::Url) -> Result<Authorized> {
@@ -262,6 +274,30 @@ mod tests {
         assert_eq!(http_url("grpc://h:1"), "http://h:1");
         assert_eq!(http_url("grpc+tls://h:1"), "https://h:1");
         assert_eq!(http_url("http://h:1"), "http://h:1");
+    }
+
+    #[tokio::test]
+    async fn an_address_that_accepts_but_never_answers_is_unreachable_in_bounded_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads nothing, answers nothing: the TLS handshake never completes.
+        let _held = crate::tasks::spawn_owned(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tls/ca.pem");
+        let connector =
+            Connector::new(None, Some(crate::security::client_tls(&ca).unwrap())).unwrap();
+        let channels = ClusterChannels::new(connector, Arc::new(NoPasses));
+        let started = std::time::Instant::now();
+        let err = channels
+            .reach_within(&format!("https://{addr}"), Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 
     #[tokio::test]

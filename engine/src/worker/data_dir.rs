@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::worker::site_data::SiteData;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -58,6 +59,8 @@ impl Describer {
             .filter(|name| !is_hidden(name))
             .collect();
         folders.sort();
+        // One session for the schema inference of every file of this listing.
+        let state = SessionContext::new().state();
         let mut seen = HashMap::new();
         let mut tables = Vec::new();
         for table in folders {
@@ -74,7 +77,9 @@ impl Describer {
                 })
                 .collect();
             metas.sort_by(|a, b| a.location.cmp(&b.location));
-            let report = self.describe_table(store, &table, metas, &mut seen).await;
+            let report = self
+                .describe_table(store, &state, &table, metas, &mut seen)
+                .await;
             tables.push(report);
         }
         // Forget files that are gone.
@@ -85,6 +90,7 @@ impl Describer {
     async fn describe_table(
         &self,
         store: &Arc<dyn ObjectStore>,
+        state: &SessionState,
         table: &str,
         metas: Vec<ObjectMeta>,
         seen: &mut HashMap<StorePath, Described>,
@@ -151,7 +157,7 @@ impl Describer {
                 Err(message) => file.error = Some(message),
             }
             if file.error.is_none() {
-                let described = self.file(store, &meta, format).await;
+                let described = self.file(store, state, &meta, format).await;
                 file.rows = described.rows;
                 file.fingerprint = described.fingerprint.clone();
                 match &described.schema {
@@ -185,6 +191,7 @@ impl Describer {
     async fn file(
         &self,
         store: &Arc<dyn ObjectStore>,
+        state: &SessionState,
         meta: &ObjectMeta,
         format: TableFormat,
     ) -> Described {
@@ -214,10 +221,9 @@ impl Describer {
         };
         // The same schema inference as a single-process ListingTable, so both give
         // identical column types.
-        let state = SessionContext::new().state();
         let schema = format
             .file_format()
-            .infer_schema(&state, store, std::slice::from_ref(meta))
+            .infer_schema(state, store, std::slice::from_ref(meta))
             .await
             .map_err(|e| e.to_string());
         Described {
@@ -237,11 +243,6 @@ async fn list_all(
 ) -> object_store::Result<Vec<ObjectMeta>> {
     use futures::TryStreamExt;
     store.list(Some(prefix)).try_collect().await
-}
-
-/// Reads every table folder once (see [`Describer::describe`]).
-pub async fn describe_tables(data: &SiteData) -> Result<Vec<SiteTableReport>> {
-    Describer::default().describe(data).await
 }
 
 /// Rows from the footer, and the SHA-256 of the footer (metadata and its length): the

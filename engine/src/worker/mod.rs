@@ -16,7 +16,7 @@ mod sink_actions;
 pub mod site_data;
 mod yielding_scan;
 
-pub use data_dir::{Describer, describe_tables};
+pub use data_dir::Describer;
 pub use models::RemoteModels;
 pub use scan_ledger::ScanLedger;
 pub use site_data::{DataLocation, SiteData, StoreLimits};
@@ -134,14 +134,12 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     pub async fn start(options: WorkerOptions) -> Result<Self> {
         let data = SiteData::open(&options.data, options.store_limits)?;
-        let audit_dir =
-            local_dir_for(&options, options.audit_dir.as_deref(), "--audit-log", |d| {
-                audit::default_dir(d)
-            })?;
-        let output_root =
-            local_dir_for(&options, options.output_dir.as_deref(), "--output", |d| {
-                d.join(".shoal-output")
-            })?;
+        let audit_dir = local_dir_for(&data, options.audit_dir.as_deref(), "--audit-log", |d| {
+            audit::default_dir(d)
+        })?;
+        let output_root = local_dir_for(&data, options.output_dir.as_deref(), "--output", |d| {
+            d.join(".shoal-output")
+        })?;
         let describer = Arc::new(Describer::default());
         let tables = describer.describe(&data).await?;
         check_policy_columns(&options.policy, &tables)?;
@@ -410,16 +408,17 @@ impl WorkerProcess {
 /// A site whose data is in an object store must name it: its audit log and privacy budget
 /// have to outlive the process, so they never default to a temporary folder.
 fn local_dir_for(
-    options: &WorkerOptions,
+    data: &SiteData,
     given: Option<&Path>,
     flag: &str,
     default: impl Fn(&Path) -> PathBuf,
 ) -> Result<PathBuf> {
-    match (given, options.data.local_dir()) {
+    match (given, data.location.local_dir()) {
         (Some(dir), _) => Ok(dir.to_path_buf()),
-        (None, Some(data)) => Ok(default(&data.canonicalize().unwrap_or(data.to_path_buf()))),
+        // The folder is canonical: SiteData::open resolved it.
+        (None, Some(folder)) => Ok(default(folder)),
         (None, None) => Err(Error::DataLocation {
-            location: options.data.to_string(),
+            location: data.location.to_string(),
             message: format!(
                 "a site whose data is in an object store needs {flag} DIR, a local folder \
                  (it must outlive the process)"

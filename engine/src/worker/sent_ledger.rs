@@ -3,47 +3,37 @@
 //! for the statement's report, so it can say what moved between sites as well as to the
 //! coordinator. Bounded: only the most recent statements are kept.
 
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, VecDeque};
+use shoal_planner::recent::Recent;
+use std::collections::BTreeMap;
 
 /// Statements kept (a report asks right after its statement ends).
 const KEPT: usize = 512;
 
 pub type SentTo = BTreeMap<String, u64>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SentLedger {
-    statements: Mutex<VecDeque<(String, SentTo)>>,
+    statements: Recent<SentTo>,
+}
+
+impl Default for SentLedger {
+    fn default() -> Self {
+        Self {
+            statements: Recent::new(KEPT),
+        }
+    }
 }
 
 impl SentLedger {
     pub fn add(&self, statement: &str, recipient: &str, bytes: u64) {
-        let mut statements = self.statements.lock();
-        let index = match statements.iter().rposition(|(key, _)| key == statement) {
-            Some(index) => index,
-            None => {
-                if statements.len() == KEPT {
-                    statements.pop_front();
-                }
-                statements.push_back((statement.to_string(), SentTo::new()));
-                statements.len() - 1
-            }
-        };
-        *statements[index]
-            .1
-            .entry(recipient.to_string())
-            .or_default() += bytes;
+        self.statements.update(statement, |sent| {
+            *sent.entry(recipient.to_string()).or_default() += bytes
+        });
     }
 
     /// Bytes by recipient for `statement` (empty when this site sent nothing for it).
     pub fn sent(&self, statement: &str) -> SentTo {
-        self.statements
-            .lock()
-            .iter()
-            .rev()
-            .find(|(key, _)| key == statement)
-            .map(|(_, sent)| sent.clone())
-            .unwrap_or_default()
+        self.statements.get(statement).unwrap_or_default()
     }
 }
 
@@ -52,7 +42,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_add_up_per_statement_and_recipient_and_old_ones_go() {
+    fn counts_add_up_per_statement_and_recipient() {
         let ledger = SentLedger::default();
         ledger.add("s1", "coordinator", 10);
         ledger.add("s1", "coordinator", 5);

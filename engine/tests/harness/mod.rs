@@ -66,6 +66,33 @@ impl Default for Spec {
     }
 }
 
+impl Spec {
+    /// The coordinator's settings from the spec: models, heartbeats, extra arguments.
+    pub fn coordinator_flags(&self, command: &mut Command) {
+        command
+            .arg("--models")
+            .arg(&self.models)
+            .args([
+                "--heartbeat-timeout",
+                &self.heartbeat_timeout_s.to_string(),
+                "--heartbeat-interval",
+                &self.heartbeat_interval_s.to_string(),
+            ])
+            .args(&self.coordinator_args);
+    }
+
+    /// A worker's settings from the spec: its policy, extra arguments, fault switches.
+    pub fn worker_flags(&self, command: &mut Command) {
+        command
+            .arg("--policy")
+            .arg(&self.policy)
+            .args(&self.worker_args);
+        if self.block_scan_ms > 0 {
+            command.env("SHOAL_FAULT_BLOCK_SCAN_MS", self.block_scan_ms.to_string());
+        }
+    }
+}
+
 pub struct Worker {
     pub data: PathBuf,
     pub child: Child,
@@ -134,31 +161,23 @@ impl Cluster {
         args: &[&str],
     ) {
         let mut command = Command::new(SHOAL);
+        command.args([
+            "worker",
+            "--coordinator",
+            &self.url,
+            "--data",
+            data.to_str().expect("utf-8 path"),
+            "--name",
+            name,
+            "--site-secret-file",
+            site_secret(&self.logs, name).to_str().expect("utf-8 path"),
+        ]);
+        self.spec.worker_flags(&mut command);
         command
-            .args([
-                "worker",
-                "--coordinator",
-                &self.url,
-                "--data",
-                data.to_str().expect("utf-8 path"),
-                "--name",
-                name,
-                "--policy",
-                self.spec.policy.to_str().expect("utf-8 path"),
-                "--site-secret-file",
-                site_secret(&self.logs, name).to_str().expect("utf-8 path"),
-            ])
-            .args(&self.spec.worker_args)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file(&self.logs, name));
-        if self.spec.block_scan_ms > 0 {
-            command.env(
-                "SHOAL_FAULT_BLOCK_SCAN_MS",
-                self.spec.block_scan_ms.to_string(),
-            );
-        }
-        command.envs(env.iter().copied());
         let child = command.spawn().expect("start a worker");
         if let Some(mut old) = self
             .workers
@@ -209,12 +228,7 @@ impl Cluster {
 
     /// Starts `shoal sql --format csv` on `sql` without waiting.
     pub fn spawn_sql(&self, sql: &str) -> Child {
-        Command::new(SHOAL)
-            .args(["sql", "--coordinator", &self.url, "--format", "csv", sql])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run shoal sql")
+        self.spawn_sql_with(&[], sql)
     }
 
     /// Starts `shoal run FILE --coordinator URL ARGS...` without waiting.
@@ -359,21 +373,16 @@ pub fn enroll(auth: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 fn spawn_coordinator(spec: &Spec, listen: &str, logs: &Path, log: &str) -> Child {
-    Command::new(SHOAL)
-        .args([
-            "coordinator",
-            "--auth-file",
-            auth_file(logs).to_str().expect("utf-8 path"),
-            "--listen",
-            listen,
-            "--models",
-            spec.models.to_str().expect("utf-8 path"),
-            "--heartbeat-timeout",
-            &spec.heartbeat_timeout_s.to_string(),
-            "--heartbeat-interval",
-            &spec.heartbeat_interval_s.to_string(),
-        ])
-        .args(&spec.coordinator_args)
+    let mut command = Command::new(SHOAL);
+    command.args([
+        "coordinator",
+        "--auth-file",
+        auth_file(logs).to_str().expect("utf-8 path"),
+        "--listen",
+        listen,
+    ]);
+    spec.coordinator_flags(&mut command);
+    command
         .stdout(Stdio::null())
         .stderr(log_file(logs, log))
         .spawn()
@@ -556,41 +565,7 @@ pub const CHECK_SQL: &str =
 /// [`CHECK_SQL`]'s answer from single-node DataFusion over the original site folders, as
 /// the CSV `shoal sql` prints.
 pub fn single_node_answer(sites: &[PathBuf]) -> String {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        let paths: Vec<String> = sites
-            .iter()
-            .map(|s| format!("{}/", s.join("lineitem").display()))
-            .collect();
-        for (i, path) in paths.iter().enumerate() {
-            ctx.register_parquet(
-                format!("site{i}"),
-                path,
-                datafusion::prelude::ParquetReadOptions::default(),
-            )
-            .await
-            .expect("register a site");
-        }
-        let union = (0..paths.len())
-            .map(|i| format!("SELECT l_orderkey, l_linenumber FROM site{i}"))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let sql = CHECK_SQL.replace("FROM lineitem", &format!("FROM ({union})"));
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        let batch = &batches[0];
-        let value = |i: usize| {
-            datafusion::arrow::util::display::array_value_to_string(batch.column(i), 0)
-                .expect("a value")
-        };
-        format!("n,k,l\n{},{},{}\n", value(0), value(1), value(2))
-    })
+    single_node_csv(sites, CHECK_SQL)
 }
 
 /// How the test data is spread over the workers.

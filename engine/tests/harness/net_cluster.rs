@@ -4,9 +4,7 @@
 //! secret, workers bound to every interface and advertising their host's address.
 
 use super::netns::Network;
-use super::{
-    Answer, SHOAL, SITE_POLICY, Spec, enroll, log_file, parse_sites, repo_root, wait_live,
-};
+use super::{Answer, SHOAL, Spec, enroll, log_file, parse_sites, repo_root, wait_live};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,24 +63,17 @@ impl NetCluster {
             std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))
                 .expect("chmod a secret file");
         }
-        let coordinator = net
-            .command("coordinator", SHOAL)
+        let mut command = net.command("coordinator", SHOAL);
+        command
             .args(["coordinator", "--listen"])
             .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
             .arg("--advertise")
             .arg(format!("{coordinator_ip}:{COORDINATOR_PORT}"))
             .arg("--auth-file")
             .arg(&auth)
-            .args(tls_args())
-            .arg("--models")
-            .arg(&spec.models)
-            .args([
-                "--heartbeat-timeout",
-                &spec.heartbeat_timeout_s.to_string(),
-                "--heartbeat-interval",
-                &spec.heartbeat_interval_s.to_string(),
-            ])
-            .args(&spec.coordinator_args)
+            .args(tls_args());
+        spec.coordinator_flags(&mut command);
+        let coordinator = command
             .stdout(Stdio::null())
             .stderr(log_file(logs, "coordinator"))
             .spawn()
@@ -116,19 +107,13 @@ impl NetCluster {
             .arg(format!("{ip}:{WORKER_PORT}"))
             .arg("--data")
             .arg(&data)
-            .args(["--name", name, "--policy", SITE_POLICY])
+            .args(["--name", name])
             .arg("--site-secret-file")
             .arg(&secret)
             .args(tls_args())
-            .args(&self.spec.worker_args)
             .stdout(Stdio::null())
             .stderr(log_file(&self.logs, name));
-        if self.spec.block_scan_ms > 0 {
-            command.env(
-                "SHOAL_FAULT_BLOCK_SCAN_MS",
-                self.spec.block_scan_ms.to_string(),
-            );
-        }
+        self.spec.worker_flags(&mut command);
         let child = command.spawn().expect("start a worker");
         if let Some((_, mut old)) = self.workers.insert(name.to_string(), (data, child)) {
             let _ = old.kill();
