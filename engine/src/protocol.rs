@@ -26,7 +26,7 @@ pub const ACTION_PEERS: &str = "shoal.peers";
 /// [`PipelineEvent`]s, one per result message.
 pub const ACTION_PIPELINE: &str = "shoal.pipeline";
 /// Worker actions (the coordinator calls them on each worker that wrote a sink's files).
-/// Commit: body `SiteManifest`, reply the committed manifest. Abort: body [`SinkRun`].
+/// Commit: body [`SinkCommit`], reply the committed manifest. Abort: body [`SinkRun`].
 /// Status: body [`SinkRun`], reply the committed manifest or null.
 pub const ACTION_SINK_COMMIT: &str = "shoal.sink_commit";
 pub const ACTION_SINK_ABORT: &str = "shoal.sink_abort";
@@ -54,10 +54,20 @@ pub struct CancelStatement {
     pub key: String,
 }
 
+/// One run of a sink on the sites: where (`target`), under which folder and id.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SinkRun {
     pub path: String,
     pub run_id: String,
+    #[serde(default)]
+    pub target: shoal_operators::sink::staging::SinkTarget,
+}
+
+/// What a site commits: its manifest, in the sink's target.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SinkCommit {
+    pub target: shoal_operators::sink::staging::SinkTarget,
+    pub manifest: shoal_operators::sink::staging::SiteManifest,
 }
 
 // Pipelines: what `shoal run` sends on ACTION_PIPELINE and the events it gets back.

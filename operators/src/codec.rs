@@ -1,10 +1,11 @@
 //! Carries shoal's plan nodes across the network inside datafusion-proto plans.
 //!
-//! A local Parquet sink travels as its path and run id; the worker's codec adds where that
-//! worker writes. `predict` travels by name: the model versions it uses go with the
+//! A Parquet sink travels as its path, run id and target; the worker's codec adds where
+//! that worker writes. `predict` travels by name: the model versions it uses go with the
 //! statement's config instead ([`crate::udf::model_pins`]).
 
-use crate::sink::{LocalParquetSinkExec, SinkSite};
+use crate::sink::staging::SinkTarget;
+use crate::sink::{ParquetSinkExec, SinkSite};
 use datafusion::common::{Result, exec_err, not_impl_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
@@ -14,7 +15,12 @@ use std::sync::Arc;
 /// shoal's execution plans as they travel.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum EncodedPlan {
-    LocalParquetSink { path: String, run_id: String },
+    ParquetSink {
+        path: String,
+        run_id: String,
+        #[serde(default)]
+        target: SinkTarget,
+    },
 }
 
 /// Codec for shoal's plans; on a worker it knows where its sinks write.
@@ -24,7 +30,7 @@ pub struct ShoalCodec {
 }
 
 impl ShoalCodec {
-    /// A worker's codec: decoded sinks write under `site.output_root`.
+    /// A worker's codec: decoded sinks write under `site.output_root` or into its data store.
     pub fn with_sink_site(mut self, site: SinkSite) -> Self {
         self.sink_site = Some(site);
         self
@@ -44,9 +50,20 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Err(e) => return exec_err!("decoding a shoal plan node: {e}"),
         };
         match (decoded, inputs) {
-            (EncodedPlan::LocalParquetSink { path, run_id }, [input]) => Ok(Arc::new(
-                LocalParquetSinkExec::new(input.clone(), path, run_id, self.sink_site.clone())?,
-            )),
+            (
+                EncodedPlan::ParquetSink {
+                    path,
+                    run_id,
+                    target,
+                },
+                [input],
+            ) => Ok(Arc::new(ParquetSinkExec::new(
+                input.clone(),
+                path,
+                run_id,
+                target,
+                self.sink_site.clone(),
+            )?)),
             _ => exec_err!("a shoal plan node arrived with the wrong number of inputs"),
         }
     }
@@ -57,12 +74,13 @@ impl PhysicalExtensionCodec for ShoalCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(sink) = node.downcast_ref::<LocalParquetSinkExec>() else {
+        let Some(sink) = node.downcast_ref::<ParquetSinkExec>() else {
             return not_impl_err!("shoal cannot encode {}", node.name());
         };
-        let encoded = EncodedPlan::LocalParquetSink {
+        let encoded = EncodedPlan::ParquetSink {
             path: sink.path().to_string(),
             run_id: sink.run_id().to_string(),
+            target: sink.target(),
         };
         serde_json::to_writer(buf, &encoded).or_else(|e| exec_err!("encoding {}: {e}", node.name()))
     }

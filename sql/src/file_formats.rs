@@ -84,6 +84,60 @@ pub fn is_hidden(segment: &str) -> bool {
     segment.starts_with('.') || segment.starts_with('_')
 }
 
+/// A table folder may hold the runs of an `object_store` sink, `run-<id>/` folders right
+/// below it (`shoal_operators::sink::store_commit`). Their files are the table's only once
+/// the run's manifest is written, and then only the files it lists: a run being written or
+/// aborted is never read. The run folder of a file at `relative` (to the table folder).
+pub fn run_folder(relative: &str) -> Option<&str> {
+    let (first, rest) = relative.split_once('/')?;
+    (first.starts_with(RUN_FOLDER_PREFIX) && !rest.is_empty()).then_some(first)
+}
+
+/// The path of a table file below its run folder, if it is in one: partition folders are
+/// read from there.
+pub fn below_run_folder(relative: &str) -> &str {
+    match run_folder(relative) {
+        Some(run) => &relative[run.len() + 1..],
+        None => relative,
+    }
+}
+
+const RUN_FOLDER_PREFIX: &str = "run-";
+
+/// The files the committed runs of a local table folder list, or None if it holds no run
+/// folder. `site_root` is the folder the manifests' paths are relative to.
+pub fn committed_run_files(
+    table_dir: &std::path::Path,
+    site_root: &std::path::Path,
+) -> std::io::Result<Option<Vec<std::path::PathBuf>>> {
+    use shoal_operators::sink::staging::{MANIFEST_FILE, SiteManifest};
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(table_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && name.starts_with(RUN_FOLDER_PREFIX) {
+            runs.push(entry.path());
+        }
+    }
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for run in runs {
+        let manifest = match std::fs::read(run.join(MANIFEST_FILE)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let manifest: SiteManifest = serde_json::from_slice(&manifest).map_err(|e| {
+            std::io::Error::other(format!("{}: {e}", run.join(MANIFEST_FILE).display()))
+        })?;
+        files.extend(manifest.files.iter().map(|f| site_root.join(&f.file)));
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
 /// How a local table folder is laid out: the format and extension of its first data file
 /// (in path order, at any depth) and the partition columns of the folders above it. None
 /// for a folder without data files.
@@ -126,7 +180,7 @@ pub fn table_layout(
     let Some(format) = TableFormat::of_extension(&extension) else {
         return Ok(None);
     };
-    let columns = partition_values(&relative)
+    let columns = partition_values(below_run_folder(&relative))
         .map(|values| values.into_iter().map(|(k, _)| k).collect())
         .unwrap_or_default();
     Ok(Some((format, extension, columns)))
@@ -151,6 +205,15 @@ mod tests {
         for format in TableFormat::ALL {
             assert_eq!(TableFormat::from_name(format.name()), Some(format));
         }
+    }
+
+    #[test]
+    fn sink_runs_are_told_from_partitions() {
+        assert_eq!(run_folder("run-r1/part.parquet"), Some("run-r1"));
+        assert_eq!(run_folder("run-r1"), None);
+        assert_eq!(run_folder("year=2024/run-r1/part.parquet"), None);
+        assert_eq!(below_run_folder("run-r1/part.parquet"), "part.parquet");
+        assert_eq!(below_run_folder("year=1/part.parquet"), "year=1/part.parquet");
     }
 
     #[test]

@@ -126,14 +126,23 @@ pub async fn local_context(
     let mut per_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for dir in data_dirs {
         for (name, path) in table_folders(dir)? {
-            per_table
-                .entry(name)
-                .or_default()
-                .push(format!("{}/", path.display()));
+            let urls = per_table.entry(name).or_default();
+            // A folder of sink runs is the files its committed manifests list.
+            match crate::file_formats::committed_run_files(&path, dir).map_err(|source| {
+                Error::DataDir {
+                    path: path.clone(),
+                    source,
+                }
+            })? {
+                Some(files) => urls.extend(files.iter().map(|f| f.display().to_string())),
+                None => urls.push(format!("{}/", path.display())),
+            }
         }
     }
     for (name, urls) in per_table {
-        register_listing(&ctx, &name, urls).await?;
+        if !urls.is_empty() {
+            register_listing(&ctx, &name, urls).await?;
+        }
     }
     Ok(ctx)
 }
@@ -152,6 +161,7 @@ async fn register_listing(ctx: &SessionContext, name: &str, urls: Vec<String>) -
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     let layout = urls
         .iter()
+        .filter(|url| url.ends_with('/'))
         .map(|url| crate::file_formats::table_layout(Path::new(url.trim_end_matches('/'))))
         .find_map(|layout| layout.transpose())
         .transpose()

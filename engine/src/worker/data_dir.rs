@@ -6,6 +6,8 @@
 //! replicas); the schema is inferred by DataFusion's reader for the format, as a
 //! single-process session would. The worker describes its data again at an interval, so
 //! [`Describer`] keeps what it learned of each file and reads only new or changed ones.
+//! A table folder may hold an `object_store` sink's runs (`run-<id>/`): of those, only the
+//! files a committed manifest lists are the table's (`shoal_sql::file_formats::run_folder`).
 
 use crate::error::{Error, Result};
 use crate::worker::site_data::SiteData;
@@ -17,8 +19,11 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use shoal_planner::{SiteFile, SiteTableReport};
-use shoal_sql::file_formats::{TableFormat, is_hidden, partition_values};
-use std::collections::HashMap;
+use shoal_operators::sink::staging::{MANIFEST_FILE, SiteManifest};
+use shoal_sql::file_formats::{
+    TableFormat, below_run_folder, is_hidden, partition_values, run_folder,
+};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What was learned of one file, valid while its size and modification time stay.
@@ -36,6 +41,9 @@ struct Described {
 #[derive(Debug, Default)]
 pub struct Describer {
     known: Mutex<HashMap<StorePath, Described>>,
+    /// The files each committed run manifest lists: a manifest is written once and never
+    /// changes, so it is read once.
+    manifests: Mutex<HashMap<StorePath, Arc<HashSet<String>>>>,
 }
 
 impl Describer {
@@ -62,18 +70,29 @@ impl Describer {
         // One session for the schema inference of every file of this listing.
         let state = SessionContext::new().state();
         let mut seen = HashMap::new();
+        let mut manifests = HashMap::new();
         let mut tables = Vec::new();
         for table in folders {
             let prefix = StorePath::from(table.as_str());
-            let mut metas: Vec<ObjectMeta> = list_all(store, &prefix)
-                .await
-                .map_err(listing_failed)?
+            let listed = list_all(store, &prefix).await.map_err(listing_failed)?;
+            let runs = self
+                .committed_runs(store, &table, &listed, &mut manifests)
+                .await;
+            let mut metas: Vec<ObjectMeta> = listed
                 .into_iter()
                 .filter(|m| {
                     // Below the table folder, nothing hidden: `_SUCCESS`, `.staging-...`.
                     m.location
                         .prefix_match(&prefix)
                         .is_some_and(|mut parts| parts.all(|p| !is_hidden(p.as_ref())))
+                })
+                .filter(|m| {
+                    let path = m.location.as_ref();
+                    let relative = path.strip_prefix(&format!("{table}/")).unwrap_or(path);
+                    match run_folder(relative) {
+                        None => true,
+                        Some(run) => runs.get(run).is_some_and(|files| files.contains(path)),
+                    }
                 })
                 .collect();
             metas.sort_by(|a, b| a.location.cmp(&b.location));
@@ -82,9 +101,46 @@ impl Describer {
                 .await;
             tables.push(report);
         }
-        // Forget files that are gone.
+        // Forget files and manifests that are gone.
         *self.known.lock() = seen;
+        *self.manifests.lock() = manifests;
         Ok(tables)
+    }
+
+    /// The committed sink runs of `table`, by run folder, with the files their manifests
+    /// list. A manifest that cannot be read leaves its run out, and says so.
+    async fn committed_runs(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        table: &str,
+        listed: &[ObjectMeta],
+        manifests: &mut HashMap<StorePath, Arc<HashSet<String>>>,
+    ) -> HashMap<String, Arc<HashSet<String>>> {
+        let mut runs = HashMap::new();
+        for meta in listed {
+            let path = meta.location.as_ref();
+            let relative = path.strip_prefix(&format!("{table}/")).unwrap_or(path);
+            let Some(run) = run_folder(relative) else {
+                continue;
+            };
+            if relative != format!("{run}/{MANIFEST_FILE}") {
+                continue;
+            }
+            let known = self.manifests.lock().get(&meta.location).cloned();
+            let files = match known {
+                Some(files) => files,
+                None => match read_manifest(store, &meta.location).await {
+                    Ok(files) => Arc::new(files),
+                    Err(e) => {
+                        tracing::warn!("not reading the sink run {table}/{run}: {e}");
+                        continue;
+                    }
+                },
+            };
+            manifests.insert(meta.location.clone(), files.clone());
+            runs.insert(run.to_string(), files);
+        }
+        runs
     }
 
     async fn describe_table(
@@ -140,7 +196,7 @@ impl Describer {
                 files.push(file);
                 continue;
             }
-            match partition_values(relative) {
+            match partition_values(below_run_folder(relative)) {
                 Ok(values) => {
                     let names: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
                     let expected = partition_columns.get_or_insert_with(|| names.clone());
@@ -236,6 +292,23 @@ impl Describer {
     }
 }
 
+/// The files a committed run's manifest lists (paths from the data's root).
+async fn read_manifest(
+    store: &Arc<dyn ObjectStore>,
+    location: &StorePath,
+) -> std::result::Result<HashSet<String>, String> {
+    let bytes = store
+        .get(location)
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let manifest: SiteManifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{location}: {e}"))?;
+    Ok(manifest.files.into_iter().map(|f| f.file).collect())
+}
+
 /// Every object under `prefix`, at any depth.
 async fn list_all(
     store: &Arc<dyn ObjectStore>,
@@ -281,4 +354,86 @@ async fn read_footer(
     let rows = metadata.file_metadata().num_rows().max(0) as u64;
     let digest = Sha256::digest(&footer);
     Ok((rows, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::worker::site_data::{DataLocation, StoreLimits};
+    use datafusion::arrow::array::{Float64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use shoal_operators::sink::staging::ManifestFile;
+
+    fn write_parquet(path: &std::path::Path, rows: usize) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("score", DataType::Float64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Float64Array::from(vec![0.5; rows]))],
+        )
+        .unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_the_files_of_committed_sink_runs_are_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("scores/run-done/part-a.parquet"), 3);
+        // Uploaded before its run's commit, or left by a retried partition: never read.
+        write_parquet(&dir.path().join("scores/run-done/part-stray.parquet"), 5);
+        write_parquet(&dir.path().join("scores/run-writing/part-b.parquet"), 7);
+        let manifest = SiteManifest {
+            run_id: "done".into(),
+            path: "scores".into(),
+            files: vec![ManifestFile {
+                site: "s".into(),
+                file: "scores/run-done/part-a.parquet".into(),
+                rows: 3,
+                bytes: 0,
+                sha256: String::new(),
+            }],
+            inputs: Vec::new(),
+        };
+        std::fs::write(
+            dir.path().join("scores/run-done").join(MANIFEST_FILE),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        let data = SiteData::open(
+            &DataLocation::Local(dir.path().to_path_buf()),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let describer = Describer::default();
+        let tables = describer.describe(&data).await.unwrap();
+        let files: Vec<(&str, u64, bool)> = tables[0]
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.rows, f.error.is_none()))
+            .collect();
+        assert_eq!(files, [("scores/run-done/part-a.parquet", 3, true)]);
+        assert!(tables[0].partition_columns.is_empty());
+        // The writing run commits: its files join the table at the next listing.
+        let second = SiteManifest {
+            run_id: "writing".into(),
+            files: vec![ManifestFile {
+                file: "scores/run-writing/part-b.parquet".into(),
+                rows: 7,
+                ..manifest.files[0].clone()
+            }],
+            ..manifest
+        };
+        std::fs::write(
+            dir.path().join("scores/run-writing").join(MANIFEST_FILE),
+            serde_json::to_vec(&second).unwrap(),
+        )
+        .unwrap();
+        let tables = describer.describe(&data).await.unwrap();
+        let rows: u64 = tables[0].files.iter().map(|f| f.rows).sum();
+        assert_eq!((tables[0].files.len(), rows), (2, 10));
+    }
 }

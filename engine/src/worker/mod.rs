@@ -216,7 +216,9 @@ impl WorkerProcess {
         let sink_site = shoal_operators::sink::SinkSite {
             site: name.clone(),
             output_root: output_root.clone(),
+            data_store: data.store.clone(),
         };
+        let (relist_now, relist_requests) = relisting::relist_channel();
 
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(pool) = memory {
@@ -286,7 +288,12 @@ impl WorkerProcess {
         let service = Guarded::site(worker.into_worker_server(), gate.clone());
         let actions = Guarded::site(
             arrow_flight::flight_service_server::FlightServiceServer::new(
-                sink_actions::WorkerActions { output_root, sent },
+                sink_actions::WorkerActions {
+                    output_root,
+                    data_store: data.store.clone(),
+                    relist: relist_now,
+                    sent,
+                },
             ),
             gate,
         );
@@ -347,6 +354,7 @@ impl WorkerProcess {
             coordinator: coordinator.clone(),
             policy: options.policy.clone(),
             interval: options.rescan_interval,
+            requests: relist_requests,
         });
         Ok(Self {
             relisting,

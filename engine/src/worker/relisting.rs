@@ -4,6 +4,9 @@
 //! swaps a site's listing whole, so a statement plans over one listing or the next, never
 //! a mix. A listing that breaks the site's policy (a column it names is gone) is not
 //! published: the site keeps serving its last good one and logs why.
+//!
+//! A commit of an `object_store` sink asks for a listing at once ([`RelistNow`]), so the
+//! run it committed is a table of the site when the pipeline returns, not at the next tick.
 
 use super::data_dir::Describer;
 use super::heartbeat::SharedReport;
@@ -12,7 +15,43 @@ use super::{Coordinator, check_policy_columns, register};
 use shoal_planner::policy::SitePolicy;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
+
+/// How long a commit waits for the listing it asked for to be registered.
+const RELIST_WAIT: Duration = Duration::from_secs(30);
+
+/// Asks the re-listing task for a listing now.
+#[derive(Debug, Clone)]
+pub struct RelistNow {
+    requests: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+/// The re-listing task's end of [`RelistNow`].
+#[derive(Debug)]
+pub struct RelistRequests(mpsc::Receiver<oneshot::Sender<()>>);
+
+/// A pair made before the worker serves (its actions ask), started with the task.
+pub fn relist_channel() -> (RelistNow, RelistRequests) {
+    let (requests, receiver) = mpsc::channel(8);
+    (RelistNow { requests }, RelistRequests(receiver))
+}
+
+impl RelistNow {
+    /// Lists the site's data again and waits until the coordinator has the new listing
+    /// (bounded: a coordinator that is away gets it with the next heartbeat).
+    pub async fn relist(&self) {
+        let asked = async {
+            let (done, listed) = oneshot::channel();
+            if self.requests.send(done).await.is_ok() {
+                let _ = listed.await;
+            }
+        };
+        if tokio::time::timeout(RELIST_WAIT, asked).await.is_err() {
+            tracing::warn!("the listing asked for after a commit took over {RELIST_WAIT:?}");
+        }
+    }
+}
 
 /// The running re-listing task; stops when dropped.
 #[derive(Debug)]
@@ -26,15 +65,13 @@ pub struct RelistingSetup {
     pub report: SharedReport,
     pub coordinator: Coordinator,
     pub policy: Arc<SitePolicy>,
-    /// Zero: never (the listing at start stays).
+    /// Zero: never by itself (only when a commit asks).
     pub interval: Duration,
+    pub requests: RelistRequests,
 }
 
 impl Relisting {
     pub fn start(setup: RelistingSetup) -> Self {
-        if setup.interval.is_zero() {
-            return Self { task: None };
-        }
         Self {
             task: Some(crate::tasks::spawn_owned(relist_forever(setup))),
         }
@@ -47,41 +84,61 @@ impl Relisting {
     }
 }
 
-async fn relist_forever(setup: RelistingSetup) {
+async fn relist_forever(mut setup: RelistingSetup) {
     let name = setup.report.read().name.clone();
-    let mut ticker = tokio::time::interval(setup.interval);
+    let ticking = !setup.interval.is_zero();
+    let mut ticker = tokio::time::interval(setup.interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut asking = true;
     loop {
-        ticker.tick().await;
-        let tables = match setup.describer.describe(&setup.data).await {
-            Ok(tables) => tables,
-            Err(e) => {
-                tracing::warn!(worker = %name, "re-listing {}: {e}", setup.data.location);
-                continue;
-            }
+        let asked = tokio::select! {
+            _ = ticker.tick(), if ticking => None,
+            request = setup.requests.0.recv(), if asking => match request {
+                Some(done) => Some(done),
+                None => {
+                    asking = false;
+                    continue;
+                }
+            },
+            else => return,
         };
-        if tables == setup.report.read().tables {
-            continue;
+        relist_once(&setup, &name).await;
+        if let Some(done) = asked {
+            let _ = done.send(());
         }
-        if let Err(e) = check_policy_columns(&setup.policy, &tables) {
-            tracing::error!(worker = %name, "not publishing the new listing: {e}");
-            continue;
+    }
+}
+
+/// Describes the data and registers the listing if it changed.
+async fn relist_once(setup: &RelistingSetup, name: &str) {
+    let tables = match setup.describer.describe(&setup.data).await {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::warn!(worker = %name, "re-listing {}: {e}", setup.data.location);
+            return;
         }
-        let report = {
-            let mut report = setup.report.write();
-            report.tables = tables;
-            report.clone()
-        };
-        match register(&setup.coordinator, &report).await {
-            Ok(_) => tracing::info!(
-                worker = %name,
-                "listing changed: {} table(s), {} file(s)",
-                report.tables.len(),
-                report.tables.iter().map(|t| t.files.len()).sum::<usize>()
-            ),
-            // The heartbeat registers the new listing when the coordinator is back.
-            Err(e) => tracing::warn!(worker = %name, "registering the new listing: {e}"),
-        }
+    };
+    if tables == setup.report.read().tables {
+        return;
+    }
+    if let Err(e) = check_policy_columns(&setup.policy, &tables) {
+        tracing::error!(worker = %name, "not publishing the new listing: {e}");
+        return;
+    }
+    let report = {
+        let mut report = setup.report.write();
+        report.tables = tables;
+        report.clone()
+    };
+    match register(&setup.coordinator, &report).await {
+        Ok(_) => tracing::info!(
+            worker = %name,
+            "listing changed: {} table(s), {} file(s)",
+            report.tables.len(),
+            report.tables.iter().map(|t| t.files.len()).sum::<usize>()
+        ),
+        // The heartbeat registers the new listing when the coordinator is back.
+        Err(e) => tracing::warn!(worker = %name, "registering the new listing: {e}"),
     }
 }

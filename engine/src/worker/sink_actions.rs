@@ -1,10 +1,11 @@
 //! The worker's own Flight actions, for the coordinator: commit, abort and look up the
-//! local Parquet output of a pipeline run; what the site sent for a statement. Served beside datafusion-distributed's worker
+//! Parquet output of a pipeline run (in the output folder, or in the site's data store);
+//! what the site sent for a statement. Served beside datafusion-distributed's worker
 //! service on the same port, behind the same cluster-secret gate.
 
 use crate::protocol::{
     ACTION_CANCEL_STATEMENT, ACTION_SENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL,
-    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest, SinkRun,
+    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest, SinkCommit, SinkRun,
 };
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -12,14 +13,21 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::BoxStream;
-use shoal_operators::sink::staging::{self, SiteManifest};
+use object_store::ObjectStore;
+use shoal_operators::sink::staging::{self, SinkTarget};
+use shoal_operators::sink::store_commit;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Debug, Clone)]
 pub struct WorkerActions {
     pub output_root: PathBuf,
-    pub sent: std::sync::Arc<super::sent_ledger::SentLedger>,
+    /// The site's data, where `object_store` sinks commit.
+    pub data_store: Arc<dyn ObjectStore>,
+    /// A run committed into the data is a table: list it before the commit returns.
+    pub relist: super::relisting::RelistNow,
+    pub sent: Arc<super::sent_ledger::SentLedger>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(action: &Action) -> Result<T, Status> {
@@ -51,10 +59,25 @@ async fn on_disk<T: Send + 'static>(
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+/// Store work's errors become internal statuses naming the object.
+async fn in_store<T>(work: impl Future<Output = std::io::Result<T>>) -> Result<T, Status> {
+    work.await.map_err(|e| Status::internal(e.to_string()))
+}
+
 fn unimplemented<T>() -> Result<T, Status> {
     Err(Status::unimplemented(
         "a worker serves only shoal's sink actions on Flight",
     ))
+}
+
+impl WorkerActions {
+    /// A run committed into the site's data is a table once the coordinator has the new
+    /// listing; a wave's commit (hidden until the seal) is not.
+    async fn relisted_after(&self, run: &SinkRun) {
+        if !run.path.contains('/') {
+            self.relist.relist().await;
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -79,36 +102,98 @@ impl FlightService for WorkerActions {
                 reply(&self.sent.sent(&request.statement))
             }
             ACTION_SINK_COMMIT => {
-                let manifest: SiteManifest = parse(&action)?;
-                checked(&SinkRun {
+                let SinkCommit { target, manifest } = parse(&action)?;
+                let run = SinkRun {
                     path: manifest.path.clone(),
                     run_id: manifest.run_id.clone(),
-                })?;
-                reply(&on_disk(move || staging::commit(&root, &manifest)).await?)
+                    target,
+                };
+                checked(&run)?;
+                let committed = match target {
+                    SinkTarget::OutputFolder => {
+                        on_disk(move || staging::commit(&root, &manifest)).await?
+                    }
+                    SinkTarget::DataStore => {
+                        let committed =
+                            in_store(store_commit::commit(self.data_store.as_ref(), &manifest))
+                                .await?;
+                        self.relisted_after(&run).await;
+                        committed
+                    }
+                };
+                reply(&committed)
             }
             ACTION_SINK_ABORT => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                on_disk(move || staging::abort(&root, &run.path, &run.run_id)).await?;
+                // An object_store sink stages in the output folder too: both are cleared.
+                let (path, run_id) = (run.path.clone(), run.run_id.clone());
+                on_disk(move || staging::abort(&root, &path, &run_id)).await?;
+                if run.target == SinkTarget::DataStore {
+                    in_store(store_commit::abort(
+                        self.data_store.as_ref(),
+                        &run.path,
+                        &run.run_id,
+                    ))
+                    .await?;
+                }
                 reply(&true)
             }
             ACTION_SINK_STATUS => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                reply(&on_disk(move || staging::committed(&root, &run.path, &run.run_id)).await?)
+                reply(&match run.target {
+                    SinkTarget::OutputFolder => {
+                        on_disk(move || staging::committed(&root, &run.path, &run.run_id)).await?
+                    }
+                    SinkTarget::DataStore => {
+                        in_store(store_commit::committed(
+                            self.data_store.as_ref(),
+                            &run.path,
+                            &run.run_id,
+                        ))
+                        .await?
+                    }
+                })
             }
             ACTION_SINK_WAVES => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                reply(
-                    &on_disk(move || staging::committed_waves(&root, &run.path, &run.run_id))
-                        .await?,
-                )
+                reply(&match run.target {
+                    SinkTarget::OutputFolder => {
+                        on_disk(move || staging::committed_waves(&root, &run.path, &run.run_id))
+                            .await?
+                    }
+                    SinkTarget::DataStore => {
+                        in_store(store_commit::committed_waves(
+                            self.data_store.as_ref(),
+                            &run.path,
+                            &run.run_id,
+                        ))
+                        .await?
+                    }
+                })
             }
             ACTION_SINK_SEAL => {
                 let run: SinkRun = parse(&action)?;
                 checked(&run)?;
-                reply(&on_disk(move || staging::seal(&root, &run.path, &run.run_id)).await?)
+                let sealed = match run.target {
+                    SinkTarget::OutputFolder => {
+                        let (path, run_id) = (run.path.clone(), run.run_id.clone());
+                        on_disk(move || staging::seal(&root, &path, &run_id)).await?
+                    }
+                    SinkTarget::DataStore => {
+                        let sealed = in_store(store_commit::seal(
+                            self.data_store.as_ref(),
+                            &run.path,
+                            &run.run_id,
+                        ))
+                        .await?;
+                        self.relisted_after(&run).await;
+                        sealed
+                    }
+                };
+                reply(&sealed)
             }
             // The coordinator stopped a statement: its loops here stop at their next check.
             ACTION_CANCEL_STATEMENT => {

@@ -1,8 +1,9 @@
-//! The logical sink node a pipeline's `local_parquet` sink compiles to, and the extension
-//! planner that turns it into [`LocalParquetSinkExec`] below the distributed planner (so the
+//! The logical sink node a pipeline's `local_parquet` and `object_store` sinks compile to, and the extension
+//! planner that turns it into [`ParquetSinkExec`] below the distributed planner (so the
 //! sink lands in the workers' stage, next to the scan).
 
-use super::exec::{LocalParquetSinkExec, manifest_schema};
+use super::exec::{ParquetSinkExec, manifest_schema};
+use super::staging::SinkTarget;
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, DFSchemaRef, Result, plan_err};
 use datafusion::execution::context::QueryPlanner;
@@ -16,34 +17,45 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LocalParquetSinkNode {
+pub struct ParquetSinkNode {
     pub input: LogicalPlan,
     pub path: String,
     pub run_id: String,
+    pub target: SinkTarget,
     schema: DFSchemaRef,
 }
 
-impl LocalParquetSinkNode {
-    pub fn new(input: LogicalPlan, path: String, run_id: String) -> Result<Self> {
+impl ParquetSinkNode {
+    pub fn new(
+        input: LogicalPlan,
+        path: String,
+        run_id: String,
+        target: SinkTarget,
+    ) -> Result<Self> {
         let schema = Arc::new(DFSchema::try_from(manifest_schema().as_ref().clone())?);
         Ok(Self {
             input,
             path,
             run_id,
+            target,
             schema,
         })
     }
 }
 
-impl PartialOrd for LocalParquetSinkNode {
+impl PartialOrd for ParquetSinkNode {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        (&self.path, &self.run_id).partial_cmp(&(&other.path, &other.run_id))
+        (&self.path, &self.run_id, self.target).partial_cmp(&(
+            &other.path,
+            &other.run_id,
+            other.target,
+        ))
     }
 }
 
-impl UserDefinedLogicalNodeCore for LocalParquetSinkNode {
+impl UserDefinedLogicalNodeCore for ParquetSinkNode {
     fn name(&self) -> &str {
-        "LocalParquetSink"
+        "ParquetSink"
     }
 
     fn inputs(&self) -> Vec<&LogicalPlan> {
@@ -61,8 +73,10 @@ impl UserDefinedLogicalNodeCore for LocalParquetSinkNode {
     fn fmt_for_explain(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "LocalParquetSink: path={}, run={}",
-            self.path, self.run_id
+            "ParquetSink: path={}, run={}, kind={}",
+            self.path,
+            self.run_id,
+            self.target.kind_name()
         )
     }
 
@@ -72,13 +86,13 @@ impl UserDefinedLogicalNodeCore for LocalParquetSinkNode {
         mut inputs: Vec<LogicalPlan>,
     ) -> Result<Self> {
         let Some(input) = inputs.pop() else {
-            return plan_err!("LocalParquetSink has one input");
+            return plan_err!("ParquetSink has one input");
         };
-        Self::new(input, self.path.clone(), self.run_id.clone())
+        Self::new(input, self.path.clone(), self.run_id.clone(), self.target)
     }
 }
 
-/// Plans [`LocalParquetSinkNode`]; the coordinator's sink has no site (it only encodes it).
+/// Plans [`ParquetSinkNode`]; the coordinator's sink has no site (it only encodes it).
 #[derive(Debug, Default)]
 pub struct SinkPlanner;
 
@@ -93,16 +107,17 @@ impl ExtensionPlanner for SinkPlanner {
         _session: &dyn datafusion::catalog::Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let Some(sink) = node.as_any().downcast_ref::<LocalParquetSinkNode>() else {
+        let Some(sink) = node.as_any().downcast_ref::<ParquetSinkNode>() else {
             return Ok(None);
         };
         let [input] = physical_inputs else {
-            return plan_err!("LocalParquetSink has one input");
+            return plan_err!("ParquetSink has one input");
         };
-        Ok(Some(Arc::new(LocalParquetSinkExec::new(
+        Ok(Some(Arc::new(ParquetSinkExec::new(
             input.clone(),
             sink.path.clone(),
             sink.run_id.clone(),
+            sink.target,
             None,
         )?)))
     }

@@ -24,6 +24,31 @@ pub struct SiteManifest {
     pub inputs: Vec<String>,
 }
 
+/// Where a sink's files go on a site: a pipeline sink's `kind`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkTarget {
+    /// `local_parquet`: the worker's output folder (`--output`), committed by one rename.
+    #[default]
+    OutputFolder,
+    /// `object_store`: where the site's data lives (`--data`, a folder or a bucket prefix),
+    /// committed by writing the manifest last ([`super::store_commit`]). A committed run
+    /// is a table of the site, like the data beside it.
+    DataStore,
+}
+
+impl SinkTarget {
+    /// The sink `kind` a pipeline names it by.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            Self::OutputFolder => "local_parquet",
+            Self::DataStore => "object_store",
+        }
+    }
+}
+
 /// A sink path must stay inside the output folder: relative, no `..`, no root.
 pub fn check_sink_path(path: &str) -> Result<(), String> {
     let p = Path::new(path);
@@ -214,14 +239,14 @@ pub fn seal(root: &Path, path: &str, run_id: &str) -> std::io::Result<Option<Sit
 /// process abort in the middle of a seal, after its first file is staged. Only in builds
 /// with the `fault-injection` feature (the test build).
 #[cfg(feature = "fault-injection")]
-fn crash_here_for_tests() {
+pub(super) fn crash_here_for_tests() {
     if std::env::var("SHOAL_FAULT_CRASH_IN_SEAL").is_ok_and(|v| v == "1") {
         std::process::abort();
     }
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn crash_here_for_tests() {}
+pub(super) fn crash_here_for_tests() {}
 
 /// Removes whatever a run staged here, its waves included (nothing if it staged nothing).
 pub fn abort(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {

@@ -31,8 +31,12 @@ pub enum Mode {
 pub enum SinkKind {
     /// Rows streamed back to the client.
     Client,
-    /// Parquet written on the workers under `path`; only manifests come back.
-    LocalParquet { path: String },
+    /// Parquet written on the sites under `path` (in each worker's output folder, or where
+    /// the site's data lives); only manifests come back.
+    Files {
+        path: String,
+        target: shoal_operators::sink::staging::SinkTarget,
+    },
     /// A model trained on the output's rows (the training statement; its query is filled
     /// in by whoever runs it) and registered under the node's name.
     Train(shoal_sql::train::CreateModel),

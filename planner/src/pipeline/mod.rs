@@ -41,16 +41,16 @@ pub async fn compile_file(
     Ok((pipeline, compiled))
 }
 
-/// The local Parquet sink `node` is, if it is one.
+/// The Parquet sink `node` is, if it is one.
 pub fn sink_node_of(
     node: &datafusion::logical_expr::LogicalPlan,
-) -> Option<&shoal_operators::sink::LocalParquetSinkNode> {
+) -> Option<&shoal_operators::sink::ParquetSinkNode> {
     match node {
         datafusion::logical_expr::LogicalPlan::Extension(extension) => {
             extension
                 .node
                 .as_any()
-                .downcast_ref::<shoal_operators::sink::LocalParquetSinkNode>()
+                .downcast_ref::<shoal_operators::sink::ParquetSinkNode>()
         }
         _ => None,
     }

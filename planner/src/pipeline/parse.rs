@@ -277,8 +277,8 @@ fn collect_nodes(spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Vec<
                 "the pipeline has no sink: nothing would be returned, written or trained",
             )
             .with_help(
-                "add [sink.NAME] with input = \"...\" and kind = \"client\" or \"local_parquet\", \
-                 or [train.NAME]",
+                "add [sink.NAME] with input = \"...\" and kind = \"client\", \"local_parquet\" \
+                 or \"object_store\", or [train.NAME]",
             ),
         );
     }

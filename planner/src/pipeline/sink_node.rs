@@ -1,4 +1,5 @@
-//! A `[sink.*]` node: rows back to the client, or a local Parquet sink on the workers.
+//! A `[sink.*]` node: rows back to the client, or Parquet files on the sites: in each
+//! worker's output folder (`local_parquet`) or where the site's data lives (`object_store`).
 
 use super::compile::{Compiled, CompiledOutput, Mode, SinkKind, df_error, input};
 use super::diagnostic::Diagnostic;
@@ -6,8 +7,8 @@ use super::parse::{Node, Pipeline};
 use super::spec::Text;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext};
-use shoal_operators::sink::LocalParquetSinkNode;
-use shoal_operators::sink::staging::{check_run_id, check_sink_path};
+use shoal_operators::sink::ParquetSinkNode;
+use shoal_operators::sink::staging::{SinkTarget, check_run_id, check_sink_path};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -34,25 +35,47 @@ pub(super) fn sink(
                     Some(p.span()),
                     "a client sink takes no path",
                 )
-                .with_help("set kind = \"local_parquet\" to write files on the workers"));
+                .with_help(
+                    "set kind = \"local_parquet\" or \"object_store\" to write files on the sites",
+                ));
             }
             SinkKind::Client
         }
-        "local_parquet" => {
+        "local_parquet" | "object_store" => {
+            let target = if kind_name == "local_parquet" {
+                SinkTarget::OutputFolder
+            } else {
+                SinkTarget::DataStore
+            };
+            let example = match target {
+                SinkTarget::OutputFolder => {
+                    "path = \"predictions/daily\" (a folder under each worker's output folder)"
+                }
+                SinkTarget::DataStore => {
+                    "path = \"predictions\" (a table folder beside the site's data)"
+                }
+            };
             let Some(p) = &spec.path else {
                 return Err(Diagnostic::new(
                     &key,
                     Some(node.span.clone()),
-                    "a local_parquet sink needs a path",
+                    format!("a {kind_name} sink needs a path"),
                 )
-                .with_help(
-                    "path = \"predictions/daily\" (a folder under each worker's output folder)",
-                ));
+                .with_help(example));
             };
             let path = pipeline.substitute(p, &format!("{key}.path"))?;
             check_sink_path(&path)
                 .map_err(|e| Diagnostic::new(format!("{key}.path"), Some(p.span()), e))?;
-            SinkKind::LocalParquet { path }
+            // Its runs become the table named by the folder, so the folder is one name.
+            if target == SinkTarget::DataStore && path.contains('/') {
+                return Err(Diagnostic::new(
+                    format!("{key}.path"),
+                    Some(p.span()),
+                    format!("an object_store sink's path is one folder name, the table its runs become; '{path}' has several"),
+                )
+                .with_help(example));
+            }
+            SinkKind::Files { path, target }
         }
         other => {
             let span = spec.kind.as_ref().map(Text::span);
@@ -61,19 +84,20 @@ pub(super) fn sink(
                 span,
                 format!("unknown sink kind '{other}'"),
             )
-            .suggest(other, ["client", "local_parquet"]));
+            .suggest(other, ["client", "local_parquet", "object_store"]));
         }
     };
     let dataframe = match &kind {
         SinkKind::Client | SinkKind::Train(_) => df,
-        SinkKind::LocalParquet { path } => {
+        SinkKind::Files { path, target } => {
             let run_id = match mode {
                 Mode::Run { run_id } => run_id.clone(),
                 _ => "explain".to_string(),
             };
             check_run_id(&run_id).map_err(|e| Diagnostic::new(&key, None, e))?;
-            let node = LocalParquetSinkNode::new(df.logical_plan().clone(), path.clone(), run_id)
-                .map_err(|e| df_error(&key, None, e, &[]))?;
+            let node =
+                ParquetSinkNode::new(df.logical_plan().clone(), path.clone(), run_id, *target)
+                    .map_err(|e| df_error(&key, None, e, &[]))?;
             let plan = LogicalPlan::Extension(Extension {
                 node: Arc::new(node),
             });
@@ -82,8 +106,19 @@ pub(super) fn sink(
     };
     out.steps.push(match &kind {
         SinkKind::Client | SinkKind::Train(_) => format!("sink {}: rows of '{}' streamed to the client", node.name, spec.input.get_ref()),
-        SinkKind::LocalParquet { path } => format!(
+        SinkKind::Files {
+            path,
+            target: SinkTarget::OutputFolder,
+        } => format!(
             "sink {}: '{}' written as Parquet on each worker under {path}/run-<run id>/ (only a manifest returns)",
+            node.name,
+            spec.input.get_ref()
+        ),
+        SinkKind::Files {
+            path,
+            target: SinkTarget::DataStore,
+        } => format!(
+            "sink {}: '{}' written as Parquet where each site's data lives, under {path}/run-<run id>/, committed by a manifest written last; the committed runs are the sites' table '{path}' (only a manifest returns)",
             node.name,
             spec.input.get_ref()
         ),

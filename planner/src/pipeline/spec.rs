@@ -25,7 +25,7 @@
 //! group_by = ["l_shipmode"]
 //! values = { avg_risk = "avg(risk)", n = "count(*)" }
 //!
-//! [sink.out]                   # client (streamed back) or local_parquet (written on the sites)
+//! [sink.out]                   # client (streamed back), local_parquet or object_store (on the sites)
 //! input = "by_mode"
 //! kind = "client"
 //!
@@ -174,9 +174,10 @@ pub struct AggregateNode {
 #[serde(deny_unknown_fields)]
 pub struct SinkNode {
     pub input: Text,
-    /// `client` (default) or `local_parquet`.
+    /// `client` (default), `local_parquet` or `object_store`.
     pub kind: Option<Text>,
-    /// local_parquet: folder under each worker's output folder.
+    /// local_parquet: folder under each worker's output folder; object_store: the name of
+    /// the table folder, beside the site's data, its runs become.
     pub path: Option<Text>,
 }
 

@@ -16,7 +16,7 @@ use datafusion::catalog::default_table_source::{provider_as_source, source_as_pr
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{Extension, LogicalPlan, TableScan};
-use shoal_operators::sink::LocalParquetSinkNode;
+use shoal_operators::sink::ParquetSinkNode;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -128,8 +128,12 @@ pub fn wave_plan(
         }
         LogicalPlan::Extension(_) => match sink_node_of(&node) {
             Some(sink) => {
-                let retargeted =
-                    LocalParquetSinkNode::new(sink.input.clone(), path.into(), wave_id.into())?;
+                let retargeted = ParquetSinkNode::new(
+                    sink.input.clone(),
+                    path.into(),
+                    wave_id.into(),
+                    sink.target,
+                )?;
                 Ok(Transformed::yes(LogicalPlan::Extension(Extension {
                     node: Arc::new(retargeted),
                 })))

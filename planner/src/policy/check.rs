@@ -233,7 +233,7 @@ impl Walk<'_> {
             || plan.downcast_ref::<InterleaveExec>().is_some()
         {
             by_position(plan.schema().fields().len(), &children)
-        } else if plan.name() == "LocalParquetSinkExec" {
+        } else if plan.name() == "ParquetSinkExec" {
             // Rows written to the site's own disk stay on the site; what leaves is the
             // count of rows written, per file.
             return Ok(Node {

@@ -3,7 +3,9 @@
 //!
 //! A `local_parquet` sink runs in three steps: abort any staging a previous attempt with the
 //! same run id left, run the query (each worker writes its files to a hidden staging folder
-//! and returns manifest rows), then commit on every worker that wrote (one rename each). A
+//! and returns manifest rows), then commit on every worker that wrote (one rename each; an
+//! `object_store` sink uploads its files to the site's data and commits by writing the
+//! manifest last). A
 //! failure or cancel at any point aborts the run on every worker, so nothing partial is
 //! visible. A run id that is already committed is not run again: its manifests are returned.
 //!
@@ -160,8 +162,12 @@ impl Pipelines {
             SinkKind::Train(_) => "statistics and model updates (a few KiB per site per round) \
                  return; rows stay on the sites"
                 .to_string(),
-            SinkKind::LocalParquet { path } => format!(
-                "files written on the sites under {path}/run-<run id>/; one manifest row per file returns"
+            SinkKind::Files { path, target } => format!(
+                "files written on the sites ({}) under {path}/run-<run id>/; one manifest row per file returns",
+                match target {
+                    shoal_operators::sink::staging::SinkTarget::OutputFolder => "each worker's output folder",
+                    shoal_operators::sink::staging::SinkTarget::DataStore => "where each site's data lives",
+                }
             ),
             SinkKind::Client if pipeline.spec.aggregate.is_empty() => {
                 "every output row streams to the coordinator and on to the client".to_string()

@@ -1,5 +1,5 @@
 //! One output of a pipeline, by its sink's kind: a train node, a resumable run in waves, or
-//! one query whose rows go to the client or whose files are committed on the workers.
+//! one query whose rows go to the client or whose files are committed on the sites.
 
 use super::Pipelines;
 use super::events::Events;
@@ -26,12 +26,13 @@ impl Pipelines {
         if let SinkKind::Train(statement) = &output.kind {
             return self.run_train_output(output, statement, events).await;
         }
-        if let SinkKind::LocalParquet { path } = &output.kind
+        if let SinkKind::Files { path, target } = &output.kind
             && waves::is_map_only(output.dataframe.logical_plan())
         {
             let run = SinkRun {
                 path: path.clone(),
                 run_id: run_id.to_string(),
+                target: *target,
             };
             return self
                 .run_output_in_waves(pipeline, output, &run, resume, events)
@@ -39,13 +40,14 @@ impl Pipelines {
         }
         let kind = match &output.kind {
             SinkKind::Client | SinkKind::Train(_) => "client",
-            SinkKind::LocalParquet { .. } => "local_parquet",
+            SinkKind::Files { target, .. } => target.kind_name(),
         };
         let run = match &output.kind {
-            SinkKind::LocalParquet { path } => {
+            SinkKind::Files { path, target } => {
                 let run = SinkRun {
                     path: path.clone(),
                     run_id: run_id.to_string(),
+                    target: *target,
                 };
                 let done = self.committed_manifests(&run).await?;
                 if !done.is_empty() {

@@ -2,7 +2,9 @@
 
 use super::Pipelines;
 use crate::error::{Error, Result};
-use crate::protocol::{ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkRun};
+use crate::protocol::{
+    ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkCommit, SinkRun,
+};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
 use shoal_operators::sink::staging::{ManifestFile, SiteManifest};
@@ -49,7 +51,11 @@ impl Pipelines {
                 inputs: inputs.get(&site).cloned().unwrap_or_default(),
             };
             let outcome = async {
-                let body = serde_json::to_vec(&site_manifest).map_err(|e| Error::Malformed {
+                let body = SinkCommit {
+                    target: run.target,
+                    manifest: site_manifest.clone(),
+                };
+                let body = serde_json::to_vec(&body).map_err(|e| Error::Malformed {
                     what: "site manifest".into(),
                     message: e.to_string(),
                 })?;

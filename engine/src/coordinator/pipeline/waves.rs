@@ -1,4 +1,4 @@
-//! Resumable runs: a map-only output with a local Parquet sink is written in waves (as many
+//! Resumable runs: a map-only output with a Parquet sink is written in waves (as many
 //! pending input files per site as it reads in parallel, see [`shoal_planner::pipeline::waves`]). Each site's
 //! part of a wave commits on its own, listing the input files it covered: these are the
 //! run's checkpoints, kept on the workers, so they survive a crash of the coordinator. When
@@ -69,7 +69,7 @@ impl Pipelines {
                 });
             }
             return self
-                .send_output(events, &name, sealed, true, started, Moved::default())
+                .send_output(events, (&name, run), sealed, true, started, Moved::default())
                 .await;
         }
         if !resume {
@@ -127,6 +127,7 @@ impl Pipelines {
             let wave_run = SinkRun {
                 path: waves_dir.clone(),
                 run_id: wave_id,
+                target: run.target,
             };
             self.commit(&wave_run, manifest, &covered)
                 .await
@@ -141,7 +142,7 @@ impl Pipelines {
             pending.retain(|f| !wave.iter().any(|w| w.key == f.key));
         }
         let sealed = self.seal_everywhere(run).await?;
-        self.send_output(events, &name, sealed, false, started, moved)
+        self.send_output(events, (&name, run), sealed, false, started, moved)
             .await
     }
 
@@ -180,7 +181,7 @@ impl Pipelines {
     async fn send_output(
         &self,
         events: &Events,
-        name: &str,
+        (name, run): (&str, &SinkRun),
         sealed: Vec<SiteManifest>,
         already_committed: bool,
         started: Instant,
@@ -190,7 +191,7 @@ impl Pipelines {
         events
             .send(PipelineEvent::Output {
                 output: name.to_string(),
-                kind: "local_parquet".into(),
+                kind: run.target.kind_name().into(),
                 rows: files.iter().map(|f| f.rows).sum(),
                 files,
                 already_committed,
