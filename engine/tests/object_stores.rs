@@ -2,7 +2,9 @@
 //! S3-compatible server (moto's, started per test): a table split between a local folder
 //! and two prefixes answers as single-node DataFusion does over the same files; a large
 //! file is read by ranges (only the columns asked); a stalled server fails the statement
-//! naming the object, within the worker's store timeout, and the site serves again after.
+//! naming the object, within the worker's store timeout, and the site serves again after;
+//! an `object_store` sink commits into the bucket (data files, then the manifest), its run
+//! is then a table that answers as single node, and running it again changes nothing.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -173,4 +175,133 @@ fn a_stalled_store_fails_the_statement_naming_the_object_and_the_site_recovers()
     let again = cluster.sql(CHECK_SQL);
     assert!(again.ok, "{again:?}");
     assert_eq!(again.stdout, single_node_csv(&sites[..1], CHECK_SQL));
+}
+
+/// Scores every row where it lies and writes the scores back beside the site's data.
+const SCORES_BACK: &str = r#"
+[source.items]
+table = "lineitem"
+
+[model.price]
+input = "items"
+model = "price"
+features = ["l_quantity", "l_discount"]
+predict = "price_hat"
+
+[features.out]
+input = "price"
+keep = ["l_orderkey", "l_linenumber", "price_hat"]
+
+[sink.scores]
+input = "out"
+kind = "object_store"
+path = "${path}"
+
+[params]
+path = "scores"
+"#;
+
+fn run_pipeline(cluster: &Cluster, file: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = cluster.spawn_run(file, args).wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = harness::sites(dir.path());
+    let s3 = S3Server::start(dir.path());
+    s3.create_bucket(BUCKET);
+    s3.upload_dir(BUCKET, &sites[1], "sites/site-2");
+    // What a crashed earlier attempt of this run id left (data files, no manifest), and
+    // another run that never committed: neither is ever read, and the first is removed.
+    let store = s3.store(BUCKET);
+    let some_parquet = std::fs::read(sites[1].join("lineitem/part-3.parquet")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for key in [
+        "sites/site-2/scores/run-nightly/part-left-by-a-crash.parquet",
+        "sites/site-2/scores/run-crashed/part-x.parquet",
+    ] {
+        runtime
+            .block_on(object_store::ObjectStoreExt::put(
+                &store,
+                &key.into(),
+                some_parquet.clone().into(),
+            ))
+            .unwrap();
+    }
+
+    let mut cluster = Cluster::start(
+        Spec::default(),
+        &[("local-1", sites[0].clone())],
+        dir.path(),
+    );
+    start_bucket_site(&mut cluster, "bucket-2", "sites/site-2", &s3.endpoint(), &[]);
+    cluster.wait_live(2, Duration::from_secs(60));
+
+    let file = dir.path().join("scores-back.toml");
+    std::fs::write(&file, SCORES_BACK).unwrap();
+    let started = Instant::now();
+    let (ok, out) = run_pipeline(&cluster, &file, &["--run-id", "nightly"]);
+    assert!(ok, "{out}\n{}", cluster.log_tails());
+    let took = started.elapsed();
+
+    // In the bucket: the run's files and, last, its manifest; the crash's leftover is gone.
+    let run = s3.objects(BUCKET, "sites/site-2/scores/run-nightly");
+    let keys: Vec<&str> = run.iter().map(|(k, ..)| k.as_str()).collect();
+    assert!(keys.contains(&"sites/site-2/scores/run-nightly/_manifest.json"), "{keys:?}");
+    assert!(
+        !keys.iter().any(|k| k.contains("left-by-a-crash")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.contains("part-bucket-2-")), "{keys:?}");
+    let manifest_put = s3.requests_for("PUT /shoal-sites/sites/site-2/scores/run-nightly/_manifest.json");
+    assert_eq!(manifest_put.len(), 1, "{manifest_put:?}");
+    // The folder site wrote through the same interface, beside its data.
+    assert!(sites[0].join("scores/run-nightly/_manifest.json").is_file());
+
+    // The committed run is the sites' table `scores`, equal to single node over the same
+    // files (the bucket's copied down, the uncommitted run included and left out alike).
+    let mirror = dir.path().join("mirror-2");
+    s3.download_dir(BUCKET, "sites/site-2", &mirror);
+    let on_both = [sites[0].clone(), mirror];
+    let sql = "SELECT count(*) AS n, round(sum(price_hat), 2) AS total, \
+               sum(l_orderkey) AS keys FROM scores";
+    let answer = cluster.sql(sql);
+    assert!(answer.ok, "{answer:?}\n{}", cluster.log_tails());
+    assert_eq!(answer.stdout, single_node_csv(&on_both, sql));
+    let scored: u64 = answer.stdout.lines().nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let lineitem = single_node_csv(&sites[..2], "SELECT count(*) AS n FROM lineitem");
+    assert_eq!(lineitem.lines().nth(1).unwrap(), scored.to_string(), "every row scored once");
+    eprintln!(
+        "FIGURE object_store sink: {scored} rows scored and committed on a folder and an S3 prefix in {:.2} s",
+        took.as_secs_f64()
+    );
+
+    // The same run id again: already committed, not one object changed.
+    let before = s3.objects(BUCKET, "sites/site-2/scores");
+    let (ok, out) = run_pipeline(&cluster, &file, &["--run-id", "nightly"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("run already committed"), "{out}");
+    assert_eq!(s3.objects(BUCKET, "sites/site-2/scores"), before);
+
+    // A sink into a folder of the site's own data is refused, and writes nothing there.
+    let (ok, out) = run_pipeline(
+        &cluster,
+        &file,
+        &["--run-id", "mixed", "--set", "path=lineitem"],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("is a folder of the site's own data"), "{out}");
+    assert!(s3.objects(BUCKET, "sites/site-2/lineitem/run-mixed").is_empty());
+    assert!(!sites[0].join("lineitem/run-mixed").exists());
+    let again = cluster.sql(CHECK_SQL);
+    assert!(again.ok, "{again:?}");
 }

@@ -113,6 +113,44 @@ impl S3Server {
         });
     }
 
+    /// Every object under `prefix` in `bucket`: its key, size, ETag and modification time.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64, String, String)> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let store = self.store(bucket);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut listed: Vec<_> = runtime
+            .block_on(store.list(Some(&prefix.into())).try_collect::<Vec<_>>())
+            .expect("list the bucket")
+            .into_iter()
+            .map(|m| {
+                (
+                    m.location.to_string(),
+                    m.size,
+                    m.e_tag.unwrap_or_default(),
+                    m.last_modified.to_rfc3339(),
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    }
+
+    /// Copies every object under `prefix` in `bucket` into `dir`, keeping relative paths.
+    pub fn download_dir(&self, bucket: &str, prefix: &str, dir: &Path) {
+        let store = self.store(bucket);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        for (key, ..) in self.objects(bucket, prefix) {
+            let relative = key.strip_prefix(&format!("{prefix}/")).expect("under prefix");
+            let bytes = runtime
+                .block_on(async { store.get(&key.as_str().into()).await?.bytes().await })
+                .expect("download");
+            let path = dir.join(relative);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("a folder");
+            std::fs::write(path, bytes).expect("write a downloaded file");
+        }
+    }
+
     /// Lines of the server's request log that mention `needle`.
     pub fn requests_for(&self, needle: &str) -> Vec<String> {
         std::fs::read_to_string(&self.log)
