@@ -286,6 +286,28 @@ async fn tokens_and_the_basic_handshake_are_required_when_configured() {
     .await
     .unwrap();
     assert_eq!(tables, vec![vec!["0"]]);
+    // Nor can a pipeline read it for her: its statements are hers.
+    let request = shoal_engine::protocol::PipelineRequest {
+        file: "copy.toml".into(),
+        text: "[source.items]\ntable = \"lineitem\"\n\n[sink.out]\ninput = \"items\"\n".into(),
+        params: vec![],
+        mode: shoal_engine::protocol::PipelineMode::Run,
+        run_id: None,
+        resume: false,
+        partial: false,
+    };
+    let nina_token = nina.token().unwrap().clone();
+    let err = client::action_stream(
+        &Connector::new(Some(&nina_token), None).unwrap(),
+        &cluster.url,
+        shoal_engine::protocol::ACTION_PIPELINE,
+        serde_json::to_vec(&request).unwrap(),
+        |_| Ok(()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("may not read table 'lineitem'"), "{err}");
 
     // A client cannot register a site (only cluster members may).
     let err = client::action(

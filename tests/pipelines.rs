@@ -32,6 +32,7 @@ async fn run(
         mode,
         run_id: run_id.map(String::from),
         resume: false,
+        partial: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();
@@ -319,6 +320,7 @@ async fn a_pipeline_runs_through_the_flight_action_as_shoal_run_sends_it() {
         mode: PipelineMode::Run,
         run_id: None,
         resume: false,
+        partial: false,
     };
     let connector = shoal_engine::security::Connector::new(None, None).unwrap();
     let mut events = Vec::new();

@@ -93,6 +93,7 @@ async fn explain_placement_of_example_pipelines() {
             mode: PipelineMode::Explain,
             run_id: None,
             resume: false,
+            partial: false,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let mut text = String::new();

@@ -320,6 +320,7 @@ async fn run_pipeline(cluster: &EmbeddedCluster, job: Job, run_id: &str) -> Vec<
         mode: PipelineMode::Run,
         run_id: Some(run_id.into()),
         resume: false,
+        partial: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let coordinator = cluster.coordinator.clone();

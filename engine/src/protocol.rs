@@ -94,6 +94,9 @@ pub struct PipelineRequest {
     /// Finish `run_id` from its committed waves instead of starting it over.
     #[serde(default)]
     pub resume: bool,
+    /// Run over the sites that are up (`shoal run --partial`; or `[pipeline] partial`).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -138,6 +141,9 @@ pub enum PipelineEvent {
         elapsed_ms: u64,
         bytes_scanned: u64,
         bytes_to_coordinator: u64,
+        /// What a partial run did not read (files only down sites hold).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coverage: Option<shoal_planner::Coverage>,
     },
     Done {
         run_id: Option<String>,

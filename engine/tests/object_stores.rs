@@ -243,7 +243,13 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
         &[("local-1", sites[0].clone())],
         dir.path(),
     );
-    start_bucket_site(&mut cluster, "bucket-2", "sites/site-2", &s3.endpoint(), &[]);
+    start_bucket_site(
+        &mut cluster,
+        "bucket-2",
+        "sites/site-2",
+        &s3.endpoint(),
+        &[],
+    );
     cluster.wait_live(2, Duration::from_secs(60));
 
     let file = dir.path().join("scores-back.toml");
@@ -256,13 +262,20 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     // In the bucket: the run's files and, last, its manifest; the crash's leftover is gone.
     let run = s3.objects(BUCKET, "sites/site-2/scores/run-nightly");
     let keys: Vec<&str> = run.iter().map(|(k, ..)| k.as_str()).collect();
-    assert!(keys.contains(&"sites/site-2/scores/run-nightly/_manifest.json"), "{keys:?}");
+    assert!(
+        keys.contains(&"sites/site-2/scores/run-nightly/_manifest.json"),
+        "{keys:?}"
+    );
     assert!(
         !keys.iter().any(|k| k.contains("left-by-a-crash")),
         "{keys:?}"
     );
-    assert!(keys.iter().any(|k| k.contains("part-bucket-2-")), "{keys:?}");
-    let manifest_put = s3.requests_for("PUT /shoal-sites/sites/site-2/scores/run-nightly/_manifest.json");
+    assert!(
+        keys.iter().any(|k| k.contains("part-bucket-2-")),
+        "{keys:?}"
+    );
+    let manifest_put =
+        s3.requests_for("PUT /shoal-sites/sites/site-2/scores/run-nightly/_manifest.json");
     assert_eq!(manifest_put.len(), 1, "{manifest_put:?}");
     // The folder site wrote through the same interface, beside its data.
     assert!(sites[0].join("scores/run-nightly/_manifest.json").is_file());
@@ -277,9 +290,22 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     let answer = cluster.sql(sql);
     assert!(answer.ok, "{answer:?}\n{}", cluster.log_tails());
     assert_eq!(answer.stdout, single_node_csv(&on_both, sql));
-    let scored: u64 = answer.stdout.lines().nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let scored: u64 = answer
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let lineitem = single_node_csv(&sites[..2], "SELECT count(*) AS n FROM lineitem");
-    assert_eq!(lineitem.lines().nth(1).unwrap(), scored.to_string(), "every row scored once");
+    assert_eq!(
+        lineitem.lines().nth(1).unwrap(),
+        scored.to_string(),
+        "every row scored once"
+    );
     eprintln!(
         "FIGURE object_store sink: {scored} rows scored and committed on a folder and an S3 prefix in {:.2} s",
         took.as_secs_f64()
@@ -300,7 +326,10 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     );
     assert!(!ok, "{out}");
     assert!(out.contains("is a folder of the site's own data"), "{out}");
-    assert!(s3.objects(BUCKET, "sites/site-2/lineitem/run-mixed").is_empty());
+    assert!(
+        s3.objects(BUCKET, "sites/site-2/lineitem/run-mixed")
+            .is_empty()
+    );
     assert!(!sites[0].join("lineitem/run-mixed").exists());
     let again = cluster.sql(CHECK_SQL);
     assert!(again.ok, "{again:?}");

@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(run_folder("run-r1"), None);
         assert_eq!(run_folder("year=2024/run-r1/part.parquet"), None);
         assert_eq!(below_run_folder("run-r1/part.parquet"), "part.parquet");
-        assert_eq!(below_run_folder("year=1/part.parquet"), "year=1/part.parquet");
+        assert_eq!(
+            below_run_folder("year=1/part.parquet"),
+            "year=1/part.parquet"
+        );
     }
 
     #[test]

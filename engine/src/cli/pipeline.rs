@@ -30,6 +30,10 @@ pub struct PipelineArgs {
     /// Run id naming the output folders; a committed run id is not written again.
     #[arg(long, conflicts_with = "resume")]
     run_id: Option<String>,
+    /// Run over the sites that are up: files only down sites hold are skipped and each
+    /// output says what was not read (also `[pipeline] partial = true` in the file).
+    #[arg(long)]
+    partial: bool,
     /// Finish run RUN_ID after a crash: only the input files no committed wave covers are
     /// read again (outputs that only map rows: features, predict, filters, a local sink).
     #[arg(long, value_name = "RUN_ID")]
@@ -70,6 +74,7 @@ pub async fn run(args: PipelineArgs, mode: PipelineMode) -> anyhow::Result<()> {
         mode,
         run_id: args.resume.clone().or_else(|| args.run_id.clone()),
         resume: args.resume.is_some(),
+        partial: args.partial,
     };
     let mut printer = Printer::new(args.format);
     match &args.coordinator {
@@ -225,6 +230,7 @@ impl Printer {
                 elapsed_ms,
                 bytes_scanned,
                 bytes_to_coordinator,
+                coverage,
             } => {
                 if let Some(bar) = self.bar.remove(&output) {
                     bar.finish_and_clear();
@@ -253,6 +259,9 @@ impl Printer {
                     human_bytes(bytes_scanned),
                     human_bytes(bytes_to_coordinator)
                 );
+                if let Some(coverage) = coverage {
+                    eprintln!("output '{output}': {}", coverage.summary());
+                }
             }
             PipelineEvent::Done { run_id, elapsed_ms } => {
                 let id = run_id.map(|r| format!("run {r} ")).unwrap_or_default();

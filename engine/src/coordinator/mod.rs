@@ -335,6 +335,11 @@ impl Coordinator {
         owner: &Principal,
         events: mpsc::Sender<PipelineEvent>,
     ) -> Result<()> {
-        self.pipelines.run(request, owner.clone(), events).await
+        // The pipeline's statements are the principal's: its grants narrow what they read
+        // and every site's audit log names it.
+        let asker = session::Asker::new(owner, &request.text, self.auth.tables_of(owner));
+        asker
+            .scope(self.pipelines.run(request, owner.clone(), events))
+            .await
     }
 }

@@ -127,9 +127,7 @@ impl Sessions {
         shoal.models = pins.to_options()?;
         // A key of its own, so its long loops on every process can be told to stop, and
         // the deadline at which they stop by themselves.
-        let asker = ASKER
-            .try_with(Clone::clone)
-            .unwrap_or_else(|_| Asker::coordinator());
+        let asker = Asker::current();
         shoal.query.partial = asker.partial;
         shoal.statement = shoal_operators::config::StatementOptions {
             key: crate::coordinator::ids::new_id(),
@@ -183,6 +181,20 @@ impl Asker {
             tables: None,
             partial: false,
         }
+    }
+
+    /// Who the statement being planned on this task is for (the coordinator itself when
+    /// no one asked).
+    pub fn current() -> Self {
+        ASKER
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| Self::coordinator())
+    }
+
+    /// The same asker, answered from the sites that are up when `partial`.
+    pub fn with_partial(mut self, partial: bool) -> Self {
+        self.partial |= partial;
+        self
     }
 
     /// Runs `work` with every statement it plans marked as asked by `self`.

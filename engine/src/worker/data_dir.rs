@@ -18,8 +18,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-use shoal_planner::{SiteFile, SiteTableReport};
 use shoal_operators::sink::staging::{MANIFEST_FILE, SiteManifest};
+use shoal_planner::{SiteFile, SiteTableReport};
 use shoal_sql::file_formats::{
     TableFormat, below_run_folder, is_hidden, partition_values, run_folder,
 };
@@ -367,7 +367,11 @@ mod tests {
 
     fn write_parquet(path: &std::path::Path, rows: usize) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("score", DataType::Float64, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "score",
+            DataType::Float64,
+            false,
+        )]));
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(Float64Array::from(vec![0.5; rows]))],

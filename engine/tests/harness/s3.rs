@@ -141,7 +141,9 @@ impl S3Server {
         let store = self.store(bucket);
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         for (key, ..) in self.objects(bucket, prefix) {
-            let relative = key.strip_prefix(&format!("{prefix}/")).expect("under prefix");
+            let relative = key
+                .strip_prefix(&format!("{prefix}/"))
+                .expect("under prefix");
             let bytes = runtime
                 .block_on(async { store.get(&key.as_str().into()).await?.bytes().await })
                 .expect("download");

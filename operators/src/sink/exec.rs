@@ -24,9 +24,9 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,11 +148,8 @@ impl ExecutionPlan for ParquetSinkExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).map_err(|_| {
-            DataFusionError::Internal(
-                "ParquetSinkExec has one input".into(),
-            )
-        })?;
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("ParquetSinkExec has one input".into()))?;
         Ok(Arc::new(Self::new(
             input,
             self.path.clone(),
@@ -263,7 +260,11 @@ async fn sink_partition(
         .await
         .map_err(|e| sink_error(&site, target, e.to_string()))?;
         std::fs::remove_file(&staged.local).map_err(|e| {
-            sink_error(&site, target, format!("removing {}: {e}", staged.local.display()))
+            sink_error(
+                &site,
+                target,
+                format!("removing {}: {e}", staged.local.display()),
+            )
         })?;
     }
     Ok(RecordBatch::try_new(
@@ -286,7 +287,13 @@ async fn refuse_other_data(site: &SinkSite, path: &str) -> Result<()> {
         .data_store
         .list_with_delimiter(Some(&StorePath::from(folder)))
         .await
-        .map_err(|e| sink_error(site, SinkTarget::DataStore, format!("listing {folder}: {e}")))?;
+        .map_err(|e| {
+            sink_error(
+                site,
+                SinkTarget::DataStore,
+                format!("listing {folder}: {e}"),
+            )
+        })?;
     let names = listing
         .objects
         .iter()

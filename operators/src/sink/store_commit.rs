@@ -313,7 +313,10 @@ mod tests {
         assert_eq!(commit(&store, &other).await.unwrap(), manifest);
         // Nor does an abort of it.
         abort(&store, "out", "r1").await.unwrap();
-        assert_eq!(committed(&store, "out", "r1").await.unwrap(), Some(manifest));
+        assert_eq!(
+            committed(&store, "out", "r1").await.unwrap(),
+            Some(manifest)
+        );
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@
 //! options = { rounds = 20, holdout = 0.2 }
 //! ```
 //! Joins (`[join.x] left, right, on, how`) and unions (`[union.x] inputs`) combine nodes.
+//! `[pipeline] partial = true` runs over the sites that are up and reports what was not read.
 
 use super::ordered::OrderedMap;
 use serde::Deserialize;
@@ -71,6 +72,9 @@ pub struct PipelineFile {
 pub struct Header {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Run over the sites that are up: files only down sites hold are skipped and each
+    /// output reports what was not read (as `shoal sql --partial`). Off by default.
+    pub partial: Option<bool>,
 }
 
 pub type Text = Spanned<String>;

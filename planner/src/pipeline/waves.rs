@@ -86,6 +86,23 @@ pub fn input_files(plan: &LogicalPlan) -> Result<Vec<InputFile>> {
     Ok(files)
 }
 
+/// What a run over the sites that are up leaves out: the files of the plan's table that
+/// only down sites hold (None when every file has a live holder).
+pub fn not_read(plan: &LogicalPlan) -> Result<Option<crate::Coverage>> {
+    let mut coverage = crate::Coverage::default();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(provider) = site_table(scan)
+            && let Some(table) = provider.downcast_ref::<SiteTableProvider>()
+            && !table.cluster_table().lost.is_empty()
+        {
+            coverage.add_table(table.cluster_table());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok((coverage.files_not_read_count > 0).then_some(coverage))
+}
+
 /// The next wave: up to `per_site` pending files of every site (so every site works, its
 /// files read in parallel as in a run without waves), in path order.
 pub fn next_wave(pending: &[InputFile], per_site: usize) -> Vec<InputFile> {

@@ -23,7 +23,7 @@ mod waves;
 use super::execution::Executor;
 use super::ids::new_id;
 use super::progress::WorkerProgress;
-use super::session::Sessions;
+use super::session::{Asker, Sessions};
 use super::training::Training;
 use super::workers::WorkerCalls;
 use crate::error::{Error, Result};
@@ -129,10 +129,17 @@ impl Pipelines {
             }
             PipelineMode::Run => {
                 let run_id = run_id.clone().unwrap_or_default();
-                for output in &compiled.outputs {
-                    self.run_output(&pipeline, output, &run_id, request.resume, &events)
-                        .await?;
-                }
+                let partial = request.partial || pipeline.spec.pipeline.partial == Some(true);
+                Asker::current()
+                    .with_partial(partial)
+                    .scope(async {
+                        for output in &compiled.outputs {
+                            self.run_output(&pipeline, output, &run_id, request.resume, &events)
+                                .await?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .await?;
             }
         }
         events
@@ -165,8 +172,10 @@ impl Pipelines {
             SinkKind::Files { path, target } => format!(
                 "files written on the sites ({}) under {path}/run-<run id>/; one manifest row per file returns",
                 match target {
-                    shoal_operators::sink::staging::SinkTarget::OutputFolder => "each worker's output folder",
-                    shoal_operators::sink::staging::SinkTarget::DataStore => "where each site's data lives",
+                    shoal_operators::sink::staging::SinkTarget::OutputFolder =>
+                        "each worker's output folder",
+                    shoal_operators::sink::staging::SinkTarget::DataStore =>
+                        "where each site's data lives",
                 }
             ),
             SinkKind::Client if pipeline.spec.aggregate.is_empty() => {

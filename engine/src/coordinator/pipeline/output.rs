@@ -6,6 +6,7 @@ use super::events::Events;
 use crate::coordinator::ids::new_id;
 use crate::error::Result;
 use crate::protocol::{ACTION_SINK_ABORT, PipelineEvent, SinkRun};
+use shoal_operators::config::ShoalOptions;
 use shoal_operators::sink::staging::ManifestFile;
 use shoal_planner::pipeline::{CompiledOutput, Pipeline, SinkKind, waves};
 use std::collections::BTreeMap;
@@ -62,6 +63,7 @@ impl Pipelines {
                             elapsed_ms: started.elapsed().as_millis() as u64,
                             bytes_scanned: 0,
                             bytes_to_coordinator: 0,
+                            coverage: None,
                         })
                         .await;
                 }
@@ -74,6 +76,9 @@ impl Pipelines {
         };
         let frame = self.sessions.pinned(output.dataframe.clone())?;
         let task_ctx = Arc::new(frame.task_ctx());
+        let statement = ShoalOptions::from_config(task_ctx.session_config().options())
+            .statement
+            .key;
         let plan = frame.create_physical_plan().await?;
         let result = self
             .stream_output(
@@ -118,6 +123,7 @@ impl Pipelines {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 bytes_scanned: report.bytes_scanned,
                 bytes_to_coordinator: report.bytes_to_coordinator,
+                coverage: self.workers.coverage_of(&statement),
             })
             .await
     }

@@ -41,6 +41,7 @@ impl Pipelines {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 bytes_scanned: 0,
                 bytes_to_coordinator: 0,
+                coverage: None,
             })
             .await
     }

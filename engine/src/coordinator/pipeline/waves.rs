@@ -17,7 +17,7 @@ use crate::protocol::{
 };
 use datafusion::prelude::DataFrame;
 use shoal_operators::sink::staging::{ManifestFile, SiteManifest, waves_path};
-use shoal_planner::pipeline::waves::{InputFile, input_files, next_wave, wave_plan};
+use shoal_planner::pipeline::waves::{InputFile, input_files, next_wave, not_read, wave_plan};
 use shoal_planner::pipeline::{CompiledOutput, Pipeline};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +43,9 @@ impl Pipelines {
         let name = output.sink.clone();
         let logical = output.dataframe.logical_plan().clone();
         let inputs = input_files(&logical)?;
+        // Files only down sites hold: a partial run leaves them out (they are no wave's
+        // input, so never marked covered); otherwise the first wave fails naming the site.
+        let coverage = not_read(&logical)?;
         if !self.committed_manifests(run).await?.is_empty() {
             // The run reached its seal (every wave had committed): finish any seal a crash
             // interrupted; nothing is read or written again.
@@ -69,7 +72,14 @@ impl Pipelines {
                 });
             }
             return self
-                .send_output(events, (&name, run), sealed, true, started, Moved::default())
+                .send_output(
+                    events,
+                    (&name, run),
+                    sealed,
+                    true,
+                    started,
+                    (Moved::default(), None),
+                )
                 .await;
         }
         if !resume {
@@ -142,8 +152,15 @@ impl Pipelines {
             pending.retain(|f| !wave.iter().any(|w| w.key == f.key));
         }
         let sealed = self.seal_everywhere(run).await?;
-        self.send_output(events, (&name, run), sealed, false, started, moved)
-            .await
+        self.send_output(
+            events,
+            (&name, run),
+            sealed,
+            false,
+            started,
+            (moved, coverage),
+        )
+        .await
     }
 
     /// The input keys the committed waves of `run` cover, over every live worker.
@@ -185,7 +202,7 @@ impl Pipelines {
         sealed: Vec<SiteManifest>,
         already_committed: bool,
         started: Instant,
-        moved: Moved,
+        (moved, coverage): (Moved, Option<shoal_planner::Coverage>),
     ) -> Result<()> {
         let files: Vec<ManifestFile> = sealed.into_iter().flat_map(|m| m.files).collect();
         events
@@ -198,6 +215,7 @@ impl Pipelines {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 bytes_scanned: moved.scanned,
                 bytes_to_coordinator: moved.to_coordinator,
+                coverage,
             })
             .await
     }
