@@ -363,27 +363,6 @@ fn a_statement_that_makes_no_progress_fails_with_a_no_progress_error() {
     );
 }
 
-/// Scores every row where it lies, as a resumable run writing on the sites.
-const SCORE_ALL: &str = r#"
-[source.items]
-table = "lineitem"
-
-[model.price]
-input = "items"
-model = "price"
-features = ["l_quantity", "l_discount"]
-predict = "price_hat"
-
-[features.out]
-input = "price"
-keep = ["l_orderkey", "price_hat"]
-
-[sink.scores]
-input = "out"
-kind = "local_parquet"
-path = "scores"
-"#;
-
 #[test]
 fn asked_for_a_partial_answer_a_down_site_is_left_out_and_the_report_says_what_was_not_read() {
     let mut s = scene(Layout::Plain, Spec::default());
@@ -414,20 +393,10 @@ fn asked_for_a_partial_answer_a_down_site_is_left_out_and_the_report_says_what_w
     // says `partial = true`; the down site's files are no wave's input, so not covered.
     let pipeline = |partial: bool| {
         let file = s.cluster.logs.join(format!("scores-{partial}.toml"));
-        std::fs::write(
-            &file,
-            format!("[pipeline]\npartial = {partial}\n{SCORE_ALL}"),
-        )
-        .unwrap();
-        let out = s
-            .cluster
-            .spawn_run(&file, &["--run-id", &format!("p-{partial}")]);
-        let out = out.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let header = format!("[pipeline]\npartial = {partial}");
+        let text = harness::scoring_pipeline(&header, "local_parquet", "scores");
+        std::fs::write(&file, text).unwrap();
+        s.cluster.run(&file, &["--run-id", &format!("p-{partial}")])
     };
     let (ok, _, stderr) = pipeline(false);
     assert!(!ok && stderr.contains("w2"), "{stderr}");

@@ -177,42 +177,6 @@ fn a_stalled_store_fails_the_statement_naming_the_object_and_the_site_recovers()
     assert_eq!(again.stdout, single_node_csv(&sites[..1], CHECK_SQL));
 }
 
-/// Scores every row where it lies and writes the scores back beside the site's data.
-const SCORES_BACK: &str = r#"
-[source.items]
-table = "lineitem"
-
-[model.price]
-input = "items"
-model = "price"
-features = ["l_quantity", "l_discount"]
-predict = "price_hat"
-
-[features.out]
-input = "price"
-keep = ["l_orderkey", "l_linenumber", "price_hat"]
-
-[sink.scores]
-input = "out"
-kind = "object_store"
-path = "${path}"
-
-[params]
-path = "scores"
-"#;
-
-fn run_pipeline(cluster: &Cluster, file: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = cluster.spawn_run(file, args).wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,10 +217,12 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     cluster.wait_live(2, Duration::from_secs(60));
 
     let file = dir.path().join("scores-back.toml");
-    std::fs::write(&file, SCORES_BACK).unwrap();
+    // Scores every row where it lies and writes the scores back beside the site's data.
+    let text = harness::scoring_pipeline("[params]\npath = \"scores\"", "object_store", "${path}");
+    std::fs::write(&file, text).unwrap();
     let started = Instant::now();
-    let (ok, out) = run_pipeline(&cluster, &file, &["--run-id", "nightly"]);
-    assert!(ok, "{out}\n{}", cluster.log_tails());
+    let (ok, out, err) = cluster.run(&file, &["--run-id", "nightly"]);
+    assert!(ok, "{out}{err}\n{}", cluster.log_tails());
     let took = started.elapsed();
 
     // In the bucket: the run's files and, last, its manifest; the crash's leftover is gone.
@@ -313,19 +279,15 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
 
     // The same run id again: already committed, not one object changed.
     let before = s3.objects(BUCKET, "sites/site-2/scores");
-    let (ok, out) = run_pipeline(&cluster, &file, &["--run-id", "nightly"]);
-    assert!(ok, "{out}");
+    let (ok, out, err) = cluster.run(&file, &["--run-id", "nightly"]);
+    assert!(ok, "{out}{err}");
     assert!(out.contains("run already committed"), "{out}");
     assert_eq!(s3.objects(BUCKET, "sites/site-2/scores"), before);
 
     // A sink into a folder of the site's own data is refused, and writes nothing there.
-    let (ok, out) = run_pipeline(
-        &cluster,
-        &file,
-        &["--run-id", "mixed", "--set", "path=lineitem"],
-    );
-    assert!(!ok, "{out}");
-    assert!(out.contains("is a folder of the site's own data"), "{out}");
+    let (ok, _, err) = cluster.run(&file, &["--run-id", "mixed", "--set", "path=lineitem"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("is a folder of the site's own data"), "{err}");
     assert!(
         s3.objects(BUCKET, "sites/site-2/lineitem/run-mixed")
             .is_empty()

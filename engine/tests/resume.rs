@@ -10,30 +10,14 @@ use harness::{Cluster, Spec, rows_and_distinct_keys};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Scores every row with the `price` model and writes it where it was read.
-const SCORING: &str = r#"
-[source.items]
-table = "lineitem"
-
-[model.price]
-input = "items"
-model = "price"
-features = ["l_quantity", "l_discount"]
-predict = "price_hat"
-
-[features.out]
-input = "price"
-keep = ["l_orderkey", "l_linenumber", "price_hat"]
-
-[sink.scores]
-input = "out"
-kind = "local_parquet"
-path = "scores"
-"#;
-
 fn pipeline_file(dir: &Path) -> PathBuf {
     let path = dir.join("scoring.toml");
-    std::fs::write(&path, SCORING).unwrap();
+    // Scores every row with the `price` model and writes it where it was read.
+    std::fs::write(
+        &path,
+        harness::scoring_pipeline("", "local_parquet", "scores"),
+    )
+    .unwrap();
     path
 }
 

@@ -701,3 +701,45 @@ pub fn single_node_shoal_csv(sites: &[PathBuf], models: &Path, sql: &str) -> Str
         String::from_utf8(out).expect("utf-8")
     })
 }
+
+/// A pipeline that scores every row of `lineitem` with the `price` model where it lies and
+/// writes `l_orderkey, l_linenumber, price_hat` through a sink of `kind` to `path`, after
+/// the `[pipeline]` header lines given.
+pub fn scoring_pipeline(header: &str, kind: &str, path: &str) -> String {
+    format!(
+        r#"{header}
+[source.items]
+table = "lineitem"
+
+[model.price]
+input = "items"
+model = "price"
+features = ["l_quantity", "l_discount"]
+predict = "price_hat"
+
+[features.out]
+input = "price"
+keep = ["l_orderkey", "l_linenumber", "price_hat"]
+
+[sink.scores]
+input = "out"
+kind = "{kind}"
+path = "{path}"
+"#
+    )
+}
+
+impl Cluster {
+    /// `shoal run FILE --coordinator URL ARGS...`, waited for: success, stdout, stderr.
+    pub fn run(&self, file: &Path, args: &[&str]) -> (bool, String, String) {
+        let out = self
+            .spawn_run(file, args)
+            .wait_with_output()
+            .expect("shoal run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
