@@ -310,6 +310,71 @@ path = "predictions/failing"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_commit_fails_on_one_site_is_taken_back_on_the_others() {
+    let cluster = start_cluster().await;
+    // A union is not map-only: the output is one run, committed on every site at the end.
+    let text = r#"
+[source.rail]
+table = "lineitem"
+columns = ["l_orderkey", "l_shipmode"]
+filter = "l_shipmode = 'RAIL'"
+
+[source.truck]
+table = "lineitem"
+columns = ["l_orderkey", "l_shipmode"]
+filter = "l_shipmode = 'TRUCK'"
+
+[union.ground]
+inputs = ["rail", "truck"]
+
+[sink.out]
+input = "ground"
+kind = "local_parquet"
+path = "predictions/all-or-nothing"
+"#;
+    let run_id = format!("rollback-{}", std::process::id());
+    let sites = tpch_sites();
+    // The last site's commit fails: its run folder is taken by something else.
+    let blocked = sites[2].join(format!(
+        ".shoal-output/predictions/all-or-nothing/run-{run_id}"
+    ));
+    std::fs::create_dir_all(blocked.join("not-a-run")).unwrap();
+    let err = run(
+        &cluster,
+        "union.toml",
+        text,
+        PipelineMode::Run,
+        Some(&run_id),
+    )
+    .await
+    .expect_err("the last site cannot commit");
+    assert!(err.contains("site-3"), "{err}");
+    for site in &sites[..2] {
+        let run = site.join(format!(
+            ".shoal-output/predictions/all-or-nothing/run-{run_id}"
+        ));
+        assert!(!run.exists(), "{} was left committed", run.display());
+    }
+    // Once the obstacle is gone, the same run id runs and commits on every site.
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let events = run(
+        &cluster,
+        "union.toml",
+        text,
+        PipelineMode::Run,
+        Some(&run_id),
+    )
+    .await
+    .unwrap();
+    let (files, already) = output_files(&events);
+    assert!(!already, "the failed run was not left committed anywhere");
+    let sites_written: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.site.as_str()).collect();
+    assert_eq!(sites_written.len(), 3, "{files:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pipeline_runs_through_the_flight_action_as_shoal_run_sends_it() {
     let cluster = start_cluster().await;
     let (toml, sql) = example("return_risk_by_flag");

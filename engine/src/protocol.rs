@@ -36,6 +36,9 @@ pub const ACTION_SINK_STATUS: &str = "shoal.sink_status";
 /// reply the run's manifest once its waves are one committed run, or null.
 pub const ACTION_SINK_WAVES: &str = "shoal.sink_waves";
 pub const ACTION_SINK_SEAL: &str = "shoal.sink_seal";
+/// Takes back a run this site committed in an attempt whose commit failed on another site
+/// (all or nothing across sites); body [`SinkRun`].
+pub const ACTION_SINK_ROLLBACK: &str = "shoal.sink_rollback";
 /// Stops a statement's long loops on a worker; body: [`CancelStatement`].
 pub const ACTION_CANCEL_STATEMENT: &str = "shoal.cancel";
 

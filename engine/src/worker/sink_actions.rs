@@ -4,8 +4,9 @@
 //! service on the same port, behind the same cluster-secret gate.
 
 use crate::protocol::{
-    ACTION_CANCEL_STATEMENT, ACTION_SENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_SEAL,
-    ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest, SinkCommit, SinkRun,
+    ACTION_CANCEL_STATEMENT, ACTION_SENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT,
+    ACTION_SINK_ROLLBACK, ACTION_SINK_SEAL, ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest,
+    SinkCommit, SinkRun,
 };
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -136,6 +137,26 @@ impl FlightService for WorkerActions {
                         &run.run_id,
                     ))
                     .await?;
+                }
+                reply(&true)
+            }
+            ACTION_SINK_ROLLBACK => {
+                let run: SinkRun = parse(&action)?;
+                checked(&run)?;
+                match run.target {
+                    SinkTarget::OutputFolder => {
+                        let (path, run_id) = (run.path.clone(), run.run_id.clone());
+                        on_disk(move || staging::rollback(&root, &path, &run_id)).await?
+                    }
+                    SinkTarget::DataStore => {
+                        in_store(store_commit::rollback(
+                            self.data_store.as_ref(),
+                            &run.path,
+                            &run.run_id,
+                        ))
+                        .await?;
+                        self.relisted_after(&run).await;
+                    }
                 }
                 reply(&true)
             }

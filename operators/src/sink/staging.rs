@@ -248,6 +248,15 @@ pub(super) fn crash_here_for_tests() {
 #[cfg(not(feature = "fault-injection"))]
 pub(super) fn crash_here_for_tests() {}
 
+/// Takes back the committed run `run_id` (its commit failed on another site, so the run as
+/// a whole never happened). Nothing if it is not committed here.
+pub fn rollback(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(committed_dir(root, path, run_id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Removes whatever a run staged here, its waves included (nothing if it staged nothing).
 pub fn abort(root: &Path, path: &str, run_id: &str) -> std::io::Result<()> {
     for dir in [
@@ -303,6 +312,11 @@ mod tests {
         assert!(!staging.exists());
         assert_eq!(commit(root.path(), &manifest).unwrap(), manifest);
         assert_eq!(committed(root.path(), "out", "r1").unwrap(), Some(manifest));
+
+        rollback(root.path(), "out", "r1").unwrap();
+        assert_eq!(committed(root.path(), "out", "r1").unwrap(), None);
+        assert!(!done.exists());
+        rollback(root.path(), "out", "r1").unwrap();
 
         std::fs::create_dir_all(staging_dir(root.path(), "out", "r2")).unwrap();
         abort(root.path(), "out", "r2").unwrap();

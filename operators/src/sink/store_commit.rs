@@ -176,6 +176,17 @@ pub async fn abort(store: &dyn ObjectStore, path: &str, run_id: &str) -> io::Res
     delete_all(store, &StorePath::from(waves_path(path, run_id))).await
 }
 
+/// Takes back the committed run `run_id` (its commit failed on another site): the manifest
+/// goes first, so readers stop seeing the run at once, then its files.
+pub async fn rollback(store: &dyn ObjectStore, path: &str, run_id: &str) -> io::Result<()> {
+    let manifest = manifest_location(path, run_id);
+    match store.delete(&manifest).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(failed("deleting", &manifest, e)),
+    }
+    delete_all(store, &run_dir(path, run_id)).await
+}
+
 /// The waves of `run_id` committed here; deletes what waves that never committed uploaded
 /// (a crash mid-wave), which a resumed run redoes.
 pub async fn committed_waves(
@@ -317,6 +328,10 @@ mod tests {
             committed(&store, "out", "r1").await.unwrap(),
             Some(manifest)
         );
+        // A rollback (the run failed to commit on another site) takes it all back.
+        rollback(&store, "out", "r1").await.unwrap();
+        assert_eq!(committed(&store, "out", "r1").await.unwrap(), None);
+        assert!(names(&store, "out").await.is_empty());
     }
 
     #[tokio::test]

@@ -1,9 +1,13 @@
-//! Committing a sink's files on the workers that wrote them: all or nothing.
+//! Committing a sink's files on the workers that wrote them: all or nothing. A run's commit
+//! is one call per site; if one fails, the sites that had committed take their part back,
+//! so a run id is committed on every site that wrote or on none (as far as the sites that
+//! committed can still be reached).
 
 use super::Pipelines;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_STATUS, SinkCommit, SinkRun,
+    ACTION_SINK_ABORT, ACTION_SINK_COMMIT, ACTION_SINK_ROLLBACK, ACTION_SINK_STATUS, SinkCommit,
+    SinkRun,
 };
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
@@ -11,8 +15,9 @@ use shoal_operators::sink::staging::{ManifestFile, SiteManifest};
 use std::collections::BTreeMap;
 
 impl Pipelines {
-    /// Commits the sink's files on each worker that wrote some; aborts everywhere if any
-    /// commit fails.
+    /// Commits the sink's files on each worker that wrote some; if any commit fails, aborts
+    /// everywhere and, for a whole run (not a wave: a wave's commits are checkpoints a
+    /// resumed run keeps), takes back the sites' commits already made.
     pub(super) async fn commit(
         &self,
         run: &SinkRun,
@@ -42,7 +47,9 @@ impl Pipelines {
                     });
             }
         }
+        let whole_run = inputs.is_empty();
         let mut committed = Vec::new();
+        let mut committed_sites = Vec::new();
         for (site, files) in per_site {
             let site_manifest = SiteManifest {
                 run_id: run.run_id.clone(),
@@ -63,6 +70,9 @@ impl Pipelines {
             }
             .await;
             if let Err(e) = outcome {
+                if whole_run {
+                    self.take_back(run, &committed_sites).await;
+                }
                 // Workers not yet committed drop their staging; the error names the site.
                 let _ = self.workers.on_every_worker(ACTION_SINK_ABORT, run).await;
                 return Err(Error::SinkAction {
@@ -73,8 +83,29 @@ impl Pipelines {
                 });
             }
             committed.extend(site_manifest.files);
+            committed_sites.push(site);
         }
         Ok(committed)
+    }
+
+    /// Takes back `run` on the sites that committed it; a site that cannot is logged (the
+    /// run then stays committed there, and a re-run of the id reports that site's part).
+    async fn take_back(&self, run: &SinkRun, sites: &[String]) {
+        let Ok(body) = serde_json::to_vec(run) else {
+            return;
+        };
+        for site in sites {
+            if let Err(e) = self
+                .workers
+                .call(site, ACTION_SINK_ROLLBACK, body.clone())
+                .await
+            {
+                tracing::error!(
+                    "run '{}' stays committed on site '{site}': taking it back failed: {e}",
+                    run.run_id
+                );
+            }
+        }
     }
 
     /// The manifests of `run` already committed on live workers.
