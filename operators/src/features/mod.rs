@@ -4,12 +4,14 @@
 //! - [`matrix`]: feature columns to the row-major matrix an ONNX tensor views;
 //! - [`numeric`]: scaling, imputation, log1p, clip, bucketize;
 //! - [`categorical`]: one-hot and ordinal encoding, the hashing trick;
-//! - [`text`]: token counts, hashed n-grams, regex extraction.
+//! - [`text`]: token counts, hashed n-grams, regex extraction;
+//! - [`image`]: images (binary values) to normalised Float32 tensors.
 //!
 //! Every kernel takes an Arrow array and returns one, never looping over rows through
 //! `ScalarValue`; string kernels on dictionary arrays work once per distinct value.
 
 pub mod categorical;
+pub mod image;
 pub mod matrix;
 pub mod numeric;
 pub mod text;

@@ -8,9 +8,14 @@
 //! one_hot(x, 'w1', ..., 'wk')       ordinal_encode(x, 'w1', ...)  hash_bucket(x, buckets)
 //! token_count(text)                 hashed_ngrams(text, n, buckets)
 //! regex_extract(text, 'pattern', group)
+//! image_tensor(content, height, width, 'nchw' | 'nhwc' [, mean_r, mean_g, mean_b, std_r, std_g, std_b])
+//! image_tensor_strict(...)          image_error(content)
 //! ```
+//! `image_tensor` gives a null where a value does not decode (`image_error` says why);
+//! `image_tensor_strict` fails the statement instead, naming the row and the reason.
 
-use crate::features::{MAX_FEATURE_WIDTH, categorical, numeric, text};
+use crate::features::image::{ImageTransform, Layout, MAX_TENSOR_SIDE};
+use crate::features::{MAX_FEATURE_WIDTH, categorical, image, numeric, text};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::arrow::error::ArrowError;
@@ -36,6 +41,9 @@ pub enum FeatureFunction {
     TokenCount,
     HashedNgrams,
     RegexExtract,
+    ImageTensor,
+    ImageTensorStrict,
+    ImageError,
 }
 
 /// What the input column must be.
@@ -45,10 +53,12 @@ enum Input {
     /// Anything with a text form (strings, dictionaries, integer codes).
     Category,
     Text,
+    /// Bytes (an image file's content).
+    Binary,
 }
 
 impl FeatureFunction {
-    pub const ALL: [FeatureFunction; 12] = [
+    pub const ALL: [FeatureFunction; 15] = [
         Self::ScaleStandard,
         Self::ScaleMinmax,
         Self::Impute,
@@ -61,6 +71,9 @@ impl FeatureFunction {
         Self::TokenCount,
         Self::HashedNgrams,
         Self::RegexExtract,
+        Self::ImageTensor,
+        Self::ImageTensorStrict,
+        Self::ImageError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +90,9 @@ impl FeatureFunction {
             Self::TokenCount => "token_count",
             Self::HashedNgrams => "hashed_ngrams",
             Self::RegexExtract => "regex_extract",
+            Self::ImageTensor => "image_tensor",
+            Self::ImageTensorStrict => "image_tensor_strict",
+            Self::ImageError => "image_error",
         }
     }
 
@@ -86,13 +102,18 @@ impl FeatureFunction {
             Self::ScaleStandard => &["mean", "std"],
             Self::ScaleMinmax => &["min", "max"],
             Self::Impute => &["value"],
-            Self::Log1p | Self::TokenCount => &[],
+            Self::Log1p | Self::TokenCount | Self::ImageError => &[],
             Self::Clip => &["lower", "upper"],
             Self::Bucketize => &["boundary..."],
             Self::OneHot | Self::OrdinalEncode => &["word..."],
             Self::HashBucket => &["buckets"],
             Self::HashedNgrams => &["n", "buckets"],
             Self::RegexExtract => &["pattern", "group"],
+            // The last six are optional (all or none): without them values are in [0, 1].
+            Self::ImageTensor | Self::ImageTensorStrict => &[
+                "height", "width", "layout", "mean_r", "mean_g", "mean_b", "std_r", "std_g",
+                "std_b",
+            ],
         }
     }
 
@@ -100,6 +121,7 @@ impl FeatureFunction {
         match self {
             Self::OneHot | Self::OrdinalEncode | Self::HashBucket => Input::Category,
             Self::TokenCount | Self::HashedNgrams | Self::RegexExtract => Input::Text,
+            Self::ImageTensor | Self::ImageTensorStrict | Self::ImageError => Input::Binary,
             _ => Input::Numeric,
         }
     }
@@ -118,7 +140,10 @@ impl FeatureFunction {
         Ok(match self {
             Self::Bucketize | Self::OrdinalEncode | Self::TokenCount => DataType::Int32,
             Self::HashBucket => DataType::Int64,
-            Self::RegexExtract => DataType::Utf8,
+            Self::RegexExtract | Self::ImageError => DataType::Utf8,
+            Self::ImageTensor | Self::ImageTensorStrict => {
+                self.image_transform(params)?.data_type()
+            }
             Self::OneHot => list(self.width(params.len(), "words")?),
             Self::HashedNgrams => list(self.width(self.count(params, 1)?, "buckets")?),
             _ => DataType::Float64,
@@ -131,6 +156,8 @@ impl FeatureFunction {
         let given = fields.len().saturating_sub(1);
         let count_ok = if variadic {
             given >= declared.len()
+        } else if self.input() == Input::Binary && !declared.is_empty() {
+            given == 3 || given == declared.len()
         } else {
             given == declared.len()
         };
@@ -154,12 +181,21 @@ impl FeatureFunction {
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
             ),
             Input::Category => !value_type.is_nested(),
+            Input::Binary => matches!(
+                value_type,
+                DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+                    | DataType::FixedSizeBinary(_)
+                    | DataType::Null
+            ),
         };
         if !fits {
             let wanted = match self.input() {
                 Input::Numeric => "a numeric column",
                 Input::Text => "a text column",
                 Input::Category => "a column of strings or integer codes",
+                Input::Binary => "a binary column (an image's bytes)",
             };
             return plan_err!(
                 "{}: column '{}' is {input}, expected {wanted}",
@@ -222,6 +258,47 @@ impl FeatureFunction {
         Ok(width)
     }
 
+    /// The image transform of `image_tensor`'s parameters, checked while planning.
+    fn image_transform(self, params: &[ScalarValue]) -> Result<ImageTransform> {
+        let side = |i: usize, what: &str| -> Result<u32> {
+            let v = self.count(params, i)?;
+            if v > MAX_TENSOR_SIDE as usize {
+                return plan_err!(
+                    "{}: {what} {v} is over the limit of {MAX_TENSOR_SIDE} pixels",
+                    self.name()
+                );
+            }
+            Ok(v as u32)
+        };
+        let layout_text = self.text(params, 2)?;
+        let Some(layout) = Layout::parse(&layout_text) else {
+            return plan_err!(
+                "{}: layout '{layout_text}' is not 'nchw' or 'nhwc'",
+                self.name()
+            );
+        };
+        let (mut mean, mut std) = ([0.0f32; 3], [1.0f32; 3]);
+        if params.len() == 9 {
+            for c in 0..3 {
+                mean[c] = self.number(params, 3 + c)? as f32;
+                std[c] = self.number(params, 6 + c)? as f32;
+                if !(std[c].is_finite() && std[c] > 0.0 && mean[c].is_finite()) {
+                    return plan_err!(
+                        "{}: each std must be a positive number and each mean finite",
+                        self.name()
+                    );
+                }
+            }
+        }
+        Ok(ImageTransform {
+            height: side(0, "height")?,
+            width: side(1, "width")?,
+            layout,
+            mean,
+            std,
+        })
+    }
+
     fn text(self, params: &[ScalarValue], i: usize) -> Result<String> {
         match &params[i] {
             ScalarValue::Utf8(Some(s))
@@ -244,6 +321,10 @@ impl FeatureFunction {
             // A batch's output over the kernels' allocation bound: ask for less.
             ArrowError::MemoryError(m) => {
                 DataFusionError::ResourcesExhausted(format!("{}: {m}", self.name()))
+            }
+            // A value the kernel cannot take (an image that does not decode, when strict).
+            ArrowError::ComputeError(m) => {
+                DataFusionError::Execution(format!("{}: {m}", self.name()))
             }
             e => plan_datafusion_err!("{}: {e}", self.name()),
         };
@@ -289,6 +370,15 @@ impl FeatureFunction {
                 }
                 Arc::new(text::regex_extract(x, &regex, group as usize).map_err(named)?)
             }
+            Self::ImageTensor | Self::ImageTensorStrict => Arc::new(
+                image::image_tensor(
+                    x,
+                    &self.image_transform(params)?,
+                    self == Self::ImageTensorStrict,
+                )
+                .map_err(named)?,
+            ),
+            Self::ImageError => Arc::new(image::image_errors(x).map_err(named)?),
         };
         Ok(out)
     }
@@ -342,7 +432,27 @@ impl ScalarUDFImpl for FeatureUdf {
         self.function.check_arguments(args.arg_fields, params)?;
         let params: Vec<ScalarValue> = params.iter().flatten().map(|p| (*p).clone()).collect();
         let data_type = self.function.return_type(&params)?;
-        Ok(Arc::new(Field::new(self.name(), data_type, true)))
+        let field = Field::new(self.name(), data_type, true);
+        Ok(Arc::new(match self.function {
+            // Arrow's canonical fixed-shape tensor: the list is the tensor, row-major.
+            FeatureFunction::ImageTensor | FeatureFunction::ImageTensorStrict => {
+                let shape = self.function.image_transform(&params)?.shape();
+                field.with_metadata(
+                    [
+                        (
+                            "ARROW:extension:name".to_string(),
+                            "arrow.fixed_shape_tensor".to_string(),
+                        ),
+                        (
+                            "ARROW:extension:metadata".to_string(),
+                            format!("{{\"shape\":[{},{},{}]}}", shape[0], shape[1], shape[2]),
+                        ),
+                    ]
+                    .into(),
+                )
+            }
+            _ => field,
+        }))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

@@ -1,0 +1,356 @@
+//! Images to model tensors, a batch at a time: decode (PNG, JPEG, WebP, GIF, BMP, TIFF, by
+//! their bytes, not a name), resize so the image covers the target, center-crop to it, and
+//! scale to Float32 in NCHW or NHWC order with a per-channel mean and std (the transform
+//! image classifiers are trained with). Decoding runs on the CPU pool, one image per task.
+//!
+//! The `image` crate decodes (it is the maintained pure-Rust decoder set; its JPEG path is
+//! zune-jpeg), with limits on the declared size and the decoder's allocation, so a small
+//! file that declares a huge image fails that row instead of the process.
+//!
+//! A value that does not decode is a null, and [`image_errors`] says why for each row; the
+//! strict form fails the batch naming the row and the reason.
+
+use super::zeroed_block;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, StringArray,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::error::ArrowError;
+use image::imageops::FilterType;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Largest target side a tensor may have: 1024 x 1024 x 3 Float32 is 12 MiB a row.
+pub const MAX_TENSOR_SIDE: u32 = 1024;
+/// Largest image a value may declare, per side (a 16k x 16k RGB image is 768 MiB decoded).
+const MAX_DECLARED_SIDE: u32 = 16_384;
+/// What the decoder may allocate for one image.
+const MAX_DECODE_BYTES: u64 = 256 << 20;
+
+/// Channel order of the tensor of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// channels, rows, columns: `[3, height, width]` (PyTorch, ONNX vision models).
+    Nchw,
+    /// rows, columns, channels: `[height, width, 3]` (TensorFlow, Keras).
+    Nhwc,
+}
+
+impl Layout {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "nchw" | "chw" => Some(Self::Nchw),
+            "nhwc" | "hwc" => Some(Self::Nhwc),
+            _ => None,
+        }
+    }
+}
+
+/// The tensor an image becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageTransform {
+    pub height: u32,
+    pub width: u32,
+    pub layout: Layout,
+    /// Subtracted from each channel after scaling to [0, 1] (R, G, B).
+    pub mean: [f32; 3],
+    /// Then divided by.
+    pub std: [f32; 3],
+}
+
+impl ImageTransform {
+    /// Values per image.
+    pub fn width_of_row(&self) -> usize {
+        3 * self.height as usize * self.width as usize
+    }
+
+    /// The shape of one row's tensor, as the fixed-shape tensor extension type records it.
+    pub fn shape(&self) -> [usize; 3] {
+        let (h, w) = (self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nchw => [3, h, w],
+            Layout::Nhwc => [h, w, 3],
+        }
+    }
+
+    /// The output field's type: a fixed-size list of Float32, one per value.
+    pub fn data_type(&self) -> DataType {
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            self.width_of_row() as i32,
+        )
+    }
+
+    /// Decodes and transforms one image into `out` (zeroed, `width_of_row` long).
+    fn write(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+        let rgb = decode(bytes)?.to_rgb8();
+        let (w0, h0) = rgb.dimensions();
+        if w0 == 0 || h0 == 0 {
+            return Err("the image is empty".into());
+        }
+        // Cover the target, keeping the aspect ratio, then take its center.
+        let scale = f64::max(
+            f64::from(self.width) / f64::from(w0),
+            f64::from(self.height) / f64::from(h0),
+        );
+        let rw = ((f64::from(w0) * scale).round() as u32).max(self.width);
+        let rh = ((f64::from(h0) * scale).round() as u32).max(self.height);
+        let resized = if (rw, rh) == (w0, h0) {
+            rgb
+        } else {
+            image::imageops::resize(&rgb, rw, rh, FilterType::Triangle)
+        };
+        let (x0, y0) = ((rw - self.width) / 2, (rh - self.height) / 2);
+        let (h, w) = (self.height as usize, self.width as usize);
+        let scaled: [[f32; 256]; 3] = std::array::from_fn(|c| {
+            std::array::from_fn(|v| (v as f32 / 255.0 - self.mean[c]) / self.std[c])
+        });
+        for y in 0..h {
+            for x in 0..w {
+                let pixel = resized.get_pixel(x0 + x as u32, y0 + y as u32).0;
+                for c in 0..3 {
+                    let at = match self.layout {
+                        Layout::Nchw => c * h * w + y * w + x,
+                        Layout::Nhwc => (y * w + x) * 3 + c,
+                    };
+                    out[at] = scaled[c][pixel[c] as usize];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not an image in a known format (PNG, JPEG, WebP, GIF, BMP, TIFF)".into());
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECLARED_SIDE);
+    limits.max_image_height = Some(MAX_DECLARED_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| e.to_string())
+}
+
+/// The bytes of each row of a binary column (None for a null).
+fn values(x: &ArrayRef) -> Result<Vec<Option<&[u8]>>, ArrowError> {
+    let rows = x.len();
+    Ok(match x.data_type() {
+        DataType::Binary => x.as_binary::<i32>().iter().collect(),
+        DataType::LargeBinary => x.as_binary::<i64>().iter().collect(),
+        DataType::BinaryView => x.as_binary_view().iter().collect(),
+        DataType::FixedSizeBinary(_) => x.as_fixed_size_binary().iter().collect(),
+        DataType::Null => vec![None; rows],
+        other => {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "expected a binary column, found {other}"
+            )));
+        }
+    })
+}
+
+/// One tensor per row; a null where the value is null or does not decode, unless `strict`,
+/// where a value that does not decode fails the batch naming its row and why.
+pub fn image_tensor(
+    x: &ArrayRef,
+    transform: &ImageTransform,
+    strict: bool,
+) -> Result<FixedSizeListArray, ArrowError> {
+    let bytes = values(x)?;
+    let width = transform.width_of_row();
+    let mut block = zeroed_block(bytes.len(), width)?;
+    let outcomes: Vec<Option<Result<(), String>>> = block
+        .par_chunks_mut(width.max(1))
+        .zip(bytes.par_iter())
+        .map(|(out, value)| value.map(|b| transform.write(b, out)))
+        .collect();
+    if strict
+        && let Some((row, Some(Err(reason)))) = outcomes
+            .iter()
+            .enumerate()
+            .find(|(_, o)| matches!(o, Some(Err(_))))
+    {
+        return Err(ArrowError::ComputeError(format!(
+            "row {row} of the batch is not an image that decodes: {reason}"
+        )));
+    }
+    let valid = NullBuffer::from_iter(outcomes.iter().map(|o| matches!(o, Some(Ok(())))));
+    let nulls = (valid.null_count() > 0).then_some(valid);
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    FixedSizeListArray::try_new(
+        item,
+        width as i32,
+        Arc::new(Float32Array::from(block)),
+        nulls,
+    )
+}
+
+/// Why each row does not decode as an image: null where it does (or is null).
+pub fn image_errors(x: &ArrayRef) -> Result<StringArray, ArrowError> {
+    let bytes = values(x)?;
+    let reasons: Vec<Option<String>> = bytes
+        .par_iter()
+        .map(|value| value.and_then(|b| decode(b).err()))
+        .collect();
+    Ok(StringArray::from(reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use datafusion::arrow::array::BinaryArray;
+    use image::{ImageFormat, Rgb, RgbImage};
+
+    fn encoded(image: &RgbImage, format: ImageFormat) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, format).unwrap();
+        bytes.into_inner()
+    }
+
+    fn column(values: Vec<Option<&[u8]>>) -> ArrayRef {
+        Arc::new(BinaryArray::from(values))
+    }
+
+    fn plain(height: u32, width: u32, layout: Layout) -> ImageTransform {
+        ImageTransform {
+            height,
+            width,
+            layout,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+
+    #[test]
+    fn a_wide_image_is_cropped_to_its_center_in_either_layout() {
+        // 4 x 2: black, red, green, white columns. Covering 2 x 2 needs no resize; the
+        // center crop keeps the red and green columns.
+        let mut img = RgbImage::new(4, 2);
+        for y in 0..2 {
+            img.put_pixel(0, y, Rgb([0, 0, 0]));
+            img.put_pixel(1, y, Rgb([255, 0, 0]));
+            img.put_pixel(2, y, Rgb([0, 255, 0]));
+            img.put_pixel(3, y, Rgb([255, 255, 255]));
+        }
+        let png = encoded(&img, ImageFormat::Png);
+        let x = column(vec![Some(&png)]);
+        let nchw = image_tensor(&x, &plain(2, 2, Layout::Nchw), true).unwrap();
+        let values = nchw.value(0);
+        let values = values.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        // R plane, then G, then B; rows of [red, green].
+        assert_eq!(
+            values.values().to_vec(),
+            [1., 0., 1., 0., 0., 1., 0., 1., 0., 0., 0., 0.]
+        );
+        let nhwc = image_tensor(&x, &plain(2, 2, Layout::Nhwc), true).unwrap();
+        let values = nhwc.value(0);
+        let values = values.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        assert_eq!(
+            values.values().to_vec(),
+            [1., 0., 0., 0., 1., 0., 1., 0., 0., 0., 1., 0.]
+        );
+    }
+
+    #[test]
+    fn mean_and_std_normalise_each_channel_and_jpeg_decodes_too() {
+        let img = RgbImage::from_pixel(12, 8, Rgb([255, 128, 0]));
+        let transform = ImageTransform {
+            height: 4,
+            width: 4,
+            layout: Layout::Nchw,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        };
+        for (format, tolerance) in [(ImageFormat::Png, 1e-6), (ImageFormat::Jpeg, 0.05)] {
+            let bytes = encoded(&img, format);
+            let out = image_tensor(&column(vec![Some(&bytes)]), &transform, true).unwrap();
+            let row = out.value(0);
+            let row = row.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+            for (c, value) in [1.0f32, 128.0 / 255.0, 0.0].into_iter().enumerate() {
+                let expected = (value - transform.mean[c]) / transform.std[c];
+                for v in &row.values()[c * 16..(c + 1) * 16] {
+                    assert!(
+                        (v - expected).abs() < tolerance * 4.0,
+                        "{format:?} {c}: {v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_does_not_decode_is_a_null_with_its_reason_or_an_error_when_strict() {
+        let good = encoded(&RgbImage::new(3, 3), ImageFormat::Png);
+        let mut cut = good.clone();
+        cut.truncate(good.len() / 2);
+        let x = column(vec![
+            Some(&good),
+            Some(b"not an image at all"),
+            None,
+            Some(&cut),
+        ]);
+        let out = image_tensor(&x, &plain(2, 2, Layout::Nchw), false).unwrap();
+        assert_eq!(
+            (0..4).map(|i| out.is_valid(i)).collect::<Vec<_>>(),
+            [true, false, false, false]
+        );
+        let reasons = image_errors(&x).unwrap();
+        assert!(reasons.is_null(0) && reasons.is_null(2));
+        assert!(
+            reasons.value(1).contains("not an image"),
+            "{}",
+            reasons.value(1)
+        );
+        assert!(!reasons.value(3).is_empty());
+        let err = image_tensor(&x, &plain(2, 2, Layout::Nchw), true).unwrap_err();
+        assert!(err.to_string().contains("row 1"), "{err}");
+    }
+
+    /// CRC-32 (IEEE), as PNG chunks carry it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for b in bytes {
+            crc ^= u32::from(*b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn an_image_declaring_a_huge_size_is_refused_without_allocating_it() {
+        // A valid PNG whose header chunk declares 100000 x 100000 pixels (with its CRC).
+        let mut png = encoded(&RgbImage::new(1, 1), ImageFormat::Png);
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let x = column(vec![Some(&png)]);
+        let reasons = image_errors(&x).unwrap();
+        assert!(
+            reasons.value(0).to_lowercase().contains("limit"),
+            "{}",
+            reasons.value(0)
+        );
+        let out = image_tensor(&x, &plain(2, 2, Layout::Nchw), false).unwrap();
+        assert!(out.is_null(0));
+    }
+
+    #[test]
+    fn a_batch_whose_tensors_are_too_large_is_refused_naming_the_size() {
+        let x = column(vec![None; 1000]);
+        let err = image_tensor(&x, &plain(1024, 1024, Layout::Nchw), false).unwrap_err();
+        assert!(err.to_string().contains("MiB"), "{err}");
+    }
+}
