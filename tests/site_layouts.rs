@@ -1,6 +1,7 @@
 //! What a site may hold besides flat Parquet folders: CSV, newline-delimited JSON and Arrow
 //! IPC tables, Hive-style partition folders (columns of the table, pruned by filters), and
-//! files added or removed while the worker runs (picked up by its re-listing). Each answer
+//! files added or removed while the worker runs (picked up by its re-listing), and Parquet
+//! tables of images (binary columns) turned into tensors where they lie. Each answer
 //! is compared with single-node DataFusion over the same folders (`shoal_sql::local_context`,
 //! which reads them by the same layout rules).
 
@@ -121,6 +122,84 @@ async fn csv_json_and_arrow_tables_answer_as_single_node() {
             &to_rows(&out.batches),
         );
     }
+    cluster.stop().await;
+}
+
+/// A PNG of `width` x `height` whose every pixel is `rgb`.
+fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    bytes.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_tables_of_images_become_tensors_on_the_sites_as_on_one_node() {
+    use datafusion::arrow::array::{BinaryArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let sites: Vec<PathBuf> = (1..=2)
+        .map(|i| dir.path().join(format!("site-{i}")))
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("content", DataType::Binary, true),
+    ]));
+    for (i, site) in sites.iter().enumerate() {
+        let base = 10 * i as i64;
+        let images = [
+            Some(png(6, 4, [255, 0, 0])),
+            Some(png(3, 5, [0, 128, 255])),
+            // A scan cut short, and a row without a file.
+            Some(png(4, 4, [9, 9, 9])[..20].to_vec()),
+            None,
+        ];
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(base..base + 4)),
+                Arc::new(BinaryArray::from_iter(images)),
+            ],
+        )
+        .unwrap();
+        write_as(&site.join(format!("scans/part-{i}.parquet")), &[batch]);
+    }
+    let cluster = cluster(&sites, Duration::ZERO).await;
+    let sql = "SELECT id, arrow_cast(image_tensor(content, 2, 2, 'nchw', 0.5, 0.5, 0.5, \
+               0.25, 0.25, 0.25), 'List(Float32)') AS t, image_error(content) IS NULL AS ok \
+               FROM scans ORDER BY id";
+    let out = cluster.sql(sql).await.unwrap();
+    assert!(out.report.distributed, "decoded on the sites");
+    let rows = to_rows(&out.batches);
+    assert_same_rows(sql, &single_node(&sites, sql).await, &rows);
+    // A red image: R = (1 - 0.5) / 0.25 = 2, G = B = (0 - 0.5) / 0.25 = -2.
+    assert_eq!(
+        rows[0][1],
+        "[2.0, 2.0, 2.0, 2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0]"
+    );
+    let valid: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        valid,
+        [
+            "true", "true", "false", "true", "true", "true", "false", "true"
+        ]
+    );
+    // The tensor column says what it is: Arrow's fixed-shape tensor, [3, 2, 2] per row.
+    let out = cluster
+        .sql("SELECT image_tensor(content, 2, 2, 'nchw') AS t FROM scans")
+        .await
+        .unwrap();
+    let schema = out.batches[0].schema();
+    let metadata = schema.field(0).metadata();
+    assert_eq!(
+        metadata.get("ARROW:extension:name").map(String::as_str),
+        Some("arrow.fixed_shape_tensor")
+    );
+    assert_eq!(
+        metadata.get("ARROW:extension:metadata").map(String::as_str),
+        Some("{\"shape\":[3,2,2]}")
+    );
     cluster.stop().await;
 }
 

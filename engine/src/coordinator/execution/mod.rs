@@ -101,7 +101,7 @@ impl Executor {
     pub fn execute(&self, planned: &PlannedQuery) -> Result<SendableRecordBatchStream> {
         match planned {
             PlannedQuery::Plan { plan, task_ctx } => {
-                let stream = execute_stream(plan.clone(), task_ctx.clone())?;
+                let stream = with_planned_schema(execute_stream(plan.clone(), task_ctx.clone())?);
                 let key = ShoalOptions::from_config(task_ctx.session_config().options())
                     .statement
                     .key;
@@ -153,4 +153,24 @@ impl Executor {
             report,
         })
     }
+}
+
+/// Batches that crossed from a worker carry the schema the worker built, which has lost
+/// field metadata the plan's own schema holds (datafusion-proto carries a function's return
+/// type, not its field: an `image_tensor` column's fixed-shape tensor tag). Each batch gets
+/// the planned schema back where it is the same schema with more metadata.
+fn with_planned_schema(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let batches = stream.map_ok({
+        let schema = schema.clone();
+        move |batch| {
+            if batch.schema_ref() != &schema && schema.contains(batch.schema_ref()) {
+                // A clone is a few Arcs; the batch stays as it came if the schema is refused.
+                batch.clone().with_schema(schema.clone()).unwrap_or(batch)
+            } else {
+                batch
+            }
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
