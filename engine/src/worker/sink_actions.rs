@@ -75,7 +75,7 @@ impl WorkerActions {
     /// A run committed into the site's data is a table once the coordinator has the new
     /// listing; a wave's commit (hidden until the seal) is not.
     async fn relisted_after(&self, run: &SinkRun) {
-        if !run.path.contains('/') {
+        if !staging::is_waves_path(&run.path) {
             self.relist.relist().await;
         }
     }

@@ -1,7 +1,8 @@
 //! Images to model tensors, a batch at a time: decode (PNG, JPEG, WebP, GIF, BMP, TIFF, by
 //! their bytes, not a name), resize so the image covers the target, center-crop to it, and
 //! scale to Float32 in NCHW or NHWC order with a per-channel mean and std (the transform
-//! image classifiers are trained with). Decoding runs on the CPU pool, one image per task.
+//! image classifiers are trained with). One image per rayon task: the SQL functions call
+//! these kernels inside `crate::runtime::run_on_cpu_pool`, never on a runtime thread.
 //!
 //! The `image` crate decodes (it is the maintained pure-Rust decoder set; its JPEG path is
 //! zune-jpeg), with limits on the declared size and the decoder's allocation, so a small
@@ -82,8 +83,15 @@ impl ImageTransform {
         )
     }
 
+    /// Each channel's output value for each 8-bit input value: built once per batch.
+    fn lookup(&self) -> [[f32; 256]; 3] {
+        std::array::from_fn(|c| {
+            std::array::from_fn(|v| (v as f32 / 255.0 - self.mean[c]) / self.std[c])
+        })
+    }
+
     /// Decodes and transforms one image into `out` (zeroed, `width_of_row` long).
-    fn write(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+    fn write(&self, bytes: &[u8], scaled: &[[f32; 256]; 3], out: &mut [f32]) -> Result<(), String> {
         let rgb = decode(bytes)?.to_rgb8();
         let (w0, h0) = rgb.dimensions();
         if w0 == 0 || h0 == 0 {
@@ -103,9 +111,6 @@ impl ImageTransform {
         };
         let (x0, y0) = ((rw - self.width) / 2, (rh - self.height) / 2);
         let (h, w) = (self.height as usize, self.width as usize);
-        let scaled: [[f32; 256]; 3] = std::array::from_fn(|c| {
-            std::array::from_fn(|v| (v as f32 / 255.0 - self.mean[c]) / self.std[c])
-        });
         for y in 0..h {
             for x in 0..w {
                 let pixel = resized.get_pixel(x0 + x as u32, y0 + y as u32).0;
@@ -164,10 +169,11 @@ pub fn image_tensor(
     let bytes = values(x)?;
     let width = transform.width_of_row();
     let mut block = zeroed_block(bytes.len(), width)?;
+    let scaled = transform.lookup();
     let outcomes: Vec<Option<Result<(), String>>> = block
         .par_chunks_mut(width.max(1))
         .zip(bytes.par_iter())
-        .map(|(out, value)| value.map(|b| transform.write(b, out)))
+        .map(|(out, value)| value.map(|b| transform.write(b, &scaled, out)))
         .collect();
     if strict
         && let Some((row, Some(Err(reason)))) = outcomes

@@ -157,6 +157,14 @@ pub fn waves_path(path: &str, run_id: &str) -> String {
 
 const WAVES_PREFIX: &str = ".waves-";
 
+/// Whether `path` is a resumable run's waves folder ([`waves_path`]): its commits are
+/// checkpoints, hidden until the seal, not a run's output.
+pub fn is_waves_path(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with(WAVES_PREFIX))
+}
+
 /// The waves of `run_id` committed here; removes the staging of waves that never
 /// committed (a crash mid-wave), which a resumed run redoes.
 pub fn committed_waves(
@@ -284,6 +292,13 @@ mod tests {
         }
         assert!(check_run_id("nightly-2026_11").is_ok());
         assert!(check_run_id("a/b").is_err());
+    }
+
+    #[test]
+    fn waves_folders_are_told_from_outputs() {
+        assert!(is_waves_path(&waves_path("scores", "r1")));
+        assert!(!is_waves_path("scores"));
+        assert!(!is_waves_path("predictions/daily"));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use crate::features::image::{ImageTransform, Layout, MAX_TENSOR_SIDE};
 use crate::features::{MAX_FEATURE_WIDTH, categorical, image, numeric, text};
+use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::arrow::error::ArrowError;
@@ -370,15 +371,19 @@ impl FeatureFunction {
                 }
                 Arc::new(text::regex_extract(x, &regex, group as usize).map_err(named)?)
             }
-            Self::ImageTensor | Self::ImageTensorStrict => Arc::new(
-                image::image_tensor(
-                    x,
-                    &self.image_transform(params)?,
-                    self == Self::ImageTensorStrict,
+            // Decoding is the heaviest kernel: on the inference pool, with the runtime
+            // thread handed off, as model runs are.
+            Self::ImageTensor | Self::ImageTensorStrict => {
+                let transform = self.image_transform(params)?;
+                let strict = self == Self::ImageTensorStrict;
+                Arc::new(
+                    run_on_cpu_pool(|| image::image_tensor(x, &transform, strict))?
+                        .map_err(named)?,
                 )
-                .map_err(named)?,
-            ),
-            Self::ImageError => Arc::new(image::image_errors(x).map_err(named)?),
+            }
+            Self::ImageError => {
+                Arc::new(run_on_cpu_pool(|| image::image_errors(x))?.map_err(named)?)
+            }
         };
         Ok(out)
     }

@@ -11,7 +11,7 @@ use crate::protocol::{
 };
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
-use shoal_operators::sink::staging::{ManifestFile, SiteManifest};
+use shoal_operators::sink::staging::{ManifestFile, SiteManifest, is_waves_path};
 use std::collections::BTreeMap;
 
 impl Pipelines {
@@ -47,7 +47,7 @@ impl Pipelines {
                     });
             }
         }
-        let whole_run = inputs.is_empty();
+        let whole_run = !is_waves_path(&run.path);
         let mut committed = Vec::new();
         let mut committed_sites = Vec::new();
         for (site, files) in per_site {
