@@ -9,6 +9,7 @@
 //! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
 //! | `shoal.models.batch_rows` | JSON | `{}` | model name -> rows per model run (a pipeline model node's `batch_size`) |
+//! | `shoal.models.tensor_shapes` | JSON | `{}` | model name -> the per-row shapes of its tensor inputs, as the coordinator planned them (set by the coordinator: a tensor's shape tag does not survive plan serialisation) |
 //! | `shoal.query.partial` | bool | false | answer from the sites that are up: files only down sites hold are skipped and the report says what was not read |
 //!
 //! DataFusion's `extensions_options!` makes one-level keys only; this implements
@@ -71,6 +72,7 @@ pub struct InferenceOptions {
 pub struct ModelOptions {
     pub versions: String,
     pub batch_rows: String,
+    pub tensor_shapes: String,
 }
 
 impl Default for ShoalOptions {
@@ -114,6 +116,7 @@ const SLOTS: &str = "inference.slots";
 const NATIVE_TREES: &str = "inference.native_trees";
 const VERSIONS: &str = "models.versions";
 const BATCH_ROWS: &str = "models.batch_rows";
+const TENSOR_SHAPES: &str = "models.tensor_shapes";
 const STATEMENT_KEY: &str = "statement.key";
 const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
 const STATEMENT_USER: &str = "statement.user";
@@ -147,6 +150,7 @@ impl ExtensionOptions for ShoalOptions {
             }
             VERSIONS => self.models.versions = value.to_string(),
             BATCH_ROWS => self.models.batch_rows = value.to_string(),
+            TENSOR_SHAPES => self.models.tensor_shapes = value.to_string(),
             STATEMENT_KEY => self.statement.key = value.to_string(),
             STATEMENT_USER => self.statement.user = value.to_string(),
             STATEMENT_DIGEST => self.statement.digest = value.to_string(),
@@ -165,7 +169,7 @@ impl ExtensionOptions for ShoalOptions {
             other => {
                 return config_err!(
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
-                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, \
+                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, shoal.{TENSOR_SHAPES}, \
                      shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
                      shoal.{STATEMENT_DIGEST}, shoal.{QUERY_PARTIAL}"
                 );
@@ -201,6 +205,11 @@ impl ExtensionOptions for ShoalOptions {
                 BATCH_ROWS,
                 self.models.batch_rows.clone(),
                 "JSON: model name -> rows per model run",
+            ),
+            entry(
+                TENSOR_SHAPES,
+                self.models.tensor_shapes.clone(),
+                "JSON: model name -> per-row shapes of its tensor inputs (set by the coordinator)",
             ),
             entry(
                 STATEMENT_KEY,
@@ -254,6 +263,6 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 9);
+        assert_eq!(keys.len(), 10);
     }
 }

@@ -61,6 +61,15 @@ pub enum Error {
         found: String,
     },
 
+    /// `call` is `predict('m', ...)`, `argument` is `argument 1 (img)`.
+    #[error("{call}: {argument} cannot feed input '{input}': {reason}")]
+    TensorFeed {
+        call: String,
+        argument: String,
+        input: String,
+        reason: String,
+    },
+
     #[error(
         "{function}('{model}', ...): feature {position} ({column}) has {nulls} null value(s) in a batch; \
          shoal does not impute: filter those rows out or COALESCE the feature"
@@ -204,6 +213,7 @@ impl Error {
             | Error::UnsupportedModel { .. }
             | Error::FeatureCount { .. }
             | Error::FeatureType { .. }
+            | Error::TensorFeed { .. }
             | Error::NullFeature { .. }
             | Error::ModelNameNotLiteral { .. }
             | Error::ZipMapOutput { .. }

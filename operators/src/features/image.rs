@@ -1,6 +1,6 @@
 //! Images to model tensors, a batch at a time: decode (PNG, JPEG, WebP, GIF, BMP, TIFF, by
-//! their bytes, not a name), resize so the image covers the target, center-crop to it, and
-//! scale to Float32 in NCHW or NHWC order with a per-channel mean and std (the transform
+//! their bytes, not a name), bring it to the target size ([`Fit`]: cover and center-crop,
+//! fit inside and pad, or stretch), and scale to Float32 in NCHW or NHWC order with a per-channel mean and std (the transform
 //! image classifiers are trained with). One image per rayon task: the SQL functions call
 //! these kernels inside `crate::runtime::run_on_cpu_pool`, never on a runtime thread.
 //!
@@ -48,12 +48,37 @@ impl Layout {
     }
 }
 
+/// How an image of another aspect ratio is brought to the target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fit {
+    /// Resize to cover the target keeping the aspect ratio, then take the center
+    /// (torchvision's Resize + CenterCrop: classifiers).
+    Crop,
+    /// Resize to fit inside the target keeping the aspect ratio, at the top left; the rest is
+    /// zero (after normalisation): the text-line convention of OCR models, nothing cut off.
+    Pad,
+    /// Resize to the target, ignoring the aspect ratio.
+    Stretch,
+}
+
+impl Fit {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "crop" => Some(Self::Crop),
+            "pad" => Some(Self::Pad),
+            "stretch" => Some(Self::Stretch),
+            _ => None,
+        }
+    }
+}
+
 /// The tensor an image becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageTransform {
     pub height: u32,
     pub width: u32,
     pub layout: Layout,
+    pub fit: Fit,
     /// Subtracted from each channel after scaling to [0, 1] (R, G, B).
     pub mean: [f32; 3],
     /// Then divided by.
@@ -97,27 +122,44 @@ impl ImageTransform {
         if w0 == 0 || h0 == 0 {
             return Err("the image is empty".into());
         }
-        // Cover the target, keeping the aspect ratio, then take its center.
-        let scale = f64::max(
-            f64::from(self.width) / f64::from(w0),
-            f64::from(self.height) / f64::from(h0),
-        );
-        let rw = ((f64::from(w0) * scale).round() as u32).max(self.width);
-        let rh = ((f64::from(h0) * scale).round() as u32).max(self.height);
+        let (tw, th) = (f64::from(self.width), f64::from(self.height));
+        let (sw, sh) = (f64::from(w0), f64::from(h0));
+        let side = |v: f64, at_most: u32| (v.round() as u32).clamp(1, at_most);
+        // The resized image's size, and where the target's top left falls in it.
+        let (rw, rh) = match self.fit {
+            Fit::Crop => {
+                let scale = f64::max(tw / sw, th / sh);
+                let cover = |v: f64, at_least: u32| (v.round() as u32).max(at_least);
+                (
+                    cover(sw * scale, self.width),
+                    cover(sh * scale, self.height),
+                )
+            }
+            Fit::Pad => {
+                let scale = f64::min(tw / sw, th / sh);
+                (side(sw * scale, self.width), side(sh * scale, self.height))
+            }
+            Fit::Stretch => (self.width, self.height),
+        };
         let resized = if (rw, rh) == (w0, h0) {
             rgb
         } else {
             image::imageops::resize(&rgb, rw, rh, FilterType::Triangle)
         };
-        let (x0, y0) = ((rw - self.width) / 2, (rh - self.height) / 2);
-        let (h, w) = (self.height as usize, self.width as usize);
+        let (x0, y0) = match self.fit {
+            Fit::Crop => ((rw - self.width) / 2, (rh - self.height) / 2),
+            Fit::Pad | Fit::Stretch => (0, 0),
+        };
+        // Cells past a padded image keep the block's zero.
+        let (h, w) = (self.height.min(rh) as usize, self.width.min(rw) as usize);
+        let (full_h, full_w) = (self.height as usize, self.width as usize);
         for y in 0..h {
             for x in 0..w {
                 let pixel = resized.get_pixel(x0 + x as u32, y0 + y as u32).0;
                 for c in 0..3 {
                     let at = match self.layout {
-                        Layout::Nchw => c * h * w + y * w + x,
-                        Layout::Nhwc => (y * w + x) * 3 + c,
+                        Layout::Nchw => c * full_h * full_w + y * full_w + x,
+                        Layout::Nhwc => (y * full_w + x) * 3 + c,
                     };
                     out[at] = scaled[c][pixel[c] as usize];
                 }
@@ -228,9 +270,64 @@ mod tests {
             height,
             width,
             layout,
+            fit: Fit::Crop,
             mean: [0.0; 3],
             std: [1.0; 3],
         }
+    }
+
+    #[test]
+    fn pad_keeps_the_whole_image_at_the_top_left_and_stretch_fills_the_target() {
+        // 2 x 1: red, green. Padded into 1 x 4 it stays as it is, then two zero columns;
+        // with mean 0.5 and std 0.5 the image's cells are in [-1, 1] and the padding is 0.
+        let mut img = RgbImage::new(2, 1);
+        img.put_pixel(0, 0, Rgb([255, 0, 0]));
+        img.put_pixel(1, 0, Rgb([0, 255, 0]));
+        let x = column(vec![Some(&encoded(&img, ImageFormat::Png))]);
+        let transform = ImageTransform {
+            fit: Fit::Pad,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..plain(1, 4, Layout::Nchw)
+        };
+        let padded = image_tensor(&x, &transform, true).unwrap().value(0);
+        let padded = padded.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        assert_eq!(
+            padded.values().to_vec(),
+            [1., -1., 0., 0., -1., 1., 0., 0., -1., -1., 0., 0.]
+        );
+        // A tall image padded into a wide target is scaled to the target's height.
+        let tall = RgbImage::from_pixel(10, 20, Rgb([255, 255, 255]));
+        let x = column(vec![Some(&encoded(&tall, ImageFormat::Png))]);
+        let padded = image_tensor(
+            &x,
+            &ImageTransform {
+                fit: Fit::Pad,
+                ..plain(4, 8, Layout::Nhwc)
+            },
+            true,
+        )
+        .unwrap()
+        .value(0);
+        let padded = padded.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        let white_per_row: Vec<usize> = padded
+            .values()
+            .chunks(8 * 3)
+            .map(|row| row.iter().filter(|v| **v > 0.99).count() / 3)
+            .collect();
+        assert_eq!(white_per_row, [2, 2, 2, 2]);
+        let stretched = image_tensor(
+            &x,
+            &ImageTransform {
+                fit: Fit::Stretch,
+                ..plain(4, 8, Layout::Nhwc)
+            },
+            true,
+        )
+        .unwrap()
+        .value(0);
+        let stretched = stretched.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        assert!(stretched.values().iter().all(|v| *v > 0.99));
     }
 
     #[test]
@@ -270,6 +367,7 @@ mod tests {
             height: 4,
             width: 4,
             layout: Layout::Nchw,
+            fit: Fit::Crop,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         };

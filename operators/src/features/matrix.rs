@@ -2,7 +2,7 @@
 //!
 //! Stacking n columns into [N, n] is the one copy shoal makes on the way to the model; it is
 //! done in row tiles so each tile's output stays in cache while the columns are walked.
-//! A single `FixedSizeList<Float32, n>` column needs no copy at all (see `as_matrix_view`).
+//! A single `FixedSizeList<Float32, n>` column needs no copy at all (see `super::tensor`).
 
 use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
 use datafusion::arrow::compute::cast;
@@ -107,26 +107,11 @@ pub fn stack_as_f32(columns: &[ArrayRef]) -> datafusion::arrow::error::Result<Ve
     Ok(out)
 }
 
-/// A `FixedSizeList<Float32, width>` column without nulls is already a row-major matrix:
-/// returns its values slice so ORT can view it with no copy.
-pub fn as_matrix_view(column: &ArrayRef, width: usize) -> Option<&[f32]> {
-    let list = column.as_fixed_size_list_opt()?;
-    if list.value_length() as usize != width || list.null_count() > 0 {
-        return None;
-    }
-    let values = list.values().as_primitive_opt::<Float32Type>()?;
-    if values.null_count() > 0 {
-        return None;
-    }
-    let start = list.offset() * width;
-    Some(&values.values()[start..start + list.len() * width])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{FixedSizeListArray, Float32Array, Float64Array, Int32Array};
-    use datafusion::arrow::datatypes::{Field, Float64Type};
+    use datafusion::arrow::array::{Float64Array, Int32Array};
+    use datafusion::arrow::datatypes::Float64Type;
     use std::sync::Arc;
 
     /// The plain reference: element (i, j) is column j's row i.
@@ -184,18 +169,5 @@ mod tests {
         let cols: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(vec![1, 2, 3]))];
         let cast = cast_all::<Float32Type>(&cols).unwrap();
         assert_eq!(cast[0].values().as_ref(), &[1.0f32, 2.0, 3.0]);
-    }
-
-    #[test]
-    fn fixed_size_list_is_viewed_without_copy_and_respects_offset() {
-        let values = Float32Array::from((0..12).map(|v| v as f32).collect::<Vec<_>>());
-        let field = Arc::new(Field::new("item", DataType::Float32, false));
-        let list = FixedSizeListArray::new(field, 3, Arc::new(values), None);
-        let sliced: ArrayRef = Arc::new(list.slice(1, 2));
-        assert_eq!(
-            as_matrix_view(&sliced, 3).unwrap(),
-            &[3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
-        );
-        assert!(as_matrix_view(&sliced, 4).is_none());
     }
 }

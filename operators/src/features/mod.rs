@@ -5,7 +5,8 @@
 //! - [`numeric`]: scaling, imputation, log1p, clip, bucketize;
 //! - [`categorical`]: one-hot and ordinal encoding, the hashing trick;
 //! - [`text`]: token counts, hashed n-grams, regex extraction;
-//! - [`image`]: images (binary values) to normalised Float32 tensors.
+//! - [`image`]: images (binary values) to normalised Float32 tensors;
+//! - [`tensor`]: the shape of a tensor column and its values without a copy.
 //!
 //! Every kernel takes an Arrow array and returns one, never looping over rows through
 //! `ScalarValue`; string kernels on dictionary arrays work once per distinct value.
@@ -14,6 +15,7 @@ pub mod categorical;
 pub mod image;
 pub mod matrix;
 pub mod numeric;
+pub mod tensor;
 pub mod text;
 
 use datafusion::arrow::error::ArrowError;
@@ -56,4 +58,4 @@ fn too_large(rows: usize, width: usize) -> ArrowError {
     ))
 }
 
-pub use matrix::{as_matrix_view, cast_all, is_numeric_feature, stack_as_f32, stack_row_major};
+pub use matrix::{cast_all, is_numeric_feature, stack_as_f32, stack_row_major};

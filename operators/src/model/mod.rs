@@ -1,6 +1,7 @@
 //! Models: their signature as shoal sees it, loaded sessions, and where they come from.
 
 mod directory;
+pub mod feeds;
 mod loaded;
 mod session_pool;
 mod signature;

@@ -96,10 +96,12 @@ impl fmt::Display for OutputSpec {
 /// How the n feature arguments of `predict` reach the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InputLayout {
-    /// One input of shape [N, width]: the arguments are stacked as columns.
+    /// One input of shape [N, width]: the arguments are stacked as columns (or one tensor
+    /// column of that width is the matrix).
     Stacked { width: usize, elem: TensorElem },
-    /// One input per feature, each of shape [N] or [N, 1].
-    PerColumn { count: usize },
+    /// One argument per graph input ([`super::feeds`] checks each): a scalar column for an
+    /// [N] or [N, 1] input, a tensor column for any input.
+    PerInput { count: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -184,22 +186,7 @@ impl ModelSignature {
                 width: only.shape[1] as usize,
                 elem: only.elem,
             }),
-            [only] if only.shape.len() == 2 && only.shape[1] < 0 => Err(format!(
-                "input '{}' has a dynamic feature dimension; export it with a fixed width",
-                only.name
-            )),
-            many => {
-                for t in many {
-                    let per_row = t.shape.len() == 1 || (t.shape.len() == 2 && t.shape[1] == 1);
-                    if !per_row {
-                        return Err(format!(
-                            "input '{}' has shape {:?}; with several inputs each must be [N] or [N, 1]",
-                            t.name, t.shape
-                        ));
-                    }
-                }
-                Ok(InputLayout::PerColumn { count: many.len() })
-            }
+            many => Ok(InputLayout::PerInput { count: many.len() }),
         }
     }
 
@@ -207,7 +194,7 @@ impl ModelSignature {
     pub fn feature_count(&self) -> usize {
         match self.layout {
             InputLayout::Stacked { width, .. } => width,
-            InputLayout::PerColumn { count } => count,
+            InputLayout::PerInput { count } => count,
         }
     }
 

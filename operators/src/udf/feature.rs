@@ -14,7 +14,8 @@
 //! `image_tensor` gives a null where a value does not decode (`image_error` says why);
 //! `image_tensor_strict` fails the statement instead, naming the row and the reason.
 
-use crate::features::image::{ImageTransform, Layout, MAX_TENSOR_SIDE};
+use crate::features::image::{Fit, ImageTransform, Layout, MAX_TENSOR_SIDE};
+use crate::features::tensor::tensor_field;
 use crate::features::{MAX_FEATURE_WIDTH, categorical, image, numeric, text};
 use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::ArrayRef;
@@ -110,10 +111,11 @@ impl FeatureFunction {
             Self::HashBucket => &["buckets"],
             Self::HashedNgrams => &["n", "buckets"],
             Self::RegexExtract => &["pattern", "group"],
-            // The last six are optional (all or none): without them values are in [0, 1].
+            // Mean and std are optional (all six or none: without them values are in
+            // [0, 1]), and so is fit ('crop' unless given).
             Self::ImageTensor | Self::ImageTensorStrict => &[
                 "height", "width", "layout", "mean_r", "mean_g", "mean_b", "std_r", "std_g",
-                "std_b",
+                "std_b", "fit",
             ],
         }
     }
@@ -158,7 +160,7 @@ impl FeatureFunction {
         let count_ok = if variadic {
             given >= declared.len()
         } else if self.input() == Input::Binary && !declared.is_empty() {
-            given == 3 || given == declared.len()
+            matches!(given, 3 | 4 | 9 | 10)
         } else {
             given == declared.len()
         };
@@ -278,8 +280,21 @@ impl FeatureFunction {
                 self.name()
             );
         };
+        let fit = match params.len() {
+            4 | 10 => {
+                let text = self.text(params, params.len() - 1)?;
+                let Some(fit) = Fit::parse(&text) else {
+                    return plan_err!(
+                        "{}: fit '{text}' is not 'crop', 'pad' or 'stretch'",
+                        self.name()
+                    );
+                };
+                fit
+            }
+            _ => Fit::Crop,
+        };
         let (mut mean, mut std) = ([0.0f32; 3], [1.0f32; 3]);
-        if params.len() == 9 {
+        if params.len() >= 9 {
             for c in 0..3 {
                 mean[c] = self.number(params, 3 + c)? as f32;
                 std[c] = self.number(params, 6 + c)? as f32;
@@ -295,6 +310,7 @@ impl FeatureFunction {
             height: side(0, "height")?,
             width: side(1, "width")?,
             layout,
+            fit,
             mean,
             std,
         })
@@ -442,19 +458,7 @@ impl ScalarUDFImpl for FeatureUdf {
             // Arrow's canonical fixed-shape tensor: the list is the tensor, row-major.
             FeatureFunction::ImageTensor | FeatureFunction::ImageTensorStrict => {
                 let shape = self.function.image_transform(&params)?.shape();
-                field.with_metadata(
-                    [
-                        (
-                            "ARROW:extension:name".to_string(),
-                            "arrow.fixed_shape_tensor".to_string(),
-                        ),
-                        (
-                            "ARROW:extension:metadata".to_string(),
-                            format!("{{\"shape\":[{},{},{}]}}", shape[0], shape[1], shape[2]),
-                        ),
-                    ]
-                    .into(),
-                )
+                tensor_field(self.name(), DataType::Float32, &shape, true)?
             }
             _ => field,
         }))

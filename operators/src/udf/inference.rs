@@ -3,12 +3,16 @@
 use super::predict::PredictKind;
 use crate::cancel::{self, CancelToken};
 use crate::error::{Error, Result};
-use crate::features::{as_matrix_view, cast_all, stack_as_f32, stack_row_major};
+use crate::features::tensor::{flat_values, tensor_field};
+use crate::features::{cast_all, stack_as_f32, stack_row_major};
+use crate::model::feeds::Feeds;
 use crate::model::trees::NativeTensor;
-use crate::model::{InputLayout, LoadedModel, ModelSignature, TensorElem, TensorSpec};
+use crate::model::{LoadedModel, ModelSignature, TensorElem, TensorSpec};
 use datafusion::arrow::array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    StringArray,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
 use ort::session::RunOptions;
 use ort::session::SessionInputValue;
@@ -35,10 +39,20 @@ pub fn output_type(signature: &ModelSignature, kind: PredictKind) -> Result<Data
                     });
                 }
             };
-            Ok(match per_row_width(spec) {
-                Some(k) if k > 1 => fixed_list(scalar, k),
-                _ => scalar,
-            })
+            match row_dims(spec) {
+                Some(dims) if dims.iter().product::<usize>() > 1 || dims.len() > 1 => {
+                    Ok(fixed_list(scalar, dims.iter().product()))
+                }
+                None if spec.shape.len() > 2 => Err(Error::UnsupportedModel {
+                    model: signature.name.clone(),
+                    reason: format!(
+                        "output '{}' has dynamic dimensions after the batch one ({spec}); \
+                         shoal returns one fixed-shape tensor per row",
+                        spec.name
+                    ),
+                }),
+                _ => Ok(scalar),
+            }
         }
         PredictKind::PredictProba => {
             let (_, spec) = signature.proba_output()?;
@@ -61,9 +75,26 @@ fn fixed_list(item: DataType, width: usize) -> DataType {
     DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), width as i32)
 }
 
-/// Values per row of an output tensor: None for [N], Some(k) for [N, k].
-fn per_row_width(spec: &TensorSpec) -> Option<usize> {
-    (spec.shape.len() == 2 && spec.shape[1] > 0).then(|| spec.shape[1] as usize)
+/// An output's fixed dimensions after the batch one: None for [N] or where one is dynamic.
+fn row_dims(spec: &TensorSpec) -> Option<Vec<usize>> {
+    let rest = spec.shape.get(1..).filter(|r| !r.is_empty())?;
+    rest.iter()
+        .map(|d| usize::try_from(*d).ok().filter(|d| *d > 0))
+        .collect()
+}
+
+/// The field a `predict`/`predict_proba` call returns: an output of more than one
+/// dimension per row (a feature map, an embedding grid) is tagged as Arrow's fixed-shape
+/// tensor, so its shape travels with it.
+pub fn output_field(signature: &ModelSignature, kind: PredictKind, name: &str) -> Result<Field> {
+    let data_type = output_type(signature, kind)?;
+    if let (PredictKind::Predict, DataType::FixedSizeList(item, _)) = (kind, &data_type) {
+        let (_, spec) = signature.predict_output()?;
+        if let Some(dims) = row_dims(spec).filter(|d| d.len() > 1) {
+            return Ok(tensor_field(name, item.data_type().clone(), &dims, false)?);
+        }
+    }
+    Ok(Field::new(name, data_type, false))
 }
 
 /// Runs the model once over `rows` rows of `features` (nulls already rejected).
@@ -81,6 +112,7 @@ pub fn infer(
     model: &LoadedModel,
     kind: PredictKind,
     features: &[ArrayRef],
+    feeds: &Feeds,
     rows: usize,
     native_trees: bool,
     stop: &CancelToken,
@@ -97,44 +129,11 @@ pub fn infer(
         rows,
         message: e.to_string(),
     };
-    // Owned buffers the tensor views borrow from; they outlive the run.
-    let mut f32_buffers: Vec<Cow<'_, [f32]>> = Vec::new();
-    let mut f64_buffers: Vec<Vec<f64>> = Vec::new();
-    let mut i64_buffers: Vec<Vec<i64>> = Vec::new();
-    match sig.layout {
-        InputLayout::Stacked { width, elem } => match elem {
-            TensorElem::Float32 => match features {
-                [one] if as_matrix_view(one, width).is_some() => {
-                    f32_buffers.push(Cow::Borrowed(as_matrix_view(one, width).unwrap_or(&[])))
-                }
-                _ => f32_buffers.push(Cow::Owned(stack_as_f32(features)?)),
-            },
-            TensorElem::Float64 => {
-                f64_buffers.push(stack_row_major(&cast_all::<Float64Type>(features)?))
-            }
-            _ => i64_buffers.push(stack_row_major(&cast_all::<Int64Type>(features)?)),
-        },
-        InputLayout::PerColumn { .. } => {
-            for (spec, column) in sig.inputs.iter().zip(features) {
-                let one = std::slice::from_ref(column);
-                match spec.elem {
-                    TensorElem::Float32 => f32_buffers.push(Cow::Owned(
-                        cast_all::<Float32Type>(one)?[0].values().to_vec(),
-                    )),
-                    TensorElem::Float64 => {
-                        f64_buffers.push(cast_all::<Float64Type>(one)?[0].values().to_vec())
-                    }
-                    _ => i64_buffers.push(cast_all::<Int64Type>(one)?[0].values().to_vec()),
-                }
-            }
-        }
-    }
-    if let (true, Some(native), InputLayout::Stacked { .. }, [matrix]) = (
-        native_trees,
-        &model.native,
-        sig.layout,
-        f32_buffers.as_slice(),
-    ) {
+    let blocks = input_blocks(model, features, feeds, rows)?;
+    if let (true, Some(native), [Block::F32(matrix)]) =
+        (native_trees, &model.native, blocks.as_slice())
+        && feeds.stack_columns
+    {
         let outputs = native.run(matrix, rows);
         return to_arrow(
             model,
@@ -144,37 +143,13 @@ pub fn infer(
             rows,
         );
     }
-    let (mut f32_iter, mut f64_iter, mut i64_iter) =
-        (f32_buffers.iter(), f64_buffers.iter(), i64_buffers.iter());
-    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
-    for spec in &sig.inputs {
-        let shape: Vec<usize> = match (sig.layout, spec.shape.len()) {
-            (InputLayout::Stacked { width, .. }, _) => vec![rows, width],
-            (InputLayout::PerColumn { .. }, 1) => vec![rows],
-            _ => vec![rows, 1],
-        };
-        let name = Cow::Owned(spec.name.clone());
-        let value: SessionInputValue<'_> = match spec.elem {
-            TensorElem::Float32 => {
-                let data = f32_iter.next().map(|b| b.as_ref()).unwrap_or(&[]);
-                TensorRef::from_array_view((shape, data))
-                    .map_err(failed)?
-                    .into()
-            }
-            TensorElem::Float64 => {
-                let data = f64_iter.next().map(Vec::as_slice).unwrap_or(&[]);
-                TensorRef::from_array_view((shape, data))
-                    .map_err(failed)?
-                    .into()
-            }
-            _ => {
-                let data = i64_iter.next().map(Vec::as_slice).unwrap_or(&[]);
-                TensorRef::from_array_view((shape, data))
-                    .map_err(failed)?
-                    .into()
-            }
-        };
-        inputs.push((name, value));
+    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(blocks.len());
+    for ((spec, dims), block) in sig.inputs.iter().zip(&feeds.dims).zip(&blocks) {
+        let shape: Vec<usize> = std::iter::once(rows).chain(dims.iter().copied()).collect();
+        inputs.push((
+            Cow::Owned(spec.name.clone()),
+            block.view(shape).map_err(failed)?,
+        ));
     }
     // A run cannot check the token itself: the watchdog terminates it when the statement
     // is cancelled or times out (ONNX Runtime then returns an error from `run`).
@@ -204,6 +179,82 @@ pub fn infer(
             rows,
         )
     })
+}
+
+/// One input's values, row-major: a copy where columns were stacked or cast, else the
+/// argument's own buffer (a `Float32` tensor column reaches a `float32` input uncopied).
+enum Block {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    /// A primitive array of the input's element type, viewed in place.
+    Leaf(ArrayRef),
+}
+
+impl Block {
+    fn view(&self, shape: Vec<usize>) -> std::result::Result<SessionInputValue<'_>, ort::Error> {
+        fn view<T: PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+            shape: Vec<usize>,
+            data: &[T],
+        ) -> std::result::Result<SessionInputValue<'_>, ort::Error> {
+            Ok(TensorRef::from_array_view((shape, data))?.into())
+        }
+        match self {
+            Block::F32(v) => view(shape, v),
+            Block::F64(v) => view(shape, v),
+            Block::I64(v) => view(shape, v),
+            Block::Leaf(array) => match array.data_type() {
+                DataType::Float32 => view(shape, array.as_primitive::<Float32Type>().values()),
+                DataType::Float64 => view(shape, array.as_primitive::<Float64Type>().values()),
+                _ => view(shape, array.as_primitive::<Int64Type>().values()),
+            },
+        }
+    }
+}
+
+/// The values of each graph input for `rows` rows of `features`.
+fn input_blocks(
+    model: &LoadedModel,
+    features: &[ArrayRef],
+    feeds: &Feeds,
+    rows: usize,
+) -> Result<Vec<Block>> {
+    let sig = &model.signature;
+    if feeds.stack_columns {
+        let elem = sig.inputs.first().map_or(TensorElem::Float32, |s| s.elem);
+        return Ok(vec![match elem {
+            TensorElem::Float32 => Block::F32(stack_as_f32(features)?),
+            TensorElem::Float64 => Block::F64(stack_row_major(&cast_all::<Float64Type>(features)?)),
+            _ => Block::I64(stack_row_major(&cast_all::<Int64Type>(features)?)),
+        }]);
+    }
+    sig.inputs
+        .iter()
+        .zip(features)
+        .zip(&feeds.dims)
+        .map(|((spec, column), dims)| {
+            let bad = |message: String| Error::Inference {
+                model: model.name.clone(),
+                rows,
+                message: format!("input '{}': {message}", spec.name),
+            };
+            let values = flat_values(column).map_err(bad)?;
+            let expected = rows * dims.iter().product::<usize>();
+            if values.len() != expected {
+                return Err(bad(format!(
+                    "{} values for {rows} row(s) of {dims:?}",
+                    values.len()
+                )));
+            }
+            let target = match spec.elem {
+                TensorElem::Float32 => DataType::Float32,
+                TensorElem::Float64 => DataType::Float64,
+                _ => DataType::Int64,
+            };
+            // Same type: arrow's cast shares the buffer; another: one converting copy.
+            Ok(Block::Leaf(cast(&values, &target)?))
+        })
+        .collect()
 }
 
 /// One output of a model run: from ONNX Runtime, or from shoal's native tree evaluator.
@@ -303,15 +354,25 @@ fn to_arrow(
             Ok(Arc::new(values))
         }
         (_, DataType::FixedSizeList(field, k)) => {
-            let (dims, data) = primitive!(f32, Float32Array);
-            if dims.get(1).copied() != Some(i64::from(*k)) {
-                return Err(shape_error(&dims));
+            macro_rules! rows_of {
+                ($t:ty, $array:ty) => {{
+                    let (dims, data) = primitive!($t, $array);
+                    if dims[1..].iter().product::<i64>() != i64::from(*k) {
+                        return Err(shape_error(&dims));
+                    }
+                    Arc::new(<$array>::from(data.to_vec())) as ArrayRef
+                }};
             }
-            let values = Float32Array::from(data.to_vec());
+            let values = match field.data_type() {
+                DataType::Float64 => rows_of!(f64, Float64Array),
+                DataType::Int64 => rows_of!(i64, Int64Array),
+                DataType::Int32 => rows_of!(i32, Int32Array),
+                _ => rows_of!(f32, Float32Array),
+            };
             Ok(Arc::new(FixedSizeListArray::try_new(
                 field.clone(),
                 *k,
-                Arc::new(values),
+                values,
                 None,
             )?))
         }

@@ -15,9 +15,11 @@ use super::predict::PredictUdf;
 use crate::config::{ModelOptions, ShoalOptions};
 use crate::error::Error;
 use crate::model::ModelProvider;
+use crate::model::feeds::{Call, plan_feeds};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,6 +28,11 @@ use std::collections::{BTreeMap, HashMap};
 pub struct Pins {
     pub versions: BTreeMap<String, String>,
     pub batch_rows: BTreeMap<String, usize>,
+    /// Per model, the dimensions (after the batch one) of each input, for every call whose
+    /// arguments are tensors: their shape tag is lost when a worker decodes the plan
+    /// (datafusion-proto rebuilds a function's result field from its type alone), so the
+    /// shapes the coordinator planned travel here.
+    pub tensor_shapes: BTreeMap<String, Vec<Vec<Vec<usize>>>>,
 }
 
 impl Pins {
@@ -37,6 +44,7 @@ impl Pins {
         Ok(Self {
             versions: parse_map("versions", &ext.models.versions)?,
             batch_rows: parse_map("batch_rows", &ext.models.batch_rows)?,
+            tensor_shapes: parse_map("tensor_shapes", &ext.models.tensor_shapes)?,
         })
     }
 
@@ -50,9 +58,18 @@ impl Pins {
             .collect();
         let mut pins = Self::default();
         plan.apply_with_subqueries(|node| {
+            let schema = expression_schema(node);
             node.apply_expressions(|expr| {
                 expr.apply(|e| {
                     if let Some((name, udf)) = predict_call(e) {
+                        if let (Some(schema), Expr::ScalarFunction(call)) = (&schema, e)
+                            && let Some(dims) = tensor_dims(provider, name, udf, &call.args, schema)
+                        {
+                            let seen = pins.tensor_shapes.entry(name.to_string()).or_default();
+                            if !seen.contains(&dims) {
+                                seen.push(dims);
+                            }
+                        }
                         if let Some(hash) = current.get(name) {
                             pins.versions.insert(name.to_string(), hash.clone());
                         }
@@ -80,8 +97,43 @@ impl Pins {
         Ok(ModelOptions {
             versions: json(serde_json::to_string(&self.versions))?,
             batch_rows: json(serde_json::to_string(&self.batch_rows))?,
+            tensor_shapes: json(serde_json::to_string(&self.tensor_shapes))?,
         })
     }
+}
+
+/// The schema a node's expressions are evaluated against: its inputs' fields together.
+fn expression_schema(node: &LogicalPlan) -> Option<DFSchema> {
+    let mut inputs = node.inputs().into_iter();
+    let mut schema = inputs.next()?.schema().as_ref().clone();
+    for other in inputs {
+        schema.merge(other.schema());
+    }
+    Some(schema)
+}
+
+/// The per-input dimensions of a `predict` call whose arguments are tensors; None for
+/// columns stacked into a matrix, or where the call does not plan (planning reports that).
+fn tensor_dims(
+    provider: &dyn ModelProvider,
+    name: &str,
+    udf: &PredictUdf,
+    args: &[Expr],
+    schema: &DFSchema,
+) -> Option<Vec<Vec<usize>>> {
+    let fields = args
+        .get(1..)?
+        .iter()
+        .map(|a| a.to_field(schema).map(|(_, f)| f))
+        .collect::<Result<Vec<_>>>()
+        .ok()?;
+    let model = provider.model(name, None).ok()?;
+    let call = Call {
+        function: udf.kind().function_name(),
+        model: name,
+    };
+    let feeds = plan_feeds(&model.signature, &call, &fields).ok()?;
+    (!feeds.stack_columns).then_some(feeds.dims)
 }
 
 /// `json` with every non-ASCII character written as `\uXXXX`: the pins travel as gRPC
@@ -195,6 +247,7 @@ mod tests {
         let pins = Pins {
             versions: BTreeMap::from([("modèle_𝔪".to_string(), "ab12".to_string())]),
             batch_rows: BTreeMap::from([("modèle_𝔪".to_string(), 7)]),
+            tensor_shapes: BTreeMap::from([("modèle_𝔪".to_string(), vec![vec![vec![3, 4]]])]),
         };
         let ext = pins.to_options().unwrap();
         assert!(

@@ -4,16 +4,16 @@
 //! type). Execution runs the model once per Arrow batch on the inference pool, at the version
 //! the statement pinned ([`super::model_pins`]) where it pinned one.
 
-use super::inference::{infer, output_type};
+use super::inference::{infer, output_field};
 use super::model_pins::Pins;
 use crate::cancel::CancelToken;
 use crate::config::ShoalOptions;
 use crate::error::Error;
-use crate::features::is_numeric_feature;
 use crate::model::ModelProvider;
+use crate::model::feeds::{Call, plan_feeds, planned_feeds};
 use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -155,39 +155,16 @@ impl ScalarUDFImpl for PredictUdf {
         let name = self.model_name(args.scalar_arguments.first().copied().flatten())?;
         // Planning: the registry's current version (the coordinator pins it right after).
         let model = self.provider.model(name, None)?;
-        let features = &args.arg_fields[1..];
-        let expected = model.signature.feature_count();
-        let one_vector = match features {
-            [f] => {
-                matches!(f.data_type(), DataType::FixedSizeList(_, w) if *w as usize == expected)
-            }
-            _ => false,
+        let call = Call {
+            function,
+            model: name,
         };
-        if !one_vector {
-            if features.len() != expected {
-                return Err(Error::FeatureCount {
-                    function: function.into(),
-                    model: name.into(),
-                    expected,
-                    found: features.len(),
-                }
-                .into());
-            }
-            for (i, field) in features.iter().enumerate() {
-                if !is_numeric_feature(field.data_type()) {
-                    return Err(Error::FeatureType {
-                        function: function.into(),
-                        model: name.into(),
-                        position: i + 1,
-                        column: field.name().clone(),
-                        found: field.data_type().to_string(),
-                    }
-                    .into());
-                }
-            }
-        }
-        let data_type = output_type(&model.signature, self.kind)?;
-        Ok(Arc::new(Field::new(function, data_type, false)))
+        plan_feeds(&model.signature, &call, &args.arg_fields[1..])?;
+        Ok(Arc::new(output_field(
+            &model.signature,
+            self.kind,
+            function,
+        )?))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -227,6 +204,15 @@ impl ScalarUDFImpl for PredictUdf {
             }
             features.push(array);
         }
+        let call = Call {
+            function,
+            model: &name,
+        };
+        let planned = pins.tensor_shapes.get(&name);
+        let feeds = match planned.and_then(|p| planned_feeds(p, &args.arg_fields[1..])) {
+            Some(feeds) => feeds,
+            None => plan_feeds(&model.signature, &call, &args.arg_fields[1..])?,
+        };
         let kind = self.kind;
         let chunk = self
             .batch_rows
@@ -235,14 +221,22 @@ impl ScalarUDFImpl for PredictUdf {
             .max(1);
         let output = run_on_cpu_pool(|| {
             if rows <= chunk {
-                return infer(&model, kind, &features, rows, native_trees, &stop);
+                return infer(&model, kind, &features, &feeds, rows, native_trees, &stop);
             }
             // One run per `chunk` rows: slices are views, only the outputs are concatenated.
             let mut outputs = Vec::with_capacity(rows.div_ceil(chunk));
             for start in (0..rows).step_by(chunk) {
                 let len = chunk.min(rows - start);
                 let slice: Vec<_> = features.iter().map(|f| f.slice(start, len)).collect();
-                outputs.push(infer(&model, kind, &slice, len, native_trees, &stop)?);
+                outputs.push(infer(
+                    &model,
+                    kind,
+                    &slice,
+                    &feeds,
+                    len,
+                    native_trees,
+                    &stop,
+                )?);
             }
             let parts: Vec<&dyn Array> = outputs.iter().map(|a| a.as_ref()).collect();
             Ok(datafusion::arrow::compute::concat(&parts)?)
