@@ -176,3 +176,105 @@ async fn an_image_tensor_that_does_not_fit_the_model_is_refused_while_planning()
         assert!(err.to_string().contains(expected), "{sql}\n{err}");
     }
 }
+
+/// A PNG of one pixel whose header declares `side` x `side` pixels, checksum fixed: a
+/// decoder that trusted it would allocate 4.8 GB at 40000.
+fn png_declaring(side: u32) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(1, 1)
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
+    let mut png = bytes.into_inner();
+    png[16..20].copy_from_slice(&side.to_be_bytes());
+    png[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
+    use datafusion::arrow::array::{BinaryArray, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let sites = text_lines(dir.path());
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]))
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a_good.jpg", jpeg.clone()),
+        ("b_truncated.jpg", jpeg[..jpeg.len() / 3].to_vec()),
+        ("c_text_named.png", b"name,amount\nA,1\n".to_vec()),
+        ("d_empty.png", Vec::new()),
+        ("e_40000x40000.png", png_declaring(40_000)),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("content", DataType::Binary, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.0))),
+            Arc::new(BinaryArray::from_iter_values(files.iter().map(|f| &f.1))),
+        ],
+    )
+    .unwrap();
+    let folder = sites[0].join("uploads");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let options = CoordinatorOptions {
+        models_dir: Some(dir.path().join("models")),
+        ..Default::default()
+    };
+    let rows_allowed = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "uploads").unwrap();
+    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows_allowed)
+        .await
+        .unwrap();
+    for (i, site) in sites.iter().enumerate() {
+        cluster
+            .add_worker(format!("site-{}", i + 1), site.clone())
+            .await
+            .unwrap();
+    }
+    let sql = format!(
+        "SELECT path, image_error(content) AS why, {DIRECTION} IS NULL AS unscored \
+         FROM uploads ORDER BY path"
+    );
+    let out = cluster.sql(&sql).await.unwrap();
+    let rows = to_rows(&out.batches);
+    let why = |i: usize| rows[i][1].to_lowercase();
+    assert_eq!(rows[0][1..], ["NULL", "false"], "the good file scores");
+    assert!(
+        why(1).starts_with("jpeg header does not read") && why(1).contains("not enough bytes"),
+        "{}",
+        why(1)
+    );
+    assert!(
+        why(2).contains("not an image in a known format"),
+        "{}",
+        why(2)
+    );
+    assert!(why(3).contains("the file is empty (0 bytes)"), "{}", why(3));
+    assert!(
+        why(4).contains("declares 40000 x 40000 pixels, over the limit"),
+        "{}",
+        why(4)
+    );
+    // The model ran on the good file only; the others' results are null.
+    assert!(rows[1..].iter().all(|r| r[2] == "true"), "{rows:?}");
+
+    // Strict: the statement fails naming the row and its reason, and the site still serves.
+    let strict = "SELECT image_tensor_strict(content, 48, 192, 'nchw') FROM uploads";
+    let err = cluster.sql(strict).await.unwrap_err().to_string();
+    assert!(err.contains("is not an image that decodes"), "{err}");
+    let again = cluster.sql("SELECT count(*) FROM uploads").await.unwrap();
+    assert_eq!(to_rows(&again.batches), [["5"]]);
+    cluster.stop().await;
+}

@@ -170,18 +170,48 @@ impl ImageTransform {
 }
 
 fn decode(bytes: &[u8]) -> Result<image::DynamicImage, String> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not an image in a known format (PNG, JPEG, WebP, GIF, BMP, TIFF)".into());
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_DECLARED_SIDE);
-    limits.max_image_height = Some(MAX_DECLARED_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    reader.decode().map_err(|e| e.to_string())
+    let reader = || {
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?;
+        match reader.format() {
+            Some(format) => Ok((reader, format)),
+            None => Err(String::from(
+                "not an image in a known format (PNG, JPEG, WebP, GIF, BMP, TIFF)",
+            )),
+        }
+    };
+    let limits = || {
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_DECLARED_SIDE);
+        limits.max_image_height = Some(MAX_DECLARED_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        limits
+    };
+    // The header first (no pixels are read), so a file declaring a huge image is named
+    // with its size; the decode itself runs under the same limits.
+    let (header, format) = reader()?;
+    let (width, height) = header
+        .into_dimensions()
+        .map_err(|e| format!("{format:?} header does not read: {}", e.to_string().trim()))?;
+    if width > MAX_DECLARED_SIDE || height > MAX_DECLARED_SIDE {
+        return Err(format!(
+            "the image declares {width} x {height} pixels, over the limit of \
+             {MAX_DECLARED_SIDE} a side"
+        ));
+    }
+    let (mut pixels, _) = reader()?;
+    pixels.limits(limits());
+    pixels.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => format!(
+            "the image ({width} x {height} pixels) needs more than {} MiB to decode",
+            MAX_DECODE_BYTES >> 20
+        ),
+        e => format!("{format:?} does not decode: {}", e.to_string().trim()),
+    })
 }
 
 /// The bytes of each row of a binary column (None for a null).

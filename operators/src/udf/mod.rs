@@ -3,5 +3,6 @@
 pub mod feature;
 pub mod inference;
 pub mod model_pins;
+mod null_rows;
 pub mod predict;
 pub mod site;

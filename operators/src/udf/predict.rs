@@ -4,8 +4,9 @@
 //! type). Execution runs the model once per Arrow batch on the inference pool, at the version
 //! the statement pinned ([`super::model_pins`]) where it pinned one.
 
-use super::inference::{infer, output_field};
+use super::inference::{infer, output_field, output_type};
 use super::model_pins::Pins;
+use super::null_rows::Scored;
 use crate::cancel::CancelToken;
 use crate::config::ShoalOptions;
 use crate::error::Error;
@@ -160,11 +161,12 @@ impl ScalarUDFImpl for PredictUdf {
             model: name,
         };
         plan_feeds(&model.signature, &call, &args.arg_fields[1..])?;
-        Ok(Arc::new(output_field(
-            &model.signature,
-            self.kind,
-            function,
-        )?))
+        // A row whose tensor argument is null is not scored: its result is null.
+        let nullable = args.arg_fields[1..]
+            .iter()
+            .any(|f| f.is_nullable() && matches!(f.data_type(), DataType::FixedSizeList(_, _)));
+        let field = output_field(&model.signature, self.kind, function)?;
+        Ok(Arc::new(field.with_nullable(nullable)))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -187,7 +189,8 @@ impl ScalarUDFImpl for PredictUdf {
         let mut features = Vec::with_capacity(args.args.len() - 1);
         for (i, value) in args.args[1..].iter().enumerate() {
             let array = value.to_array(rows)?;
-            if array.null_count() > 0 {
+            let is_tensor = matches!(array.data_type(), DataType::FixedSizeList(_, _));
+            if array.null_count() > 0 && !is_tensor {
                 let column = args
                     .arg_fields
                     .get(i + 1)
@@ -219,7 +222,17 @@ impl ScalarUDFImpl for PredictUdf {
             .or_else(|| pins.batch_rows.get(&name).copied())
             .unwrap_or(rows)
             .max(1);
+        // Rows without a tensor (a file that did not decode) are skipped, and null.
+        let skipped = Scored::skip_null_tensors(&features)?;
+        let (features, rows) = match &skipped {
+            Some(scored) => (scored.features.clone(), scored.rows()),
+            None => (features, rows),
+        };
         let output = run_on_cpu_pool(|| {
+            if rows == 0 {
+                let data_type = output_type(&model.signature, kind)?;
+                return Ok(datafusion::arrow::array::new_empty_array(&data_type));
+            }
             if rows <= chunk {
                 return infer(&model, kind, &features, &feeds, rows, native_trees, &stop);
             }
@@ -241,6 +254,9 @@ impl ScalarUDFImpl for PredictUdf {
             let parts: Vec<&dyn Array> = outputs.iter().map(|a| a.as_ref()).collect();
             Ok(datafusion::arrow::compute::concat(&parts)?)
         })??;
-        Ok(ColumnarValue::Array(output))
+        Ok(ColumnarValue::Array(match &skipped {
+            Some(scored) => scored.restore(&output)?,
+            None => output,
+        }))
     }
 }
