@@ -24,8 +24,12 @@ demo: setup
 pipelines: setup
 	$(BUILD)
 	# train_* first: the A/B pipeline compares the models they register.
-	for f in examples/pipelines/train_*.toml $$(ls examples/pipelines/*.toml | grep -v /train_); do \
+	for f in examples/pipelines/train_*.toml $$(ls examples/pipelines/*.toml | grep -v -e /train_ -e /text_direction); do \
 	  echo "== $$f"; target/ci/shoal run $$f || exit 1; done
+	# Images: text lines rendered on two sites, RapidOCR's classifier from its wheel.
+	.venv/bin/python tests/data/make_text_lines.py target/shoal-text-lines
+	target/ci/shoal run examples/pipelines/text_direction.toml --data target/shoal-text-lines \
+	  --models target/shoal-text-lines/models
 
 lint:
 	cargo fmt --all --check

@@ -7,6 +7,7 @@
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
+use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
 use shoal_engine::tpch::generate_lineitem;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster};
 use shoal_operators::ModelProvider;
@@ -173,4 +174,50 @@ pub fn visits_sites() -> Vec<PathBuf> {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     sites
+}
+
+/// Runs (or validates, explains) a pipeline file on the cluster as an open client, with
+/// the events it streamed.
+pub async fn run_pipeline(
+    cluster: &EmbeddedCluster,
+    file: &str,
+    text: &str,
+    mode: PipelineMode,
+    run_id: Option<&str>,
+) -> Result<Vec<PipelineEvent>, String> {
+    let request = PipelineRequest {
+        file: file.into(),
+        text: text.into(),
+        params: vec![],
+        mode,
+        run_id: run_id.map(String::from),
+        resume: false,
+        partial: false,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let coordinator = cluster.coordinator.clone();
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+    };
+    let (outcome, ()) = tokio::join!(
+        coordinator.pipeline(request, &shoal_engine::security::Principal::Open, tx),
+        collect
+    );
+    outcome.map_err(|e| e.to_string())?;
+    Ok(events)
+}
+
+/// The rows of a pipeline's client outputs.
+pub fn pipeline_rows(events: &[PipelineEvent]) -> Vec<RecordBatch> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Rows { ipc, .. } => Some(PipelineEvent::decode_rows(ipc).unwrap()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }

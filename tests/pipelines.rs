@@ -9,56 +9,16 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use shoal_engine::EmbeddedCluster;
 use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};
 use shoal_operators::sink::staging::ManifestFile;
-use shoal_tests::{assert_same_rows, local_context, repo_root, start_cluster, to_rows, tpch_sites};
+use shoal_tests::{
+    assert_same_rows, local_context, pipeline_rows as rows_of, repo_root, run_pipeline as run,
+    start_cluster, to_rows, tpch_sites,
+};
 
 fn example(name: &str) -> (String, String) {
     let dir = repo_root().join("examples/pipelines");
     let toml = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
     let sql = std::fs::read_to_string(dir.join(format!("{name}.sql"))).unwrap();
     (toml, sql)
-}
-
-async fn run(
-    cluster: &EmbeddedCluster,
-    file: &str,
-    text: &str,
-    mode: PipelineMode,
-    run_id: Option<&str>,
-) -> Result<Vec<PipelineEvent>, String> {
-    let request = PipelineRequest {
-        file: file.into(),
-        text: text.into(),
-        params: vec![],
-        mode,
-        run_id: run_id.map(String::from),
-        resume: false,
-        partial: false,
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let coordinator = cluster.coordinator.clone();
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-    };
-    let (outcome, ()) = tokio::join!(
-        coordinator.pipeline(request, &shoal_engine::security::Principal::Open, tx),
-        collect
-    );
-    outcome.map_err(|e| e.to_string())?;
-    Ok(events)
-}
-
-fn rows_of(events: &[PipelineEvent]) -> Vec<RecordBatch> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            PipelineEvent::Rows { ipc, .. } => Some(PipelineEvent::decode_rows(ipc).unwrap()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 /// The files of the first output event, and whether they were already committed.

@@ -8,9 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use shoal_engine::protocol::PipelineMode;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster, SitePolicy};
 use shoal_operators::model::DirectoryModels;
-use shoal_tests::{assert_same_rows, repo_root, to_rows};
+use shoal_tests::{assert_same_rows, pipeline_rows, repo_root, run_pipeline, to_rows};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -112,20 +113,7 @@ async fn rotated_text_lines_are_told_apart_where_they_lie_as_by_the_wheel() {
     check_answers(&scored(&single));
 
     // The cluster: each site decodes and classifies its own files.
-    let options = CoordinatorOptions {
-        models_dir: Some(models),
-        ..Default::default()
-    };
-    let rows_allowed = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "text lines").unwrap();
-    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows_allowed)
-        .await
-        .unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
+    let cluster = lines_cluster(dir.path(), &sites).await;
     let out = cluster.sql(&sql).await.unwrap();
     assert!(out.report.distributed, "classified on the sites");
     let rows = to_rows(&out.batches);
@@ -142,6 +130,70 @@ async fn rotated_text_lines_are_told_apart_where_they_lie_as_by_the_wheel() {
     let expected = to_rows(&ctx.sql(&counts).await.unwrap().collect().await.unwrap());
     assert_same_rows(&counts, &expected, &rows);
     assert_eq!(rows.len(), 2);
+    cluster.stop().await;
+}
+
+/// The cluster over the text-line sites (rows may leave: the tests compare them).
+async fn lines_cluster(dir: &Path, sites: &[PathBuf]) -> EmbeddedCluster {
+    let options = CoordinatorOptions {
+        models_dir: Some(dir.join("models")),
+        ..Default::default()
+    };
+    let rows_allowed = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "text lines").unwrap();
+    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows_allowed)
+        .await
+        .unwrap();
+    for (i, site) in sites.iter().enumerate() {
+        cluster
+            .add_worker(format!("site-{}", i + 1), site.clone())
+            .await
+            .unwrap();
+    }
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pipeline_labels_each_sites_images_there_and_returns_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = text_lines(dir.path());
+    let cluster = lines_cluster(dir.path(), &sites).await;
+    let examples = repo_root().join("examples/pipelines");
+    let toml = std::fs::read_to_string(examples.join("text_direction.toml")).unwrap();
+    let sql = std::fs::read_to_string(examples.join("text_direction.sql")).unwrap();
+    let events = run_pipeline(
+        &cluster,
+        "text_direction",
+        &toml,
+        PipelineMode::Run,
+        Some("t1"),
+    )
+    .await
+    .unwrap();
+    let counts = to_rows(&pipeline_rows(&events));
+    let expected = to_rows(&cluster.sql(&sql).await.unwrap().batches);
+    assert_same_rows("text_direction", &expected, &counts);
+    // Every line of each site is counted on its own site, about half upside down.
+    for site in ["site-1", "site-2"] {
+        let of_site: Vec<&Vec<String>> = counts.iter().filter(|r| r[0] == site).collect();
+        let total: usize = of_site.iter().map(|r| r[2].parse::<usize>().unwrap()).sum();
+        assert_eq!(total, PER_SITE, "{counts:?}");
+        let upside_down: usize = of_site
+            .iter()
+            .filter(|r| r[1] == "upside down")
+            .map(|r| r[2].parse::<usize>().unwrap())
+            .sum();
+        assert!(upside_down.abs_diff(PER_SITE / 2) <= 2, "{counts:?}");
+    }
+    // The labels stay on the site that holds the images.
+    for site in &sites {
+        let labels = site.join(".shoal-output/labels/text_direction/run-t1");
+        let parts = std::fs::read_dir(&labels)
+            .unwrap_or_else(|e| panic!("{}: {e}", labels.display()))
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        assert!(parts >= 1, "no labels written under {}", labels.display());
+    }
     cluster.stop().await;
 }
 
@@ -229,20 +281,7 @@ async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 
-    let options = CoordinatorOptions {
-        models_dir: Some(dir.path().join("models")),
-        ..Default::default()
-    };
-    let rows_allowed = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "uploads").unwrap();
-    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows_allowed)
-        .await
-        .unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
+    let cluster = lines_cluster(dir.path(), &sites).await;
     let sql = format!(
         "SELECT path, image_error(content) AS why, {DIRECTION} IS NULL AS unscored \
          FROM uploads ORDER BY path"

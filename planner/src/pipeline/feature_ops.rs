@@ -32,6 +32,18 @@ const OPS: &[(&str, &[&str])] = &[
     ("token_count", &[]),
     ("hashed_ngrams", &["n", "buckets"]),
     ("regex_extract", &["pattern", "group"]),
+    (
+        "image",
+        &[
+            "height",
+            "width",
+            "layout",
+            "channel_mean",
+            "channel_std",
+            "fit",
+            "strict",
+        ],
+    ),
 ];
 
 const DATE_PARTS: &[&str] = &[
@@ -81,6 +93,13 @@ fn present(op: &FeatureOp) -> Vec<(&'static str, Range<usize>)> {
     add("n", op.n.as_ref().map(Spanned::span));
     add("pattern", op.pattern.as_ref().map(Spanned::span));
     add("group", op.group.as_ref().map(Spanned::span));
+    add("height", op.height.as_ref().map(Spanned::span));
+    add("width", op.width.as_ref().map(Spanned::span));
+    add("layout", op.layout.as_ref().map(Spanned::span));
+    add("channel_mean", op.channel_mean.as_ref().map(Spanned::span));
+    add("channel_std", op.channel_std.as_ref().map(Spanned::span));
+    add("fit", op.fit.as_ref().map(Spanned::span));
+    add("strict", op.strict.as_ref().map(Spanned::span));
     keys
 }
 
@@ -244,6 +263,62 @@ pub async fn vocabulary(
     Ok(words)
 }
 
+/// `image_tensor(column, height, width, layout, mean x3, std x3, fit)`: the SQL function
+/// checks the values themselves while the pipeline plans (sizes, layout, fit).
+fn image_tensor(
+    c: &CheckedOp,
+    call: impl Fn(&str, Vec<Expr>) -> Result<Expr, Diagnostic>,
+) -> Result<Expr, Diagnostic> {
+    let (Some(h), Some(w)) = (&c.op.height, &c.op.width) else {
+        return Err(missing(c, "height and width", "height = 224, width = 224"));
+    };
+    let three = |given: &Option<Spanned<Vec<f64>>>, key: &str, default: f64| match given {
+        None => Ok(vec![default; 3]),
+        Some(v) if v.get_ref().len() == 3 => Ok(v.get_ref().clone()),
+        Some(v) => Err(Diagnostic::new(
+            format!("{}.{key}", c.key),
+            Some(v.span()),
+            format!(
+                "{key} takes one value per channel (R, G, B): 3, not {}",
+                v.get_ref().len()
+            ),
+        )),
+    };
+    let mut args = vec![
+        lit(*h.get_ref()),
+        lit(*w.get_ref()),
+        lit(c
+            .op
+            .layout
+            .as_ref()
+            .map_or("nchw", |l| l.get_ref().as_str())),
+    ];
+    args.extend(
+        three(&c.op.channel_mean, "channel_mean", 0.0)?
+            .into_iter()
+            .map(lit),
+    );
+    args.extend(
+        three(&c.op.channel_std, "channel_std", 1.0)?
+            .into_iter()
+            .map(lit),
+    );
+    args.push(lit(c
+        .op
+        .fit
+        .as_ref()
+        .map_or("crop", |f| f.get_ref().as_str())));
+    let strict = c.op.strict.as_ref().is_some_and(|s| *s.get_ref());
+    call(
+        if strict {
+            "image_tensor_strict"
+        } else {
+            "image_tensor"
+        },
+        args,
+    )
+}
+
 /// The expression of a checked op, given its fitted statistics (in `statistics_needed`
 /// order) and vocabulary.
 pub fn expression(
@@ -334,6 +409,7 @@ pub fn expression(
             let n = c.op.n.as_ref().map_or(1, |n| *n.get_ref());
             call("hashed_ngrams", vec![lit(n), lit(*b.get_ref())])?
         }
+        "image" => image_tensor(c, call)?,
         "regex_extract" => {
             let Some(p) = &c.op.pattern else {
                 return Err(missing(c, "pattern", "pattern = \"level=(\\\\w+)\""));

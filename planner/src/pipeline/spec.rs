@@ -125,6 +125,16 @@ pub struct FeatureOp {
     pub n: Option<Spanned<u64>>,
     pub pattern: Option<Text>,
     pub group: Option<Spanned<u64>>,
+    /// `image`: the tensor's size, channel order, per-channel normalisation and fit.
+    pub height: Option<Spanned<u64>>,
+    pub width: Option<Spanned<u64>>,
+    pub layout: Option<Text>,
+    pub channel_mean: Option<Spanned<Vec<f64>>>,
+    pub channel_std: Option<Spanned<Vec<f64>>>,
+    pub fit: Option<Text>,
+    /// `image`: a file that does not decode fails the run (default: its tensor is null and
+    /// the model skips that row).
+    pub strict: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
