@@ -4,7 +4,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use shoal_engine::EmbeddedCluster;
 use shoal_engine::protocol::{PipelineEvent, PipelineMode, PipelineRequest};

@@ -317,3 +317,44 @@ async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
     assert_eq!(to_rows(&again.batches), [["5"]]);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_many_images_is_read_in_batches_its_tensors_fit() {
+    use datafusion::arrow::array::{BinaryArray, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    // 1000 images at 224 x 224 x 3 Float32 are 574 MiB of tensors: more than one batch may
+    // hold (512 MiB), so the statement reads fewer rows per batch, on the site too.
+    let dir = tempfile::tempdir().unwrap();
+    let sites = text_lines(dir.path());
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "content",
+        DataType::Binary,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(BinaryArray::from_iter_values(
+            std::iter::repeat_n(&png, 1000),
+        ))],
+    )
+    .unwrap();
+    let folder = sites[1].join("thumbnails");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let cluster = lines_cluster(dir.path(), &sites).await;
+    let sql = "SELECT count(*) AS decoded, round(sum(array_max(arrow_cast(t, 'List(Float32)'))), 1) \
+               AS total FROM (SELECT image_tensor(content, 224, 224, 'nchw') AS t FROM thumbnails) \
+               WHERE t IS NOT NULL";
+    let out = cluster.sql(sql).await.unwrap();
+    // Every image decoded; each one's brightest value is its green, 200 / 255.
+    assert_eq!(to_rows(&out.batches), [["1000", "784.3"]]);
+    cluster.stop().await;
+}

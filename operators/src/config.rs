@@ -10,6 +10,7 @@
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
 //! | `shoal.models.batch_rows` | JSON | `{}` | model name -> rows per model run (a pipeline model node's `batch_size`) |
 //! | `shoal.models.tensor_shapes` | JSON | `{}` | model name -> the per-row shapes of its tensor inputs, as the coordinator planned them (set by the coordinator: a tensor's shape tag does not survive plan serialisation) |
+//! | `shoal.query.batch_rows` | integer | 0 | rows per batch the statement's scans read, where it builds large tensors per row (set by the coordinator; 0: the session's batch size) |
 //! | `shoal.query.partial` | bool | false | answer from the sites that are up: files only down sites hold are skipped and the report says what was not read |
 //!
 //! DataFusion's `extensions_options!` makes one-level keys only; this implements
@@ -33,6 +34,10 @@ pub struct QueryOptions {
     /// Answer from the live sites, skipping files only down sites hold (the statement's
     /// report gives the coverage); false: a missing site fails the statement.
     pub partial: bool,
+    /// Rows per batch the statement's scans read (0: the session's `batch_size`): set by
+    /// the coordinator where a row's tensor is large (an image is 600 KB at 224 x 224), so
+    /// one batch's tensors stay bounded. A worker applies it, never raising its own size.
+    pub batch_rows: usize,
 }
 
 /// Which statement a task belongs to, for stopping its long loops (see [`crate::cancel`]):
@@ -122,6 +127,7 @@ const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
 const STATEMENT_USER: &str = "statement.user";
 const STATEMENT_DIGEST: &str = "statement.digest";
 const QUERY_PARTIAL: &str = "query.partial";
+const QUERY_BATCH_ROWS: &str = "query.batch_rows";
 
 impl ExtensionOptions for ShoalOptions {
     fn as_any(&self) -> &dyn Any {
@@ -154,6 +160,11 @@ impl ExtensionOptions for ShoalOptions {
             STATEMENT_KEY => self.statement.key = value.to_string(),
             STATEMENT_USER => self.statement.user = value.to_string(),
             STATEMENT_DIGEST => self.statement.digest = value.to_string(),
+            QUERY_BATCH_ROWS => {
+                self.query.batch_rows = value.trim().parse().or_else(|_| {
+                    config_err!("shoal.{QUERY_BATCH_ROWS} must be a count of rows, not '{value}'")
+                })?
+            }
             QUERY_PARTIAL => {
                 self.query.partial = value.trim().parse().or_else(|_| {
                     config_err!("shoal.{QUERY_PARTIAL} must be true or false, not '{value}'")
@@ -171,7 +182,7 @@ impl ExtensionOptions for ShoalOptions {
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
                      shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, shoal.{TENSOR_SHAPES}, \
                      shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
-                     shoal.{STATEMENT_DIGEST}, shoal.{QUERY_PARTIAL}"
+                     shoal.{STATEMENT_DIGEST}, shoal.{QUERY_PARTIAL}, shoal.{QUERY_BATCH_ROWS}"
                 );
             }
         }
@@ -224,6 +235,12 @@ impl ExtensionOptions for ShoalOptions {
                  coordinator's --query-timeout",
             ),
             entry(
+                QUERY_BATCH_ROWS,
+                self.query.batch_rows.to_string(),
+                "Rows per batch the statement's scans read, where it builds large tensors per \
+                 row (set by the coordinator; 0: the session's batch size)",
+            ),
+            entry(
                 QUERY_PARTIAL,
                 self.query.partial.to_string(),
                 "Answer from the sites that are up: files only down sites hold are skipped and \
@@ -263,6 +280,6 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 10);
+        assert_eq!(keys.len(), 11);
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::security::ClusterChannels;
+use datafusion::config::ConfigNonZeroUsize;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
@@ -13,6 +14,7 @@ use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
 use shoal_operators::model::DirectoryModels;
 use shoal_operators::udf::model_pins::Pins;
+use shoal_operators::udf::tensor_batches::batch_rows_for;
 use shoal_planner::locality::CatalogWorkerResolver;
 use shoal_planner::{SiteCatalog, SiteLocality, SiteSchemaProvider};
 use shoal_sql::with_shoal_functions_at;
@@ -125,6 +127,13 @@ impl Sessions {
         let options = state.config_mut().options_mut();
         let mut shoal = ShoalOptions::from_config(options);
         shoal.models = pins.to_options()?;
+        // A statement building large tensors per row reads fewer rows per batch, here and
+        // on every worker.
+        let batch_rows = batch_rows_for(&plan, options.execution.batch_size.get())?;
+        if let Some(rows) = batch_rows {
+            options.execution.batch_size = ConfigNonZeroUsize::try_new(rows)?;
+        }
+        shoal.query.batch_rows = batch_rows.unwrap_or(0);
         // A key of its own, so its long loops on every process can be told to stop, and
         // the deadline at which they stop by themselves.
         let asker = Asker::current();

@@ -28,6 +28,7 @@ use crate::security::{
     ClusterChannels, Connector, Guarded, PassSource, PeerPasses, ServerTls, SiteGate, SiteSecret,
     check_exposure, client_tls, server_tls,
 };
+use datafusion::config::ConfigNonZeroUsize;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use shoal_operators::ModelProvider;
@@ -268,6 +269,13 @@ impl WorkerProcess {
                     let options = state.config_mut().options_mut();
                     let mut shoal = ShoalOptions::from_config(options);
                     shoal.inference.slots = shoal_operators::runtime::inference_options().slots;
+                    // Smaller batches where the statement builds large tensors per row
+                    // (never larger than this worker's own).
+                    let own = options.execution.batch_size.get();
+                    if (1..own).contains(&shoal.query.batch_rows) {
+                        options.execution.batch_size =
+                            ConfigNonZeroUsize::try_new(shoal.query.batch_rows)?;
+                    }
                     options.extensions.insert(shoal);
                     let pins = Pins::from_config(state.config_options())?;
                     models.preload(&pins).await?;

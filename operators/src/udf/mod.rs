@@ -6,3 +6,4 @@ pub mod model_pins;
 mod null_rows;
 pub mod predict;
 pub mod site;
+pub mod tensor_batches;

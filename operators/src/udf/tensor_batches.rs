@@ -1,0 +1,83 @@
+//! How many rows a statement's batches may hold when it builds a large tensor per row.
+//!
+//! A scan reads `batch_size` rows (8192) at a time, and a scalar function returns one array
+//! for the whole batch: 8192 images at 224 x 224 x 3 Float32 would be 4.9 GB in one array.
+//! So where a statement calls a function returning a tensor, the coordinator sizes the
+//! statement's batches to keep one batch's tensors near [`TENSOR_BATCH_BYTES`] and sends
+//! the size to the workers (`shoal.query.batch_rows`); the other statements keep theirs.
+
+use crate::features::MAX_BATCH_OUTPUT_BYTES;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, Result};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
+
+/// What one batch of a function's tensors may take: a quarter of what a kernel may
+/// allocate, so a batch's input bytes, its tensors and the model's copy fit beside it.
+pub const TENSOR_BATCH_BYTES: usize = MAX_BATCH_OUTPUT_BYTES / 4;
+
+/// Rows per batch for `plan`: None when no function in it returns a tensor large enough to
+/// need fewer rows than `current`.
+pub fn batch_rows_for(plan: &LogicalPlan, current: usize) -> Result<Option<usize>> {
+    let mut rows = current;
+    plan.apply_with_subqueries(|node| {
+        let mut inputs = node.inputs().into_iter();
+        let Some(first) = inputs.next() else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let mut schema: DFSchema = first.schema().as_ref().clone();
+        for other in inputs {
+            schema.merge(other.schema());
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(_) = e
+                    && let Ok((_, field)) = e.to_field(&schema)
+                    && let Some(bytes) = bytes_per_row(field.data_type())
+                {
+                    rows = rows.min((TENSOR_BATCH_BYTES / bytes.max(1)).max(1));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok((rows < current).then_some(rows))
+}
+
+/// Bytes of one row of a (possibly nested) fixed-size list of numbers.
+fn bytes_per_row(data_type: &DataType) -> Option<usize> {
+    let DataType::FixedSizeList(item, width) = data_type else {
+        return None;
+    };
+    let inner = match item.data_type() {
+        nested @ DataType::FixedSizeList(_, _) => bytes_per_row(nested)?,
+        value => value.primitive_width()?,
+    };
+    usize::try_from(*width).ok()?.checked_mul(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::udf::feature::feature_udfs;
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn image_tensors_shrink_the_batches_and_small_vectors_do_not() {
+        let ctx = SessionContext::new();
+        for udf in feature_udfs() {
+            ctx.register_udf(udf.as_ref().clone());
+        }
+        let plan = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move { ctx.sql(sql).await.unwrap().logical_plan().clone() }
+        };
+        // 3 x 224 x 224 Float32 is 588 KiB a row: 222 rows make 128 MiB.
+        let images =
+            plan("SELECT image_tensor(arrow_cast('x', 'Binary'), 224, 224, 'nchw') AS t").await;
+        assert_eq!(batch_rows_for(&images, 8192).unwrap(), Some(222));
+        let words = plan("SELECT one_hot('a', 'a', 'b', 'c') AS v").await;
+        assert_eq!(batch_rows_for(&words, 8192).unwrap(), None);
+    }
+}
