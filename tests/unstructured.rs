@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use shoal_engine::protocol::PipelineMode;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster, SitePolicy};
 use shoal_operators::model::DirectoryModels;
@@ -229,14 +231,29 @@ async fn an_image_tensor_that_does_not_fit_the_model_is_refused_while_planning()
     }
 }
 
+/// An image of one colour, encoded.
+fn encoded(width: u32, height: u32, rgb: [u8; 3], format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(width, height, image::Rgb(rgb))
+        .write_to(&mut bytes, format)
+        .unwrap();
+    bytes.into_inner()
+}
+
+/// `batch` as the Parquet table `table` of the site folder `site`.
+fn write_table(site: &Path, table: &str, batch: &RecordBatch) {
+    let folder = site.join(table);
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
 /// A PNG of one pixel whose header declares `side` x `side` pixels, checksum fixed: a
 /// decoder that trusted it would allocate 4.8 GB at 40000.
 fn png_declaring(side: u32) -> Vec<u8> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image::RgbImage::new(1, 1)
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .unwrap();
-    let mut png = bytes.into_inner();
+    let mut png = encoded(1, 1, [0, 0, 0], image::ImageFormat::Png);
     png[16..20].copy_from_slice(&side.to_be_bytes());
     png[20..24].copy_from_slice(&side.to_be_bytes());
     let crc = crc32fast::hash(&png[12..29]);
@@ -246,15 +263,10 @@ fn png_declaring(side: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
-    use datafusion::arrow::array::{BinaryArray, RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::array::{BinaryArray, StringArray};
     let dir = tempfile::tempdir().unwrap();
     let sites = text_lines(dir.path());
-    let mut jpeg = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]))
-        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
-        .unwrap();
-    let jpeg = jpeg.into_inner();
+    let jpeg = encoded(64, 64, [200, 30, 30], image::ImageFormat::Jpeg);
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("a_good.jpg", jpeg.clone()),
         ("b_truncated.jpg", jpeg[..jpeg.len() / 3].to_vec()),
@@ -274,12 +286,7 @@ async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
         ],
     )
     .unwrap();
-    let folder = sites[0].join("uploads");
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_table(&sites[0], "uploads", &batch);
 
     let cluster = lines_cluster(dir.path(), &sites).await;
     let sql = format!(
@@ -320,17 +327,12 @@ async fn bad_files_are_nulls_with_their_reasons_and_the_site_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_of_many_images_is_read_in_batches_its_tensors_fit() {
-    use datafusion::arrow::array::{BinaryArray, RecordBatch};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::array::BinaryArray;
     // 1000 images at 224 x 224 x 3 Float32 are 574 MiB of tensors: more than one batch may
     // hold (512 MiB), so the statement reads fewer rows per batch, on the site too.
     let dir = tempfile::tempdir().unwrap();
     let sites = text_lines(dir.path());
-    let mut png = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]))
-        .write_to(&mut png, image::ImageFormat::Png)
-        .unwrap();
-    let png = png.into_inner();
+    let png = encoded(8, 8, [10, 200, 30], image::ImageFormat::Png);
     let schema = Arc::new(Schema::new(vec![Field::new(
         "content",
         DataType::Binary,
@@ -343,12 +345,7 @@ async fn a_table_of_many_images_is_read_in_batches_its_tensors_fit() {
         ))],
     )
     .unwrap();
-    let folder = sites[1].join("thumbnails");
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_table(&sites[1], "thumbnails", &batch);
     let cluster = lines_cluster(dir.path(), &sites).await;
     let sql = "SELECT count(*) AS decoded, round(sum(array_max(arrow_cast(t, 'List(Float32)'))), 1) \
                AS total FROM (SELECT image_tensor(content, 224, 224, 'nchw') AS t FROM thumbnails) \
@@ -356,5 +353,83 @@ async fn a_table_of_many_images_is_read_in_batches_its_tensors_fit() {
     let out = cluster.sql(sql).await.unwrap();
     // Every image decoded; each one's brightest value is its green, 200 / 255.
     assert_eq!(to_rows(&out.batches), [["1000", "784.3"]]);
+    cluster.stop().await;
+}
+
+/// A 16-bit PCM WAV of `channels` channels carrying the same tone at `hz`.
+fn wav_tone(rate: u32, channels: u16, hz: f32, seconds: f32) -> Vec<u8> {
+    let frames = (rate as f32 * seconds) as usize;
+    let data: Vec<u8> = (0..frames)
+        .flat_map(|i| {
+            let v = (i as f32 * hz * std::f32::consts::TAU / rate as f32).sin() * 16000.0;
+            std::iter::repeat_n(v as i16, usize::from(channels))
+        })
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    let block = channels * 2;
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32.to_le_bytes().to_vec(), 1u16.to_le_bytes().to_vec()] {
+        out.extend_from_slice(&field);
+    }
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_become_waveforms_on_the_sites_as_on_one_node() {
+    use datafusion::arrow::array::{BinaryArray, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let sites = text_lines(dir.path());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("content", DataType::Binary, false),
+    ]));
+    let clips: [(&str, Vec<u8>); 3] = [
+        ("a_44k_stereo.wav", wav_tone(44_100, 2, 440.0, 1.2)),
+        ("b_8k_mono.wav", wav_tone(8_000, 1, 440.0, 0.5)),
+        ("c_not_audio.wav", b"RIFF but not really".to_vec()),
+    ];
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(clips.iter().map(|c| c.0))),
+            Arc::new(BinaryArray::from_iter_values(clips.iter().map(|c| &c.1))),
+        ],
+    )
+    .unwrap();
+    write_table(&sites[0], "clips", &batch);
+    let cluster = lines_cluster(dir.path(), &sites).await;
+    // The waveform at 16 kHz for one second: its peak, and how far the tone reaches
+    // (the 8 kHz clip lasts half a second, so the rest is zero).
+    let sql = "SELECT path, audio_error(content) IS NULL AS decodes, \
+               round(array_max(arrow_cast(w, 'List(Float32)')), 2) AS peak, \
+               array_length(array_remove_all(arrow_cast(w, 'List(Float32)'), 0.0)) > 12000 AS long \
+               FROM (SELECT path, content, audio_tensor(content, 16000, 1) AS w FROM clips) \
+               ORDER BY path";
+    let out = cluster.sql(sql).await.unwrap();
+    assert!(out.report.distributed, "decoded on the site");
+    let rows = to_rows(&out.batches);
+    let dirs: Vec<&Path> = sites.iter().map(PathBuf::as_path).collect();
+    let provider = Arc::new(DirectoryModels::load(&dir.path().join("models")).unwrap());
+    let ctx = shoal_sql::local_context(&dirs, provider).await.unwrap();
+    let single = to_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap());
+    assert_same_rows(sql, &single, &rows);
+    assert_eq!(
+        rows,
+        [
+            ["a_44k_stereo.wav", "true", "0.49", "true"],
+            ["b_8k_mono.wav", "true", "0.49", "false"],
+            ["c_not_audio.wav", "false", "NULL", "NULL"],
+        ]
+    );
     cluster.stop().await;
 }

@@ -11,15 +11,11 @@
 //! A value that does not decode is a null, and [`image_errors`] says why for each row; the
 //! strict form fails the batch naming the row and the reason.
 
-use super::zeroed_block;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, StringArray,
-};
-use datafusion::arrow::buffer::NullBuffer;
+use super::decoded::{decode_errors, tensor_per_row};
+use datafusion::arrow::array::{ArrayRef, FixedSizeListArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::error::ArrowError;
 use image::imageops::FilterType;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Largest target side a tensor may have: 1024 x 1024 x 3 Float32 is 12 MiB a row.
@@ -214,23 +210,6 @@ fn decode(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     })
 }
 
-/// The bytes of each row of a binary column (None for a null).
-fn values(x: &ArrayRef) -> Result<Vec<Option<&[u8]>>, ArrowError> {
-    let rows = x.len();
-    Ok(match x.data_type() {
-        DataType::Binary => x.as_binary::<i32>().iter().collect(),
-        DataType::LargeBinary => x.as_binary::<i64>().iter().collect(),
-        DataType::BinaryView => x.as_binary_view().iter().collect(),
-        DataType::FixedSizeBinary(_) => x.as_fixed_size_binary().iter().collect(),
-        DataType::Null => vec![None; rows],
-        other => {
-            return Err(ArrowError::InvalidArgumentError(format!(
-                "expected a binary column, found {other}"
-            )));
-        }
-    })
-}
-
 /// One tensor per row; a null where the value is null or does not decode, unless `strict`,
 /// where a value that does not decode fails the batch naming its row and why.
 pub fn image_tensor(
@@ -238,51 +217,26 @@ pub fn image_tensor(
     transform: &ImageTransform,
     strict: bool,
 ) -> Result<FixedSizeListArray, ArrowError> {
-    let bytes = values(x)?;
-    let width = transform.width_of_row();
-    let mut block = zeroed_block(bytes.len(), width)?;
     let scaled = transform.lookup();
-    let outcomes: Vec<Option<Result<(), String>>> = block
-        .par_chunks_mut(width.max(1))
-        .zip(bytes.par_iter())
-        .map(|(out, value)| value.map(|b| transform.write(b, &scaled, out)))
-        .collect();
-    if strict
-        && let Some((row, Some(Err(reason)))) = outcomes
-            .iter()
-            .enumerate()
-            .find(|(_, o)| matches!(o, Some(Err(_))))
-    {
-        return Err(ArrowError::ComputeError(format!(
-            "row {row} of the batch is not an image that decodes: {reason}"
-        )));
-    }
-    let valid = NullBuffer::from_iter(outcomes.iter().map(|o| matches!(o, Some(Ok(())))));
-    let nulls = (valid.null_count() > 0).then_some(valid);
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    FixedSizeListArray::try_new(
-        item,
-        width as i32,
-        Arc::new(Float32Array::from(block)),
-        nulls,
+    tensor_per_row(
+        x,
+        transform.width_of_row(),
+        strict,
+        "an image",
+        |bytes, out| transform.write(bytes, &scaled, out),
     )
 }
 
 /// Why each row does not decode as an image: null where it does (or is null).
 pub fn image_errors(x: &ArrayRef) -> Result<StringArray, ArrowError> {
-    let bytes = values(x)?;
-    let reasons: Vec<Option<String>> = bytes
-        .par_iter()
-        .map(|value| value.and_then(|b| decode(b).err()))
-        .collect();
-    Ok(StringArray::from(reasons))
+    decode_errors(x, |bytes| decode(bytes).err())
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use datafusion::arrow::array::BinaryArray;
+    use datafusion::arrow::array::{Array, AsArray, BinaryArray};
     use image::{ImageFormat, Rgb, RgbImage};
 
     fn encoded(image: &RgbImage, format: ImageFormat) -> Vec<u8> {

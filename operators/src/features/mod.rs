@@ -6,12 +6,15 @@
 //! - [`categorical`]: one-hot and ordinal encoding, the hashing trick;
 //! - [`text`]: token counts, hashed n-grams, regex extraction;
 //! - [`image`]: images (binary values) to normalised Float32 tensors;
+//! - [`audio`]: recordings (binary values) to mono waveforms at a fixed rate and length;
 //! - [`tensor`]: the shape of a tensor column and its values without a copy.
 //!
 //! Every kernel takes an Arrow array and returns one, never looping over rows through
 //! `ScalarValue`; string kernels on dictionary arrays work once per distinct value.
 
+pub mod audio;
 pub mod categorical;
+pub mod decoded;
 pub mod image;
 pub mod matrix;
 pub mod numeric;

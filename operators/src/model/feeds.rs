@@ -29,6 +29,15 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    fn count(&self, expected: usize, found: usize) -> Error {
+        Error::FeatureCount {
+            function: self.function.into(),
+            model: self.model.into(),
+            expected,
+            found,
+        }
+    }
+
     fn refuse(&self, position: usize, field: &FieldRef, input: &str, reason: String) -> Error {
         Error::TensorFeed {
             call: format!("{}('{}', ...)", self.function, self.model),
@@ -45,12 +54,7 @@ pub fn plan_feeds(signature: &ModelSignature, call: &Call<'_>, args: &[FieldRef]
         InputLayout::Stacked { width, .. } => stacked(signature, call, args, width),
         InputLayout::PerInput { count } => {
             if args.len() != count {
-                return Err(Error::FeatureCount {
-                    function: call.function.into(),
-                    model: call.model.into(),
-                    expected: count,
-                    found: args.len(),
-                });
+                return Err(call.count(count, args.len()));
             }
             let dims = signature
                 .inputs
@@ -122,12 +126,7 @@ fn stacked(
         });
     }
     if args.len() != width {
-        return Err(Error::FeatureCount {
-            function: call.function.into(),
-            model: call.model.into(),
-            expected: width,
-            found: args.len(),
-        });
+        return Err(call.count(width, args.len()));
     }
     check_numeric(call, args)?;
     Ok(Feeds {

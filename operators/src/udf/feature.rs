@@ -14,9 +14,10 @@
 //! `image_tensor` gives a null where a value does not decode (`image_error` says why);
 //! `image_tensor_strict` fails the statement instead, naming the row and the reason.
 
+use crate::features::audio::{AudioTransform, MAX_AUDIO_SAMPLES, MAX_RATE};
 use crate::features::image::{Fit, ImageTransform, Layout, MAX_TENSOR_SIDE};
 use crate::features::tensor::tensor_field;
-use crate::features::{MAX_FEATURE_WIDTH, categorical, image, numeric, text};
+use crate::features::{MAX_FEATURE_WIDTH, audio, categorical, image, numeric, text};
 use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
@@ -46,6 +47,9 @@ pub enum FeatureFunction {
     ImageTensor,
     ImageTensorStrict,
     ImageError,
+    AudioTensor,
+    AudioTensorStrict,
+    AudioError,
 }
 
 /// What the input column must be.
@@ -55,12 +59,12 @@ enum Input {
     /// Anything with a text form (strings, dictionaries, integer codes).
     Category,
     Text,
-    /// Bytes (an image file's content).
+    /// Bytes (an image or audio file's content).
     Binary,
 }
 
 impl FeatureFunction {
-    pub const ALL: [FeatureFunction; 15] = [
+    pub const ALL: [FeatureFunction; 18] = [
         Self::ScaleStandard,
         Self::ScaleMinmax,
         Self::Impute,
@@ -76,6 +80,9 @@ impl FeatureFunction {
         Self::ImageTensor,
         Self::ImageTensorStrict,
         Self::ImageError,
+        Self::AudioTensor,
+        Self::AudioTensorStrict,
+        Self::AudioError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +102,9 @@ impl FeatureFunction {
             Self::ImageTensor => "image_tensor",
             Self::ImageTensorStrict => "image_tensor_strict",
             Self::ImageError => "image_error",
+            Self::AudioTensor => "audio_tensor",
+            Self::AudioTensorStrict => "audio_tensor_strict",
+            Self::AudioError => "audio_error",
         }
     }
 
@@ -104,7 +114,7 @@ impl FeatureFunction {
             Self::ScaleStandard => &["mean", "std"],
             Self::ScaleMinmax => &["min", "max"],
             Self::Impute => &["value"],
-            Self::Log1p | Self::TokenCount | Self::ImageError => &[],
+            Self::Log1p | Self::TokenCount | Self::ImageError | Self::AudioError => &[],
             Self::Clip => &["lower", "upper"],
             Self::Bucketize => &["boundary..."],
             Self::OneHot | Self::OrdinalEncode => &["word..."],
@@ -117,6 +127,7 @@ impl FeatureFunction {
                 "height", "width", "layout", "mean_r", "mean_g", "mean_b", "std_r", "std_g",
                 "std_b", "fit",
             ],
+            Self::AudioTensor | Self::AudioTensorStrict => &["sample_rate", "seconds"],
         }
     }
 
@@ -124,7 +135,12 @@ impl FeatureFunction {
         match self {
             Self::OneHot | Self::OrdinalEncode | Self::HashBucket => Input::Category,
             Self::TokenCount | Self::HashedNgrams | Self::RegexExtract => Input::Text,
-            Self::ImageTensor | Self::ImageTensorStrict | Self::ImageError => Input::Binary,
+            Self::ImageTensor
+            | Self::ImageTensorStrict
+            | Self::ImageError
+            | Self::AudioTensor
+            | Self::AudioTensorStrict
+            | Self::AudioError => Input::Binary,
             _ => Input::Numeric,
         }
     }
@@ -143,9 +159,12 @@ impl FeatureFunction {
         Ok(match self {
             Self::Bucketize | Self::OrdinalEncode | Self::TokenCount => DataType::Int32,
             Self::HashBucket => DataType::Int64,
-            Self::RegexExtract | Self::ImageError => DataType::Utf8,
+            Self::RegexExtract | Self::ImageError | Self::AudioError => DataType::Utf8,
             Self::ImageTensor | Self::ImageTensorStrict => {
                 self.image_transform(params)?.data_type()
+            }
+            Self::AudioTensor | Self::AudioTensorStrict => {
+                list(self.audio_transform(params)?.samples)
             }
             Self::OneHot => list(self.width(params.len(), "words")?),
             Self::HashedNgrams => list(self.width(self.count(params, 1)?, "buckets")?),
@@ -159,7 +178,8 @@ impl FeatureFunction {
         let given = fields.len().saturating_sub(1);
         let count_ok = if variadic {
             given >= declared.len()
-        } else if self.input() == Input::Binary && !declared.is_empty() {
+        } else if matches!(self, Self::ImageTensor | Self::ImageTensorStrict) {
+            // Mean and std (six) and fit are optional.
             matches!(given, 3 | 4 | 9 | 10)
         } else {
             given == declared.len()
@@ -316,6 +336,24 @@ impl FeatureFunction {
         })
     }
 
+    /// The audio transform of `audio_tensor`'s parameters, checked while planning.
+    fn audio_transform(self, params: &[ScalarValue]) -> Result<AudioTransform> {
+        let rate = self.count(params, 0)?;
+        let seconds = self.number(params, 1)?;
+        let samples = (rate as f64 * seconds).round();
+        if rate > MAX_RATE as usize || !(samples >= 1.0 && samples <= MAX_AUDIO_SAMPLES as f64) {
+            return plan_err!(
+                "{}: {rate} Hz for {seconds} s is {samples} samples; a rate may be at most \
+                 {MAX_RATE} Hz and a recording at most {MAX_AUDIO_SAMPLES} samples",
+                self.name()
+            );
+        }
+        Ok(AudioTransform {
+            rate: rate as u32,
+            samples: samples as usize,
+        })
+    }
+
     fn text(self, params: &[ScalarValue], i: usize) -> Result<String> {
         match &params[i] {
             ScalarValue::Utf8(Some(s))
@@ -400,6 +438,17 @@ impl FeatureFunction {
             Self::ImageError => {
                 Arc::new(run_on_cpu_pool(|| image::image_errors(x))?.map_err(named)?)
             }
+            Self::AudioTensor | Self::AudioTensorStrict => {
+                let transform = self.audio_transform(params)?;
+                let strict = self == Self::AudioTensorStrict;
+                Arc::new(
+                    run_on_cpu_pool(|| audio::audio_tensor(x, &transform, strict))?
+                        .map_err(named)?,
+                )
+            }
+            Self::AudioError => {
+                Arc::new(run_on_cpu_pool(|| audio::audio_errors(x))?.map_err(named)?)
+            }
         };
         Ok(out)
     }
@@ -459,6 +508,10 @@ impl ScalarUDFImpl for FeatureUdf {
             FeatureFunction::ImageTensor | FeatureFunction::ImageTensorStrict => {
                 let shape = self.function.image_transform(&params)?.shape();
                 tensor_field(self.name(), DataType::Float32, &shape, true)?
+            }
+            FeatureFunction::AudioTensor | FeatureFunction::AudioTensorStrict => {
+                let samples = self.function.audio_transform(&params)?.samples;
+                tensor_field(self.name(), DataType::Float32, &[samples], true)?
             }
             _ => field,
         }))

@@ -7,3 +7,4 @@ mod null_rows;
 pub mod predict;
 pub mod site;
 pub mod tensor_batches;
+pub mod top_k;

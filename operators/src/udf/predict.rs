@@ -58,7 +58,8 @@ pub struct PredictUdf {
     signature: Signature,
 }
 
-/// Both ML functions over one model provider.
+/// The ML functions over one model provider: `predict`, `predict_proba`, and `top_k`
+/// over their scores.
 pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
     [PredictKind::Predict, PredictKind::PredictProba]
         .into_iter()
@@ -68,6 +69,9 @@ pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
                 provider.clone(),
             )))
         })
+        .chain([Arc::new(ScalarUDF::new_from_impl(
+            super::top_k::TopKUdf::default(),
+        ))])
         .collect()
 }
 

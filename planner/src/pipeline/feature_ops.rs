@@ -44,6 +44,7 @@ const OPS: &[(&str, &[&str])] = &[
             "strict",
         ],
     ),
+    ("audio", &["sample_rate", "seconds", "strict"]),
 ];
 
 const DATE_PARTS: &[&str] = &[
@@ -100,6 +101,8 @@ fn present(op: &FeatureOp) -> Vec<(&'static str, Range<usize>)> {
     add("channel_std", op.channel_std.as_ref().map(Spanned::span));
     add("fit", op.fit.as_ref().map(Spanned::span));
     add("strict", op.strict.as_ref().map(Spanned::span));
+    add("sample_rate", op.sample_rate.as_ref().map(Spanned::span));
+    add("seconds", op.seconds.as_ref().map(Spanned::span));
     keys
 }
 
@@ -410,6 +413,22 @@ pub fn expression(
             call("hashed_ngrams", vec![lit(n), lit(*b.get_ref())])?
         }
         "image" => image_tensor(c, call)?,
+        "audio" => {
+            let (Some(rate), Some(seconds)) = (&c.op.sample_rate, &c.op.seconds) else {
+                return Err(missing(
+                    c,
+                    "sample_rate and seconds",
+                    "sample_rate = 16000, seconds = 10",
+                ));
+            };
+            let strict = c.op.strict.as_ref().is_some_and(|s| *s.get_ref());
+            let name = if strict {
+                "audio_tensor_strict"
+            } else {
+                "audio_tensor"
+            };
+            call(name, vec![lit(*rate.get_ref()), lit(*seconds.get_ref())])?
+        }
         "regex_extract" => {
             let Some(p) = &c.op.pattern else {
                 return Err(missing(c, "pattern", "pattern = \"level=(\\\\w+)\""));

@@ -132,7 +132,10 @@ pub struct FeatureOp {
     pub channel_mean: Option<Spanned<Vec<f64>>>,
     pub channel_std: Option<Spanned<Vec<f64>>>,
     pub fit: Option<Text>,
-    /// `image`: a file that does not decode fails the run (default: its tensor is null and
+    /// `audio`: the waveform's rate (Hz) and length (seconds).
+    pub sample_rate: Option<Spanned<u64>>,
+    pub seconds: Option<Spanned<f64>>,
+    /// `image`, `audio`: a file that does not decode fails the run (default: its tensor is null and
     /// the model skips that row).
     pub strict: Option<Spanned<bool>>,
 }
