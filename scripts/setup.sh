@@ -3,6 +3,7 @@
 # (and, as root, Debian's nftables for the multi-host tests):
 #   .venv/                 Python with onnxruntime and the test clients (requirements.txt)
 #   .shoal/onnxruntime/    libonnxruntime.so.* copied from the onnxruntime wheel
+# (and, as root, Debian's fonts-dejavu-core for the text-line images of the vision tests)
 # Idempotent: a second run with unchanged requirements does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +41,13 @@ if [ "$(id -u)" = 0 ] && ! command -v nft >/dev/null 2>&1 && command -v apt-get 
   apt-get install -y -q nftables >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables >/dev/null 2>&1; } \
     || echo "setup: could not install nftables (the degraded-link test will say so)" >&2
+fi
+# The text-line images of the vision tests (tests/data/make_text_lines.py) are rendered with
+# the DejaVu fonts of Debian's fonts-dejavu-core: installed as root where missing.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ "$(id -u)" = 0 ] \
+  && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q fonts-dejavu-core >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core >/dev/null 2>&1; } \
+    || echo "setup: could not install fonts-dejavu-core (the text-line tests will say so)" >&2
 fi
 echo "setup: ONNX Runtime at .shoal/onnxruntime/$(basename "$lib")"
