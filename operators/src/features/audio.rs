@@ -24,6 +24,9 @@ use symphonia::core::probe::Hint;
 pub const MAX_AUDIO_SAMPLES: usize = 1 << 22;
 /// Highest rate a tensor may ask for, and a source may declare.
 pub const MAX_RATE: u32 = 384_000;
+/// Most source frames decoded for one recording (128 MiB of mono Float32): a long tensor
+/// at a low rate from a high-rate file could otherwise ask for hours of a compressed file.
+const MAX_DECODED_FRAMES: usize = 1 << 25;
 
 /// The tensor a recording becomes: `samples` mono values at `rate` Hz, from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +87,13 @@ fn decode_mono(bytes: &[u8], frames: impl Fn(u32) -> usize) -> Result<(u32, Vec<
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| format!("its codec is not supported: {e}"))?;
     let wanted = frames(rate);
-    let mut mono: Vec<f32> = Vec::with_capacity(wanted.min(MAX_AUDIO_SAMPLES * 8));
+    if wanted > MAX_DECODED_FRAMES {
+        return Err(format!(
+            "the tensor needs {wanted} frames of this {rate} Hz recording, over the limit of \
+             {MAX_DECODED_FRAMES}: ask for a higher sample_rate or fewer seconds"
+        ));
+    }
+    let mut mono: Vec<f32> = Vec::with_capacity(wanted.min(MAX_AUDIO_SAMPLES));
     let mut interleaved: Option<SampleBuffer<f32>> = None;
     while mono.len() < wanted {
         let packet = match reader.next_packet() {
@@ -257,6 +266,17 @@ mod tests {
         assert!((878..=882).contains(&crossings), "{crossings} crossings");
         let peak = values[1000..15000].iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!((peak - 16000.0 / 32768.0).abs() < 0.02, "peak {peak}");
+    }
+
+    #[test]
+    fn a_tensor_needing_hours_of_the_source_is_refused_before_decoding() {
+        let x: ArrayRef = Arc::new(BinaryArray::from_iter_values([wav(48_000, 1, &[vec![1]])]));
+        let t = AudioTransform {
+            rate: 100,
+            samples: 100_000,
+        };
+        let reason = audio_tensor(&x, &t, true).unwrap_err().to_string();
+        assert!(reason.contains("over the limit of 33554432"), "{reason}");
     }
 
     #[test]

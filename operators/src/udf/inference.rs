@@ -7,7 +7,7 @@ use crate::features::tensor::{flat_values, tensor_field};
 use crate::features::{cast_all, stack_as_f32, stack_row_major};
 use crate::model::feeds::Feeds;
 use crate::model::trees::NativeTensor;
-use crate::model::{LoadedModel, ModelSignature, TensorElem, TensorSpec};
+use crate::model::{InputLayout, LoadedModel, ModelSignature, TensorElem, TensorSpec};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array,
     StringArray,
@@ -130,9 +130,11 @@ pub fn infer(
         message: e.to_string(),
     };
     let blocks = input_blocks(model, features, feeds, rows)?;
-    if let (true, Some(native), [Block::F32(matrix)]) =
-        (native_trees, &model.native, blocks.as_slice())
-        && feeds.stack_columns
+    // The native tree evaluator takes the one [N, width] float32 matrix: stacked columns or
+    // one tensor column, as ONNX Runtime would.
+    if let (true, Some(native), InputLayout::Stacked { .. }, [block]) =
+        (native_trees, &model.native, sig.layout, blocks.as_slice())
+        && let Some(matrix) = block.as_f32()
     {
         let outputs = native.run(matrix, rows);
         return to_arrow(
@@ -192,6 +194,16 @@ enum Block {
 }
 
 impl Block {
+    fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            Block::F32(v) => Some(v),
+            Block::Leaf(array) => array
+                .as_primitive_opt::<Float32Type>()
+                .map(|a| a.values().as_ref()),
+            _ => None,
+        }
+    }
+
     fn view(&self, shape: Vec<usize>) -> std::result::Result<SessionInputValue<'_>, ort::Error> {
         fn view<T: PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
             shape: Vec<usize>,

@@ -103,7 +103,7 @@ impl Pins {
 }
 
 /// The schema a node's expressions are evaluated against: its inputs' fields together.
-fn expression_schema(node: &LogicalPlan) -> Option<DFSchema> {
+pub(crate) fn expression_schema(node: &LogicalPlan) -> Option<DFSchema> {
     let mut inputs = node.inputs().into_iter();
     let mut schema = inputs.next()?.schema().as_ref().clone();
     for other in inputs {

@@ -6,10 +6,11 @@
 //! statement's batches to keep one batch's tensors near [`TENSOR_BATCH_BYTES`] and sends
 //! the size to the workers (`shoal.query.batch_rows`); the other statements keep theirs.
 
+use super::model_pins::expression_schema;
 use crate::features::MAX_BATCH_OUTPUT_BYTES;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Result;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 
 /// What one batch of a function's tensors may take: a quarter of what a kernel may
@@ -21,14 +22,9 @@ pub const TENSOR_BATCH_BYTES: usize = MAX_BATCH_OUTPUT_BYTES / 4;
 pub fn batch_rows_for(plan: &LogicalPlan, current: usize) -> Result<Option<usize>> {
     let mut rows = current;
     plan.apply_with_subqueries(|node| {
-        let mut inputs = node.inputs().into_iter();
-        let Some(first) = inputs.next() else {
+        let Some(schema) = expression_schema(node) else {
             return Ok(TreeNodeRecursion::Continue);
         };
-        let mut schema: DFSchema = first.schema().as_ref().clone();
-        for other in inputs {
-            schema.merge(other.schema());
-        }
         node.apply_expressions(|expr| {
             expr.apply(|e| {
                 if let Expr::ScalarFunction(_) = e
