@@ -135,6 +135,133 @@ async fn rotated_text_lines_are_told_apart_where_they_lie_as_by_the_wheel() {
     cluster.stop().await;
 }
 
+/// The same images as files (`line_files/<upright|rotated>/...`): a files table, read
+/// where it lies, that says what the Parquet table of the same bytes says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_image_files_is_a_table_classified_where_it_lies() {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let dir = tempfile::tempdir().unwrap();
+    let sites = text_lines(dir.path());
+    // Neither a hidden file nor one of no known kind is a row.
+    let thumbs = sites[0].join("line_files/.thumbs");
+    std::fs::create_dir_all(&thumbs).unwrap();
+    std::fs::write(thumbs.join("x.png"), b"not a row").unwrap();
+    std::fs::write(sites[0].join("line_files/index.bin"), b"not a row").unwrap();
+    // A file too large to read, in a table of its own (sparse: it costs no disk).
+    let big = sites[0].join("big_files/scan.png");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    let too_large = shoal_operators::files::MAX_FILE_BYTES + 1;
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(too_large)
+        .unwrap();
+
+    let dirs: Vec<&Path> = sites.iter().map(PathBuf::as_path).collect();
+    let provider = Arc::new(DirectoryModels::load(&dir.path().join("models")).unwrap());
+    let ctx = shoal_sql::local_context(&dirs, provider).await.unwrap();
+    let schema = ctx
+        .table("line_files")
+        .await
+        .unwrap()
+        .schema()
+        .as_arrow()
+        .clone();
+    let columns: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    assert_eq!(
+        columns,
+        [
+            ("path", &DataType::Utf8),
+            ("size", &DataType::UInt64),
+            ("modified", &utc),
+            ("content", &DataType::Binary)
+        ]
+    );
+
+    // One process: each file's probability is the Parquet copy's, and the folder is right.
+    let sql = format!("SELECT path, round({DIRECTION}, 3) AS p180 FROM line_files ORDER BY path");
+    let files = to_rows(&ctx.sql(&sql).await.unwrap().collect().await.unwrap());
+    assert_eq!(files.len(), SITES * PER_SITE, "{files:?}");
+    let parquet = format!("SELECT path, round({DIRECTION}, 3) FROM lines");
+    let parquet = to_rows(&ctx.sql(&parquet).await.unwrap().collect().await.unwrap());
+    let same_image = |path: &str| {
+        // `rotated/1-003.jpg` is `lines/1/003.jpg` of the Parquet table.
+        let name = path.rsplit('/').next().unwrap();
+        let (site, rest) = name.split_once('-').unwrap();
+        let key = format!("lines/{site}/{rest}");
+        parquet.iter().find(|r| r[0] == key).unwrap().clone()
+    };
+    let mut right = 0;
+    for row in &files {
+        let copy = same_image(&row[0]);
+        assert_eq!(row[1..], copy[1..], "{} and {}", row[0], copy[0]);
+        let rotated = row[0].starts_with("rotated/");
+        right += usize::from((row[1].parse::<f64>().unwrap() > 0.5) == rotated);
+    }
+    assert!(right * 10 >= files.len() * 9, "{right} of {}", files.len());
+
+    // A statement that does not use `content` never reads it: the file too large to read
+    // is counted; reading it fails naming it.
+    let listed = "SELECT count(*), sum(size) FROM big_files";
+    let listed = to_rows(&ctx.sql(listed).await.unwrap().collect().await.unwrap());
+    assert_eq!(listed, [["1".to_string(), too_large.to_string()]]);
+    let read = ctx
+        .sql("SELECT image_error(content) FROM big_files")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        read.contains("big_files/scan.png") && read.contains("reads the content of files up to"),
+        "{read}"
+    );
+
+    // The cluster, under the sites' default policy: counts per folder leave the sites,
+    // the files' paths and content do not.
+    let options = CoordinatorOptions {
+        models_dir: Some(dir.path().join("models")),
+        ..Default::default()
+    };
+    let mut cluster = EmbeddedCluster::start(options, &[]).await.unwrap();
+    for (i, site) in sites.iter().enumerate() {
+        cluster
+            .add_worker(format!("site-{}", i + 1), site.clone())
+            .await
+            .unwrap();
+    }
+    let counts = format!(
+        "SELECT split_part(path, '/', 1) AS folder, count(*) AS files, \
+         sum(CAST({DIRECTION} > 0.5 AS INT)) AS said_180 FROM line_files GROUP BY 1 ORDER BY 1"
+    );
+    let out = cluster.sql(&counts).await.unwrap();
+    assert!(out.report.distributed, "classified on the sites");
+    let expected = to_rows(&ctx.sql(&counts).await.unwrap().collect().await.unwrap());
+    assert_same_rows(&counts, &expected, &to_rows(&out.batches));
+    // A filter on the path picks files before any is read.
+    let rotated = "SELECT count(*) AS files, sum(size) AS bytes FROM line_files \
+                   WHERE path LIKE 'rotated/%'";
+    let out = cluster.sql(rotated).await.unwrap();
+    let expected = to_rows(&ctx.sql(rotated).await.unwrap().collect().await.unwrap());
+    assert_same_rows(rotated, &expected, &to_rows(&out.batches));
+    assert_eq!(expected[0][0], (SITES * PER_SITE / 2).to_string());
+    let err = cluster
+        .sql("SELECT path, content FROM line_files")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refuses: table 'line_files'") && err.contains("content"),
+        "{err}"
+    );
+    cluster.stop().await;
+}
+
 /// The cluster over the text-line sites (rows may leave: the tests compare them).
 async fn lines_cluster(dir: &Path, sites: &[PathBuf]) -> EmbeddedCluster {
     let options = CoordinatorOptions {

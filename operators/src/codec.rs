@@ -2,8 +2,10 @@
 //!
 //! A Parquet sink travels as its path, run id and target; the worker's codec adds where
 //! that worker writes. `predict` travels by name: the model versions it uses go with the
-//! statement's config instead ([`crate::udf::model_pins`]).
+//! statement's config instead ([`crate::udf::model_pins`]). A files table's scan travels as
+//! its files and columns ([`crate::files::wire`]).
 
+use crate::files::{self, FileBatchesExec};
 use crate::sink::staging::SinkTarget;
 use crate::sink::{ParquetSinkExec, SinkSite};
 use datafusion::common::{Result, exec_err, not_impl_err};
@@ -21,6 +23,10 @@ enum EncodedPlan {
         #[serde(default)]
         target: SinkTarget,
     },
+    /// A files table's scan (`crate::files`).
+    FilesScan(files::wire::EncodedFilesScan),
+    /// The node that gathers a files scan's rows into batches.
+    FileBatches,
 }
 
 /// Codec for shoal's plans; on a worker it knows where its sinks write.
@@ -64,6 +70,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 target,
                 self.sink_site.clone(),
             )?)),
+            (EncodedPlan::FilesScan(scan), []) => files::wire::decode(scan),
+            (EncodedPlan::FileBatches, [input]) => {
+                Ok(Arc::new(FileBatchesExec::new(input.clone())))
+            }
             _ => exec_err!("a shoal plan node arrived with the wrong number of inputs"),
         }
     }
@@ -74,13 +84,18 @@ impl PhysicalExtensionCodec for ShoalCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(sink) = node.downcast_ref::<ParquetSinkExec>() else {
+        let encoded = if let Some(sink) = node.downcast_ref::<ParquetSinkExec>() {
+            EncodedPlan::ParquetSink {
+                path: sink.path().to_string(),
+                run_id: sink.run_id().to_string(),
+                target: sink.target(),
+            }
+        } else if let Some(scan) = files::wire::encode(&node) {
+            EncodedPlan::FilesScan(scan?)
+        } else if node.downcast_ref::<FileBatchesExec>().is_some() {
+            EncodedPlan::FileBatches
+        } else {
             return not_impl_err!("shoal cannot encode {}", node.name());
-        };
-        let encoded = EncodedPlan::ParquetSink {
-            path: sink.path().to_string(),
-            run_id: sink.run_id().to_string(),
-            target: sink.target(),
         };
         serde_json::to_writer(buf, &encoded).or_else(|e| exec_err!("encoding {}: {e}", node.name()))
     }

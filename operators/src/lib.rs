@@ -21,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod features;
+pub mod files;
 pub mod model;
 pub mod privacy;
 pub mod runtime;

@@ -27,6 +27,9 @@ pub struct SiteFile {
     /// Its Hive partition values, one per [`SiteTableReport::partition_columns`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_values: Vec<String>,
+    /// Its modification time, in microseconds since the epoch: a files table's `modified`.
+    #[serde(default)]
+    pub modified_micros: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -472,6 +475,7 @@ mod tests {
                     error: None,
                     fingerprint: format!("{name}-file"),
                     partition_values: Vec::new(),
+                    modified_micros: 0,
                 }],
                 format: "parquet".into(),
                 partition_columns: Vec::new(),

@@ -116,6 +116,7 @@ mod tests {
             error: None,
             fingerprint: fingerprint.into(),
             partition_values: Vec::new(),
+            modified_micros: 0,
         }
     }
 

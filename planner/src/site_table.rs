@@ -4,14 +4,13 @@
 use crate::catalog::{ClusterTable, SiteCatalog};
 use crate::locality::CLUSTER_STORE;
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -22,6 +21,7 @@ use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use shoal_operators::ShoalOptions;
+use shoal_operators::files::{self, FileEntry};
 use shoal_sql::file_formats::TableFormat;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -117,8 +117,16 @@ pub fn cluster_path(site: &str, path: &str) -> String {
 }
 
 impl SiteTableProvider {
-    /// The table's columns: the files' columns, then its partition columns (Utf8).
+    fn is_files_table(&self) -> bool {
+        self.table.format == files::FORMAT_NAME
+    }
+
+    /// The table's columns: the files' columns, then its partition columns (Utf8); a files
+    /// table's fixed columns.
     fn full_schema(&self) -> SchemaRef {
+        if self.is_files_table() {
+            return files::table_schema();
+        }
         if self.table.partition_columns.is_empty() {
             return self.table.schema.clone();
         }
@@ -127,31 +135,40 @@ impl SiteTableProvider {
         Arc::new(Schema::new(fields))
     }
 
-    /// Whether `filter` reads partition columns only, with no volatile function (the
-    /// check a single-process ListingTable makes): then it can skip whole files.
-    fn on_partitions_only(&self, filter: &Expr) -> bool {
+    /// Whether `filter` reads only what the listing knows of each file (its partition
+    /// values; a files table's path, size and time): then it can skip whole files.
+    fn on_listing_only(&self, filter: &Expr) -> bool {
+        if self.is_files_table() {
+            return files::prune::reads_only(filter, &files::LISTING_COLUMNS);
+        }
         let columns: Vec<&str> = self
             .table
             .partition_columns
             .iter()
             .map(String::as_str)
             .collect();
-        !filter.column_refs().is_empty() && expr_applicable_for_cols(&columns, filter)
+        files::prune::reads_only(filter, &columns)
     }
 
-    /// The files whose partition values pass every partition-only filter (all of them
-    /// when there is none): evaluated once over a batch of one row per file.
-    fn pruned_files(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> Result<Vec<(String, crate::SiteFile)>> {
-        let on_partitions: Vec<&Expr> = filters
+    /// A files table's files as its scan lists them.
+    fn file_entries(&self, files: &[(String, crate::SiteFile)]) -> Vec<FileEntry> {
+        let folder = format!("{}/", self.table.name);
+        files
             .iter()
-            .filter(|f| self.on_partitions_only(f))
-            .collect();
-        if on_partitions.is_empty() {
-            return Ok(self.table.files.clone());
+            .map(|(site, f)| FileEntry {
+                location: cluster_path(site, &f.path),
+                path: f.path.strip_prefix(&folder).unwrap_or(&f.path).to_string(),
+                size: f.size_bytes,
+                modified_micros: f.modified_micros,
+            })
+            .collect()
+    }
+
+    /// What the listing knows of each file, one row per file.
+    fn listing_batch(&self) -> Result<RecordBatch> {
+        if self.is_files_table() {
+            let entries = self.file_entries(&self.table.files);
+            return files::listing_batch(&entries.iter().collect::<Vec<_>>());
         }
         let schema = Arc::new(Schema::new(partition_fields(&self.table.partition_columns)));
         let columns: Vec<ArrayRef> = (0..self.table.partition_columns.len())
@@ -164,26 +181,25 @@ impl SiteTableProvider {
                 )) as ArrayRef
             })
             .collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let mut keep = vec![true; self.table.files.len()];
-        for filter in on_partitions {
-            // A filter that cannot be evaluated over the partition values alone prunes
-            // nothing: it is applied to the rows anyway (Inexact).
-            let Ok(mask) = state
-                .create_physical_expr(filter.clone(), &df_schema)
-                .and_then(|p| p.evaluate(&batch))
-                .and_then(|v| v.into_array(batch.num_rows()))
-            else {
-                continue;
-            };
-            let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
-                continue;
-            };
-            for (i, kept) in keep.iter_mut().enumerate() {
-                *kept &= mask.is_valid(i) && mask.value(i);
-            }
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(self.table.files.len())),
+        )?)
+    }
+
+    /// The files that pass every filter on the listing's columns (all of them when there
+    /// is none).
+    fn pruned_files(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Result<Vec<(String, crate::SiteFile)>> {
+        let on_listing: Vec<&Expr> = filters.iter().filter(|f| self.on_listing_only(f)).collect();
+        if on_listing.is_empty() {
+            return Ok(self.table.files.clone());
         }
+        let keep = files::prune::files_passing(state, &self.listing_batch()?, &on_listing)?;
         Ok(self
             .table
             .files
@@ -221,7 +237,7 @@ impl TableProvider for SiteTableProvider {
         Ok(filters
             .iter()
             .map(|f| {
-                if self.on_partitions_only(f) {
+                if self.on_listing_only(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -258,6 +274,10 @@ impl TableProvider for SiteTableProvider {
         // One group per file; the locality handler regroups them per site. The cluster
         // store is registered nowhere: if this scan were ever executed without being split
         // per site, it fails instead of reading from the wrong place.
+        if self.is_files_table() {
+            let groups = self.file_entries(&files).into_iter().map(|e| vec![e]);
+            return files::scan(CLUSTER_STORE, groups.collect(), projection, limit);
+        }
         let groups = files
             .iter()
             .map(|(site, f)| {
@@ -280,7 +300,13 @@ impl TableProvider for SiteTableProvider {
         let table_schema = TableSchema::builder(self.table.schema.clone())
             .with_table_partition_cols(partition_fields(&self.table.partition_columns))
             .build();
-        let source = format.file_format().file_source(table_schema);
+        let Some(file_format) = format.file_format() else {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "table '{}' in format '{}' has no file reader",
+                self.table.name, self.table.format
+            )));
+        };
+        let source = file_format.file_source(table_schema);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(CLUSTER_STORE)?, source)
             .with_file_groups(groups)
             .with_limit(limit)

@@ -21,12 +21,52 @@ pub enum TableFormat {
     Json,
     /// Arrow IPC files (`.arrow`, also known as Feather v2).
     Arrow,
+    /// Images, recordings, documents: one row per file (`shoal_operators::files`).
+    Files,
 }
 
 impl TableFormat {
-    pub const ALL: [TableFormat; 4] = [Self::Parquet, Self::Csv, Self::Json, Self::Arrow];
+    pub const ALL: [TableFormat; 5] = [
+        Self::Parquet,
+        Self::Csv,
+        Self::Json,
+        Self::Arrow,
+        Self::Files,
+    ];
 
-    /// The format of a file, by its extension.
+    /// The format of a table whose data files have these extensions, in path order: the
+    /// first structured file's format (a folder of Parquet with a README.txt is a Parquet
+    /// table), else a files table if it holds any image, recording or document.
+    pub fn of_table<'a>(extensions: impl IntoIterator<Item = &'a str> + Clone) -> Option<Self> {
+        extensions
+            .clone()
+            .into_iter()
+            .find_map(Self::of_extension)
+            .or_else(|| {
+                extensions
+                    .into_iter()
+                    .any(shoal_operators::files::is_file_kind)
+                    .then_some(Self::Files)
+            })
+    }
+
+    /// Whether a file with `extension` is one of the table's files, for a table of this
+    /// format whose first file has `first_extension`. A structured table's files all share
+    /// one extension; a files table takes every kind of file it knows.
+    pub fn holds(self, first_extension: &str, extension: &str) -> bool {
+        match self {
+            Self::Files => shoal_operators::files::is_file_kind(extension),
+            _ => extension == first_extension,
+        }
+    }
+
+    /// Whether a file with `extension` is any table's data (rather than a README or a
+    /// checksum, which a table folder may hold).
+    pub fn is_data(extension: &str) -> bool {
+        Self::of_extension(extension).is_some() || shoal_operators::files::is_file_kind(extension)
+    }
+
+    /// The structured format of a file, by its extension.
     pub fn of_extension(extension: &str) -> Option<Self> {
         match extension.to_ascii_lowercase().as_str() {
             "parquet" => Some(Self::Parquet),
@@ -44,6 +84,7 @@ impl TableFormat {
             Self::Csv => "csv",
             Self::Json => "json",
             Self::Arrow => "arrow",
+            Self::Files => shoal_operators::files::FORMAT_NAME,
         }
     }
 
@@ -51,13 +92,15 @@ impl TableFormat {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// DataFusion's reader for the format, with shoal's settings (CSV has a header).
-    pub fn file_format(self) -> Arc<dyn FileFormat> {
+    /// DataFusion's reader for the format, with shoal's settings (CSV has a header). None
+    /// for a files table, whose schema is fixed and whose scan is shoal's own.
+    pub fn file_format(self) -> Option<Arc<dyn FileFormat>> {
         match self {
-            Self::Parquet => Arc::new(ParquetFormat::default()),
-            Self::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
-            Self::Json => Arc::new(JsonFormat::default()),
-            Self::Arrow => Arc::new(ArrowFormat),
+            Self::Parquet => Some(Arc::new(ParquetFormat::default())),
+            Self::Csv => Some(Arc::new(CsvFormat::default().with_has_header(true))),
+            Self::Json => Some(Arc::new(JsonFormat::default())),
+            Self::Arrow => Some(Arc::new(ArrowFormat)),
+            Self::Files => None,
         }
     }
 }
@@ -138,16 +181,20 @@ pub fn committed_run_files(
     Ok(Some(files))
 }
 
-/// How a local table folder is laid out: the format and extension of its first data file
-/// (in path order, at any depth) and the partition columns of the folders above it. None
-/// for a folder without data files.
+/// How a local table folder is laid out: its format ([`TableFormat::of_table`]), the
+/// extension of its first data file (in path order, at any depth) and the partition columns
+/// of the folders above it (none for a files table, whose subfolders are free). None for a
+/// folder without data files.
 pub fn table_layout(
     dir: &std::path::Path,
 ) -> std::io::Result<Option<(TableFormat, String, Vec<String>)>> {
-    fn first_file(
+    /// Data files below `dir` in path order, as (relative path, extension), until the
+    /// first structured one: that one decides the table's format.
+    fn walk(
         dir: &std::path::Path,
         relative: &str,
-    ) -> std::io::Result<Option<(String, String)>> {
+        found: &mut Vec<(String, String)>,
+    ) -> std::io::Result<bool> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
@@ -161,28 +208,42 @@ pub fn table_layout(
                 format!("{relative}/{name}")
             };
             if entry.file_type()?.is_dir() {
-                if let Some(found) = first_file(&entry.path(), &path)? {
-                    return Ok(Some(found));
+                if walk(&entry.path(), &path, found)? {
+                    return Ok(true);
                 }
             } else if let Some(extension) = std::path::Path::new(&name)
                 .extension()
                 .and_then(|e| e.to_str())
-                .filter(|e| TableFormat::of_extension(e).is_some())
+                .filter(|e| TableFormat::is_data(e))
             {
-                return Ok(Some((path, extension.to_string())));
+                found.push((path, extension.to_string()));
+                if TableFormat::of_extension(extension).is_some() {
+                    return Ok(true);
+                }
             }
         }
-        Ok(None)
+        Ok(false)
     }
-    let Some((relative, extension)) = first_file(dir, "")? else {
+    let mut found = Vec::new();
+    walk(dir, "", &mut found)?;
+    let Some(format) = TableFormat::of_table(found.iter().map(|(_, e)| e.as_str())) else {
         return Ok(None);
     };
-    let Some(format) = TableFormat::of_extension(&extension) else {
+    // The walk stopped at the structured file that decided the format; a files table
+    // holds only files it knows.
+    let decided = match format {
+        TableFormat::Files => found.first(),
+        _ => found.last(),
+    };
+    let Some((relative, extension)) = decided.cloned() else {
         return Ok(None);
     };
-    let columns = partition_values(below_run_folder(&relative))
-        .map(|values| values.into_iter().map(|(k, _)| k).collect())
-        .unwrap_or_default();
+    let columns = match format {
+        TableFormat::Files => Vec::new(),
+        _ => partition_values(below_run_folder(&relative))
+            .map(|values| values.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default(),
+    };
     Ok(Some((format, extension, columns)))
 }
 
@@ -205,6 +266,17 @@ mod tests {
         for format in TableFormat::ALL {
             assert_eq!(TableFormat::from_name(format.name()), Some(format));
         }
+    }
+
+    #[test]
+    fn a_table_is_structured_if_any_file_is_else_files() {
+        let of = |extensions: &[&str]| TableFormat::of_table(extensions.iter().copied());
+        assert_eq!(of(&["txt", "parquet"]), Some(TableFormat::Parquet));
+        assert_eq!(of(&["png", "JPG", "wav"]), Some(TableFormat::Files));
+        assert_eq!(of(&["bin", "sha256"]), None);
+        assert!(TableFormat::Files.holds("png", "flac"));
+        assert!(!TableFormat::Csv.holds("csv", "txt"));
+        assert!(TableFormat::Files.file_format().is_none());
     }
 
     #[test]

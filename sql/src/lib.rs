@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod file_formats;
+mod files_table;
 mod models_table;
 pub mod session;
 pub mod statement;

@@ -174,7 +174,18 @@ async fn register_listing(ctx: &SessionContext, name: &str, urls: Vec<String>) -
         "parquet".into(),
         Vec::new(),
     ));
-    let options = ListingOptions::new(format.file_format())
+    let Some(file_format) = format.file_format() else {
+        // A files table: its folders on every site (a files table has no sink runs).
+        let folders = urls
+            .iter()
+            .filter_map(|url| url.strip_suffix('/'))
+            .map(std::path::PathBuf::from)
+            .collect();
+        let table = crate::files_table::LocalFilesTable::new(folders);
+        ctx.register_table(name, Arc::new(table))?;
+        return Ok(());
+    };
+    let options = ListingOptions::new(file_format)
         .with_file_extension(format!(".{extension}"))
         .with_table_partition_cols(
             partitions

@@ -6,6 +6,9 @@ Run:  .venv/bin/python tests/data/make_text_lines.py OUT [--sites 2] [--per-site
 Writes, deterministically (fixed seed):
   OUT/site-<i>/lines/part-0.parquet   path, format, rotated (the truth), wheel_180 (what the
                                       wheel's classifier says), content (the file's bytes)
+  OUT/site-<i>/line_files/<upright|rotated>/<i>-<n>.<png|jpg>
+                                      the same images as files: a files table whose folders
+                                      are the truth
   OUT/models/text_direction.onnx      the classifier of the rapidocr-onnxruntime wheel
                                       (ch_ppocr_mobile_v2.0_cls_infer.onnx, 0 vs 180 degrees),
                                       copied from the installed package: nothing downloads
@@ -98,7 +101,12 @@ def main():
             # The wheel's own pipeline, as RapidOCR runs it: OpenCV decodes the file (BGR).
             decoded = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_COLOR)
             _, [(label, _score)], _ = classifier([decoded])
-            rows["path"].append(f"lines/{site}/{i:03}.{'jpg' if fmt == 'jpeg' else 'png'}")
+            extension = "jpg" if fmt == "jpeg" else "png"
+            rows["path"].append(f"lines/{site}/{i:03}.{extension}")
+            as_file = args.out / f"site-{site}" / "line_files"
+            as_file = as_file / ("rotated" if rotated else "upright") / f"{site}-{i:03}.{extension}"
+            as_file.parent.mkdir(parents=True, exist_ok=True)
+            as_file.write_bytes(content)
             rows["format"].append(fmt)
             rows["rotated"].append(rotated)
             rows["wheel_180"].append(label == "180")

@@ -6,6 +6,8 @@
 //! replicas); the schema is inferred by DataFusion's reader for the format, as a
 //! single-process session would. The worker describes its data again at an interval, so
 //! [`Describer`] keeps what it learned of each file and reads only new or changed ones.
+//! A folder of images, recordings or documents (and no structured file) is a files table
+//! (`shoal_operators::files`): one row per file, described from the listing alone.
 //! A table folder may hold an `object_store` sink's runs (`run-<id>/`): of those, only the
 //! files a committed manifest lists are the table's (`shoal_sql::file_formats::run_folder`).
 
@@ -18,6 +20,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+use shoal_operators::files;
 use shoal_operators::sink::staging::{MANIFEST_FILE, SiteManifest};
 use shoal_planner::{SiteFile, SiteTableReport};
 use shoal_sql::file_formats::{
@@ -151,21 +154,19 @@ impl Describer {
         metas: Vec<ObjectMeta>,
         seen: &mut HashMap<StorePath, Described>,
     ) -> SiteTableReport {
-        // The table's format and layout are its first file's; files that differ are
-        // reported with the reason, and fail queries on the table naming them.
-        let first_format = metas
-            .iter()
-            .find_map(|m| m.location.extension().and_then(TableFormat::of_extension));
-        let format = first_format.unwrap_or(TableFormat::Parquet);
+        // The table's format and layout are its first structured file's (or it is a files
+        // table); files that differ are reported with the reason, and fail queries on the
+        // table naming them.
+        let format = TableFormat::of_table(metas.iter().filter_map(|m| m.location.extension()))
+            .unwrap_or(TableFormat::Parquet);
+        if format == TableFormat::Files {
+            return files_table(table, metas);
+        }
         let first_extension = metas
             .iter()
-            .find(|m| {
-                m.location
-                    .extension()
-                    .and_then(TableFormat::of_extension)
-                    .is_some()
-            })
-            .and_then(|m| m.location.extension().map(str::to_string));
+            .filter_map(|m| m.location.extension())
+            .find(|e| TableFormat::of_extension(e).is_some())
+            .map(str::to_string);
         let mut partition_columns: Option<Vec<String>> = None;
         let mut schema: Option<SchemaRef> = None;
         let mut files = Vec::new();
@@ -174,7 +175,7 @@ impl Describer {
                 continue;
             };
             if TableFormat::of_extension(&extension).is_none() {
-                // Not a data file of any format (a README, a checksum): not part of it.
+                // Not a data file of its format (a README, a checksum): not part of it.
                 continue;
             }
             let path = meta.location.to_string();
@@ -186,6 +187,7 @@ impl Describer {
                 error: None,
                 fingerprint: String::new(),
                 partition_values: Vec::new(),
+                modified_micros: meta.last_modified.timestamp_micros(),
             };
             if Some(&extension) != first_extension.as_ref() {
                 file.error = Some(format!(
@@ -277,11 +279,13 @@ impl Describer {
         };
         // The same schema inference as a single-process ListingTable, so both give
         // identical column types.
-        let schema = format
-            .file_format()
-            .infer_schema(state, store, std::slice::from_ref(meta))
-            .await
-            .map_err(|e| e.to_string());
+        let schema = match format.file_format() {
+            Some(reader) => reader
+                .infer_schema(state, store, std::slice::from_ref(meta))
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(format!("a {} file has no schema to infer", format.name())),
+        };
         Described {
             size: meta.size,
             modified: meta.last_modified.timestamp_micros(),
@@ -289,6 +293,31 @@ impl Describer {
             fingerprint,
             schema,
         }
+    }
+}
+
+/// A files table: one row per file it knows the kind of, at any depth below the folder;
+/// nothing needs reading to describe it.
+fn files_table(table: &str, metas: Vec<ObjectMeta>) -> SiteTableReport {
+    let files = metas
+        .into_iter()
+        .filter(|m| m.location.extension().is_some_and(files::is_file_kind))
+        .map(|meta| SiteFile {
+            path: meta.location.to_string(),
+            size_bytes: meta.size,
+            rows: 1,
+            error: None,
+            fingerprint: String::new(),
+            partition_values: Vec::new(),
+            modified_micros: meta.last_modified.timestamp_micros(),
+        })
+        .collect();
+    SiteTableReport {
+        name: table.to_string(),
+        schema: files::table_schema().as_ref().clone(),
+        files,
+        format: files::FORMAT_NAME.to_string(),
+        partition_columns: Vec::new(),
     }
 }
 
@@ -381,6 +410,36 @@ mod tests {
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_folder_of_images_is_a_files_table_and_a_readme_stays_out_of_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("scores/part.parquet"), 2);
+        std::fs::write(dir.path().join("scores/README.txt"), b"about").unwrap();
+        std::fs::create_dir_all(dir.path().join("scans/2024")).unwrap();
+        std::fs::write(dir.path().join("scans/2024/a.png"), b"png").unwrap();
+        std::fs::write(dir.path().join("scans/b.JPG"), b"jpeg!").unwrap();
+        std::fs::write(dir.path().join("scans/index.db"), b"not a row").unwrap();
+        let data = SiteData::open(
+            &DataLocation::Local(dir.path().to_path_buf()),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let tables = Describer::default().describe(&data).await.unwrap();
+        let scans = tables.iter().find(|t| t.name == "scans").unwrap();
+        assert_eq!(scans.format, "files");
+        let files: Vec<(&str, u64, u64)> = scans
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.size_bytes, f.rows))
+            .collect();
+        assert_eq!(files, [("scans/2024/a.png", 3, 1), ("scans/b.JPG", 5, 1)]);
+        assert!(scans.files.iter().all(|f| f.modified_micros > 0));
+        assert_eq!(&scans.schema, files::table_schema().as_ref());
+        let scores = tables.iter().find(|t| t.name == "scores").unwrap();
+        assert_eq!(scores.format, "parquet");
+        assert_eq!(scores.files.len(), 1);
     }
 
     #[tokio::test]

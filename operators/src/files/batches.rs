@@ -1,0 +1,152 @@
+//! Gathers the one-row batches of a files scan into batches of many files.
+
+use super::BATCH_CONTENT_BYTES;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Passes its input's rows on in batches of up to the session's batch size, or of
+/// [`BATCH_CONTENT_BYTES`], whichever comes first.
+#[derive(Debug)]
+pub struct FileBatchesExec {
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl FileBatchesExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        Self { input }
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+}
+
+impl DisplayAs for FileBatchesExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "FileBatchesExec: up to batch_size files or {} MiB of content per batch",
+            BATCH_CONTENT_BYTES >> 20
+        )
+    }
+}
+
+impl ExecutionPlan for FileBatchesExec {
+    fn name(&self) -> &str {
+        "FileBatchesExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    /// Spreading its input over more partitions would split the batches it gathers.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("FileBatchesExec has one input".into()))?;
+        Ok(Arc::new(Self::new(input)))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let max_rows = context.session_config().batch_size().max(1);
+        let input = self.input.execute(partition, context)?;
+        let schema = input.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema.clone(),
+            Gather {
+                input,
+                schema,
+                held: Vec::new(),
+                rows: 0,
+                bytes: 0,
+                max_rows,
+                done: false,
+            },
+        )))
+    }
+}
+
+struct Gather {
+    input: SendableRecordBatchStream,
+    schema: SchemaRef,
+    held: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    max_rows: usize,
+    done: bool,
+}
+
+impl Gather {
+    fn flush(&mut self) -> Result<RecordBatch> {
+        let held = std::mem::take(&mut self.held);
+        self.rows = 0;
+        self.bytes = 0;
+        Ok(concat_batches(&self.schema, &held)?)
+    }
+}
+
+impl Stream for Gather {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                if self.held.is_empty() {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(self.flush()));
+            }
+            match self.input.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    self.rows += batch.num_rows();
+                    self.bytes += batch.get_array_memory_size();
+                    self.held.push(batch);
+                    if self.rows >= self.max_rows || self.bytes >= BATCH_CONTENT_BYTES {
+                        return Poll::Ready(Some(self.flush()));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::codec::ShoalCodec;
+use datafusion::arrow::array::{Array, BinaryArray};
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+
+/// Three files in a temporary folder, listed as a files table at `file:///`.
+fn listed(dir: &std::path::Path) -> Vec<FileEntry> {
+    let files: [(&str, &[u8]); 3] = [("a.png", b"first"), ("b/c.jpg", b"second!"), ("d.wav", b"")];
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, (path, bytes))| {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, bytes).unwrap();
+            FileEntry {
+                location: object_store::path::Path::from_absolute_path(&file)
+                    .unwrap()
+                    .to_string(),
+                path: path.to_string(),
+                size: bytes.len() as u64,
+                modified_micros: 1_700_000_000_000_000 + i as i64,
+            }
+        })
+        .collect()
+}
+
+async fn rows(plan: Arc<dyn ExecutionPlan>) -> Vec<RecordBatch> {
+    collect(plan, SessionContext::new().task_ctx())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_file_is_a_row_and_a_partitions_files_come_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = listed(dir.path());
+    let plan = scan("file:///", spread(entries, 1), None, None).unwrap();
+    let batches = rows(plan).await;
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    let batch = &batches[0];
+    assert_eq!(batch.schema(), table_schema());
+    let paths = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let content = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .unwrap();
+    let sizes = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap();
+    assert_eq!(
+        paths.iter().flatten().collect::<Vec<_>>(),
+        ["a.png", "b/c.jpg", "d.wav"]
+    );
+    assert_eq!(content.value(1), b"second!");
+    assert_eq!(sizes.values().to_vec(), [5, 7, 0]);
+}
+
+#[tokio::test]
+async fn a_scan_without_content_opens_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = listed(dir.path());
+    // Gone since the listing: reading it would fail.
+    std::fs::remove_file(dir.path().join("a.png")).unwrap();
+    let plan = scan(
+        "file:///",
+        spread(entries.clone(), 2),
+        Some(&vec![2, 0]),
+        None,
+    )
+    .unwrap();
+    let batches = rows(plan).await;
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(total, 3);
+    assert_eq!(batches[0].schema().field(0).name(), MODIFIED);
+    assert_eq!(batches[0].schema().field(1).name(), PATH);
+    let plan = scan("file:///", spread(entries, 1), Some(&vec![3]), None).unwrap();
+    let err = collect(plan, SessionContext::new().task_ctx())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a.png"), "{err}");
+}
+
+#[tokio::test]
+async fn a_scan_travels_whole_through_the_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = listed(dir.path());
+    let plan = scan("file:///", spread(entries, 2), Some(&vec![3, 0]), Some(2)).unwrap();
+    let codec = ShoalCodec::default();
+    let node = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &codec).unwrap();
+    let ctx = SessionContext::new();
+    let back = node
+        .try_into_physical_plan(&ctx.task_ctx(), &codec)
+        .unwrap();
+    let show = |p: &Arc<dyn ExecutionPlan>| {
+        datafusion::physical_plan::displayable(p.as_ref())
+            .indent(true)
+            .to_string()
+    };
+    assert_eq!(show(&back), show(&plan));
+    assert_eq!(rows(back).await, rows(plan).await);
+}
