@@ -16,9 +16,18 @@
 //! Every phase runs in its own process; its peak RSS is that of its whole process tree.
 //! Answers are checked against shoal's one-process answer. Results print as Markdown tables
 //! and are saved to `target/shoal-bench-results.md`.
+//!
+//! Job (c), image classification (`images.rs`), runs shoal, Daft and Ray Data on a few
+//! thousand JPEG files:
+//!
+//! ```text
+//! SHOAL_BENCH_JOBS=images make bench   # only the image job (default: lineitem,images)
+//! SHOAL_BENCH_IMAGES=4000              # files over the two sites (default 2000)
+//! ```
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod images;
 mod jobs;
 mod phases;
 mod rss;
@@ -57,6 +66,20 @@ fn main() {
         });
     }
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--phase") && flag(&args, "--phase").starts_with("images-") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(images::run_phase(
+            &flag(&args, "--phase"),
+            Path::new(&flag(&args, "--data")),
+            Path::new(&flag(&args, "--model-dir")),
+            flag(&args, "--runs").parse().unwrap(),
+        ));
+        println!("{result}");
+        return;
+    }
     if args.iter().any(|a| a == "--phase") {
         let phase = phases::Args {
             phase: flag(&args, "--phase"),
@@ -236,17 +259,23 @@ fn peer_title(engine: &str) -> &'static str {
 fn orchestrate() {
     let scale: f64 = env_or("SHOAL_BENCH_SCALE", 1.0);
     let runs: usize = env_or("SHOAL_BENCH_RUNS", 3);
+    let jobs: String = env_or("SHOAL_BENCH_JOBS", "lineitem,images".to_string());
     let root = root();
     let data = root.join(format!("target/shoal-bench-data/tpch-{scale}"));
     let small = root.join(format!("target/shoal-bench-data/tpch-{}", scale / 10.0));
-    shoal_engine::tpch::generate_lineitem(&data, scale, 3, 4).unwrap();
-    // The same layout (3 sites x 4 files) with a tenth of the rows: memory must not grow
-    // with the rows. (Its files hold one row group of 50k rows each, the full set's 128k.)
-    shoal_engine::tpch::generate_lineitem(&small, scale / 10.0, 3, 4).unwrap();
+    let lineitem = jobs.split(',').any(|j| j == "lineitem");
+    if lineitem {
+        shoal_engine::tpch::generate_lineitem(&data, scale, 3, 4).unwrap();
+        // The same layout (3 sites x 4 files) with a tenth of the rows: memory must not grow
+        // with the rows. (Its files hold one row group of 50k rows each, the full set's 128k.)
+        shoal_engine::tpch::generate_lineitem(&small, scale / 10.0, 3, 4).unwrap();
+    }
     let models = root.join("target/shoal-bench-models");
     let python = root.join(".shoal/bench-venv/bin/python");
     assert!(
-        models.join("bench_gbdt.onnx").exists() && python.exists(),
+        models.join("bench_gbdt.onnx").exists()
+            && models.join(format!("{}.onnx", images::MODEL)).exists()
+            && python.exists(),
         "run scripts/bench-setup.sh first (make bench does)"
     );
     let peers = std::env::var("SHOAL_BENCH_PEERS")
@@ -265,11 +294,21 @@ fn orchestrate() {
         peers,
     };
     let slots = shoal_operators::runtime::inference_slots();
+    let data_line = if lineitem {
+        format!("Scale factor {scale}, ")
+    } else {
+        String::new()
+    };
     let mut report = format!(
-        "Scale factor {scale}, {} cores, {slots} inference slot(s); median of {runs} runs (min-max).\n",
+        "{data_line}{} cores, {slots} inference slot(s); median of {runs} runs (min-max).\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for job in [Job::Aggregate, Job::Predictions] {
+    let lineitem_jobs: &[Job] = if lineitem {
+        &[Job::Aggregate, Job::Predictions]
+    } else {
+        &[]
+    };
+    for &job in lineitem_jobs {
         let mut phases = vec![
             measure(
                 "floor: Parquet decode alone",
@@ -323,12 +362,17 @@ fn orchestrate() {
         report.push_str(&job_table(job, &phases));
         report.push_str(&policy_overhead_line(&phases));
     }
-    let trivial = measure(
-        "trivial query",
-        false,
-        shoal_phase(&setup, "trivial", Job::Aggregate, &setup.data, 50),
-    );
-    report.push_str(&trivial_line(&trivial));
+    if lineitem {
+        let trivial = measure(
+            "trivial query",
+            false,
+            shoal_phase(&setup, "trivial", Job::Aggregate, &setup.data, 50),
+        );
+        report.push_str(&trivial_line(&trivial));
+    }
+    if jobs.split(',').any(|j| j == "images") {
+        report.push_str(&image_job(&setup));
+    }
     println!("\n{report}");
     let path = root.join("target/shoal-bench-results.md");
     std::fs::write(&path, &report).unwrap();
@@ -354,6 +398,97 @@ fn policy_overhead_line(phases: &[Measured]) -> String {
 
 /// The aggregate with `lineitem` aggregates-only on every site: the site policy's cost.
 const GUARDED: &str = "shoal, 3 workers, lineitem aggregates-only (site policy checked)";
+
+/// Job (c): the image files, shoal on one process and on 2 workers, Daft and Ray Data.
+fn image_job(setup: &Setup) -> String {
+    let total: usize = env_or("SHOAL_BENCH_IMAGES", 2000);
+    let data = root().join(format!("target/shoal-bench-data/images-{total}"));
+    eprintln!("bench: writing {total} JPEG files under {}", data.display());
+    images::generate(&data, total);
+    let shoal = |phase: &str| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--phase", phase, "--runs", &setup.runs.to_string()])
+            .arg("--data")
+            .arg(&data)
+            .arg("--model-dir")
+            .arg(&setup.models);
+        c
+    };
+    let mut phases = vec![
+        measure("shoal, 1 process", false, shoal("images-shoal-1")),
+        measure(
+            "shoal, 2 workers (one per site)",
+            false,
+            shoal("images-shoal-2"),
+        ),
+    ];
+    for engine in setup.peers.iter().filter(|e| *e == "daft" || *e == "ray") {
+        let mut c = Command::new(&setup.python);
+        c.current_dir(root())
+            .args(["benches/images.py", engine])
+            .args(["--runs", &setup.runs.to_string()])
+            .arg("--data")
+            .arg(&data)
+            .arg("--model")
+            .arg(setup.models.join(format!("{}.onnx", images::MODEL)));
+        let title = match engine.as_str() {
+            "daft" => "Daft: download, decode_image, resize, batch UDF class",
+            _ => "Ray Data: read_images(size=224), map_batches actors",
+        };
+        phases.push(measure(title, true, c));
+    }
+    image_table(total, &phases)
+}
+
+fn image_table(total: usize, phases: &[Measured]) -> String {
+    let fastest_peer = phases
+        .iter()
+        .filter(|p| p.peer && p.failed.is_none())
+        .map(Measured::median)
+        .fold(f64::INFINITY, f64::min);
+    let reference = phases
+        .iter()
+        .find(|p| p.name == "shoal, 1 process" && p.failed.is_none())
+        .map(|p| p.answer.clone())
+        .unwrap_or(Value::Null);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "
+(c) Image classification: {total} JPEGs (320-640 x 240-480) on 2 sites; decode, \
+         resize to 224 x 224, normalise, ResNet-18-shaped ONNX network, top class per file\n"
+    );
+    let _ = writeln!(
+        out,
+        "| phase | median s | min-max s | images/s | peak RSS MiB | fastest peer / this | same class as shoal, 1 process |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for p in phases {
+        if let Some(why) = &p.failed {
+            let _ = writeln!(
+                out,
+                "| {} | failed | | | | | {} |",
+                p.name,
+                why.replace('|', "/")
+            );
+            continue;
+        }
+        let (same, files) = images::agreement(&reference, &p.answer);
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} - {:.2} | {:.1} | {:.0} | {:.2} | {:.1}% of {files} files |",
+            p.name,
+            p.median(),
+            p.min(),
+            p.max(),
+            total as f64 / p.median(),
+            p.peak_mib,
+            fastest_peer / p.median(),
+            100.0 * same,
+        );
+    }
+    out
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

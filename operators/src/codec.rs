@@ -26,7 +26,7 @@ enum EncodedPlan {
     /// A files table's scan (`crate::files`).
     FilesScan(files::wire::EncodedFilesScan),
     /// The node that gathers a files scan's rows into batches.
-    FileBatches,
+    FileBatches { max_rows: Option<usize> },
 }
 
 /// Codec for shoal's plans; on a worker it knows where its sinks write.
@@ -71,9 +71,9 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 self.sink_site.clone(),
             )?)),
             (EncodedPlan::FilesScan(scan), []) => files::wire::decode(scan),
-            (EncodedPlan::FileBatches, [input]) => {
-                Ok(Arc::new(FileBatchesExec::new(input.clone())))
-            }
+            (EncodedPlan::FileBatches { max_rows }, [input]) => Ok(Arc::new(
+                FileBatchesExec::new(input.clone()).with_max_rows(max_rows),
+            )),
             _ => exec_err!("a shoal plan node arrived with the wrong number of inputs"),
         }
     }
@@ -92,8 +92,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
             }
         } else if let Some(scan) = files::wire::encode(&node) {
             EncodedPlan::FilesScan(scan?)
-        } else if node.downcast_ref::<FileBatchesExec>().is_some() {
-            EncodedPlan::FileBatches
+        } else if let Some(batches) = node.downcast_ref::<FileBatchesExec>() {
+            EncodedPlan::FileBatches {
+                max_rows: batches.max_rows(),
+            }
         } else {
             return not_impl_err!("shoal cannot encode {}", node.name());
         };

@@ -190,4 +190,23 @@ mod tests {
         assert!(plan.contains("file_groups={1 group: [["), "{plan}");
         assert!(!plan.contains("a.png"), "{plan}");
     }
+
+    #[tokio::test]
+    async fn a_statement_building_image_tensors_gathers_fewer_files_per_batch() {
+        let site = tempfile::tempdir().unwrap();
+        let table = site.path().join("photos");
+        std::fs::create_dir_all(&table).unwrap();
+        std::fs::write(table.join("a.png"), b"png").unwrap();
+        let models = tempfile::tempdir().unwrap();
+        let provider =
+            Arc::new(shoal_operators::model::DirectoryModels::load(models.path()).unwrap());
+        let ctx = crate::session::local_context(&[site.path()], provider)
+            .await
+            .unwrap();
+        // 3 x 224 x 224 Float32 is 588 KiB a row: 222 rows make 128 MiB.
+        let tensors = "EXPLAIN SELECT image_tensor(content, 224, 224, 'nchw') FROM photos";
+        assert!(run(&ctx, tensors).await.contains("up to 222 files"));
+        let listing = "EXPLAIN SELECT path, size FROM photos";
+        assert!(run(&ctx, listing).await.contains("up to batch_size files"));
+    }
 }

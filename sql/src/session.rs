@@ -112,6 +112,11 @@ pub async fn local_context(
     let state = with_shoal_functions(
         SessionStateBuilder::new()
             .with_default_features()
+            // Fewer image files per batch where a statement builds large tensors (on a
+            // cluster the coordinator sizes the batches instead).
+            .with_physical_optimizer_rule(Arc::new(
+                shoal_operators::udf::tensor_batches::FileBatchRows,
+            ))
             .with_config(
                 SessionConfig::new()
                     .with_information_schema(true)

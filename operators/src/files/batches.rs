@@ -16,16 +16,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Passes its input's rows on in batches of up to the session's batch size, or of
-/// [`BATCH_CONTENT_BYTES`], whichever comes first.
+/// Passes its input's rows on in batches of up to the session's batch size (or `max_rows`,
+/// if lower), or of [`BATCH_CONTENT_BYTES`], whichever comes first.
 #[derive(Debug)]
 pub struct FileBatchesExec {
     input: Arc<dyn ExecutionPlan>,
+    max_rows: Option<usize>,
 }
 
 impl FileBatchesExec {
     pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { input }
+        Self {
+            input,
+            max_rows: None,
+        }
+    }
+
+    /// At most `rows` files per batch: what a statement building a large tensor per file
+    /// sets (`crate::udf::tensor_batches::FileBatchRows`).
+    pub fn with_max_rows(mut self, rows: Option<usize>) -> Self {
+        self.max_rows = rows;
+        self
+    }
+
+    pub fn max_rows(&self) -> Option<usize> {
+        self.max_rows
     }
 
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
@@ -35,9 +50,12 @@ impl FileBatchesExec {
 
 impl DisplayAs for FileBatchesExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let rows = self
+            .max_rows
+            .map_or("batch_size".to_string(), |r| r.to_string());
         write!(
             f,
-            "FileBatchesExec: up to batch_size files or {} MiB of content per batch",
+            "FileBatchesExec: up to {rows} files or {} MiB of content per batch",
             BATCH_CONTENT_BYTES >> 20
         )
     }
@@ -78,7 +96,7 @@ impl ExecutionPlan for FileBatchesExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [input] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("FileBatchesExec has one input".into()))?;
-        Ok(Arc::new(Self::new(input)))
+        Ok(Arc::new(Self::new(input).with_max_rows(self.max_rows)))
     }
 
     fn execute(
@@ -86,7 +104,11 @@ impl ExecutionPlan for FileBatchesExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let max_rows = context.session_config().batch_size().max(1);
+        let session_rows = context.session_config().batch_size();
+        let max_rows = self
+            .max_rows
+            .map_or(session_rows, |r| r.min(session_rows))
+            .max(1);
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

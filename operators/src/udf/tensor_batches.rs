@@ -8,10 +8,18 @@
 
 use super::model_pins::expression_schema;
 use crate::features::MAX_BATCH_OUTPUT_BYTES;
+use crate::files::FileBatchesExec;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::Result;
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use std::sync::Arc;
 
 /// What one batch of a function's tensors may take: a quarter of what a kernel may
 /// allocate, so a batch's input bytes, its tensors and the model's copy fit beside it.
@@ -38,6 +46,61 @@ pub fn batch_rows_for(plan: &LogicalPlan, current: usize) -> Result<Option<usize
         })
     })?;
     Ok((rows < current).then_some(rows))
+}
+
+/// Sets how many files a files scan gathers per batch when the plan above it builds a
+/// large tensor per row: the physical twin of [`batch_rows_for`], for sessions whose batch
+/// size no coordinator sizes (one process). A scan of image files gathers files up to
+/// 64 MiB of content, which for small JPEGs is a thousand images, whose tensors would not
+/// fit one batch.
+#[derive(Debug, Default)]
+pub struct FileBatchRows;
+
+impl PhysicalOptimizerRule for FileBatchRows {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let current = config.execution.batch_size.get();
+        let mut rows = current;
+        plan.apply(|node| {
+            node.apply_expressions(&mut |expr| {
+                expr.apply(|e| {
+                    if let Some(function) = e.downcast_ref::<ScalarFunctionExpr>()
+                        && let Ok(field) = function.return_field(&Schema::empty())
+                        && let Some(bytes) = bytes_per_row(field.data_type())
+                    {
+                        rows = rows.min((TENSOR_BATCH_BYTES / bytes.max(1)).max(1));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        if rows >= current {
+            return Ok(plan);
+        }
+        plan.transform_up(|node| match node.downcast_ref::<FileBatchesExec>() {
+            Some(batches) => {
+                let fewer = batches.max_rows().map_or(rows, |r| r.min(rows));
+                let input = batches.input().clone();
+                Ok(Transformed::yes(
+                    Arc::new(FileBatchesExec::new(input).with_max_rows(Some(fewer)))
+                        as Arc<dyn ExecutionPlan>,
+                ))
+            }
+            None => Ok(Transformed::no(node)),
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "shoal_file_batch_rows"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 /// Bytes of one row of a (possibly nested) fixed-size list of numbers.
