@@ -454,8 +454,7 @@ fn image_table(total: usize, phases: &[Measured]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "
-(c) Image classification: {total} JPEGs (320-640 x 240-480) on 2 sites; decode, \
+        "\n(c) Image classification: {total} JPEGs (320-640 x 240-480) on 2 sites; decode, \
          resize to 224 x 224, normalise, ResNet-18-shaped ONNX network, top class per file\n"
     );
     let _ = writeln!(
@@ -464,13 +463,7 @@ fn image_table(total: usize, phases: &[Measured]) -> String {
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     for p in phases {
-        if let Some(why) = &p.failed {
-            let _ = writeln!(
-                out,
-                "| {} | failed | | | | | {} |",
-                p.name,
-                why.replace('|', "/")
-            );
+        if failed_row(&mut out, p, 4) {
             continue;
         }
         let (same, files) = images::agreement(&reference, &p.answer);
@@ -488,6 +481,21 @@ fn image_table(total: usize, phases: &[Measured]) -> String {
         );
     }
     out
+}
+
+/// A failed phase's row (its name, `failed`, `empty` blank cells and why), if it failed.
+fn failed_row(out: &mut String, p: &Measured, empty: usize) -> bool {
+    let Some(why) = &p.failed else {
+        return false;
+    };
+    let _ = writeln!(
+        out,
+        "| {} | failed |{} {} |",
+        p.name,
+        " |".repeat(empty),
+        why.replace('|', "/")
+    );
+    true
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -522,13 +530,7 @@ fn job_table(job: Job, phases: &[Measured]) -> String {
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     for p in phases {
-        if let Some(why) = &p.failed {
-            let _ = writeln!(
-                out,
-                "| {} | failed | | | | | | {} |",
-                p.name,
-                why.replace('|', "/")
-            );
+        if failed_row(&mut out, p, 5) {
             continue;
         }
         let check = match (

@@ -234,16 +234,7 @@ impl TableProvider for SiteTableProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if self.on_listing_only(f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(files::prune::pushdown(filters, |f| self.on_listing_only(f)))
     }
 
     async fn scan(

@@ -102,16 +102,9 @@ impl TableProvider for LocalFilesTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if files::prune::reads_only(f, &LISTING_COLUMNS) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(files::prune::pushdown(filters, |f| {
+            files::prune::reads_only(f, &LISTING_COLUMNS)
+        }))
     }
 
     async fn scan(

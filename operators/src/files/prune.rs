@@ -6,7 +6,7 @@ use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 
 /// Whether `filter` reads only `columns`, with no volatile function (the check a
 /// single-process ListingTable makes): then it can skip whole files.
@@ -40,4 +40,23 @@ pub fn files_passing(
         }
     }
     Ok(keep)
+}
+
+/// What a table provider answers DataFusion for `filters`: the ones `prunes` accepts skip
+/// files (Inexact: DataFusion still applies them to the rows read), the others are
+/// DataFusion's alone.
+pub fn pushdown(
+    filters: &[&Expr],
+    prunes: impl Fn(&Expr) -> bool,
+) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if prunes(f) {
+                TableProviderFilterPushDown::Inexact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
 }

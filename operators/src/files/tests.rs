@@ -29,10 +29,15 @@ fn listed(dir: &std::path::Path) -> Vec<FileEntry> {
         .collect()
 }
 
+/// Every partition's batches, in partition order (a plain `collect` interleaves
+/// partitions in whichever order they finish).
 async fn rows(plan: Arc<dyn ExecutionPlan>) -> Vec<RecordBatch> {
-    collect(plan, SessionContext::new().task_ctx())
+    datafusion::physical_plan::collect_partitioned(plan, SessionContext::new().task_ctx())
         .await
         .unwrap()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[tokio::test]

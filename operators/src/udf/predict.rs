@@ -225,6 +225,7 @@ impl ScalarUDFImpl for PredictUdf {
             .batch_rows
             .or_else(|| pins.batch_rows.get(&name).copied())
             .unwrap_or(rows)
+            .min(feeds.rows_per_run())
             .max(1);
         // Rows without a tensor (a file that did not decode) are skipped, and null.
         let skipped = Scored::skip_null_tensors(&features)?;
