@@ -10,7 +10,6 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -272,7 +271,7 @@ impl TableProvider for SiteTableProvider {
         let groups = files
             .iter()
             .map(|(site, f)| {
-                let file = PartitionedFile::new(cluster_path(site, &f.path), f.size_bytes)
+                let file = files::listed_file(&cluster_path(site, &f.path), f.size_bytes)
                     .with_partition_values(
                         f.partition_values
                             .iter()

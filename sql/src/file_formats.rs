@@ -50,16 +50,6 @@ impl TableFormat {
             })
     }
 
-    /// Whether a file with `extension` is one of the table's files, for a table of this
-    /// format whose first file has `first_extension`. A structured table's files all share
-    /// one extension; a files table takes every kind of file it knows.
-    pub fn holds(self, first_extension: &str, extension: &str) -> bool {
-        match self {
-            Self::Files => shoal_operators::files::is_file_kind(extension),
-            _ => extension == first_extension,
-        }
-    }
-
     /// Whether a file with `extension` is any table's data (rather than a README or a
     /// checksum, which a table folder may hold).
     pub fn is_data(extension: &str) -> bool {
@@ -274,8 +264,6 @@ mod tests {
         assert_eq!(of(&["txt", "parquet"]), Some(TableFormat::Parquet));
         assert_eq!(of(&["png", "JPG", "wav"]), Some(TableFormat::Files));
         assert_eq!(of(&["bin", "sha256"]), None);
-        assert!(TableFormat::Files.holds("png", "flac"));
-        assert!(!TableFormat::Csv.holds("csv", "txt"));
         assert!(TableFormat::Files.file_format().is_none());
     }
 

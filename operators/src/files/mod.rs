@@ -121,12 +121,23 @@ pub struct FileEntry {
 
 impl FileEntry {
     fn partitioned_file(&self) -> PartitionedFile {
-        PartitionedFile::new(self.location.clone(), self.size).with_partition_values(vec![
+        listed_file(&self.location, self.size).with_partition_values(vec![
             ScalarValue::Utf8(Some(self.path.clone())),
             ScalarValue::UInt64(Some(self.size)),
             ScalarValue::TimestampMicrosecond(Some(self.modified_micros), Some("UTC".into())),
         ])
     }
+}
+
+/// A file to scan, from its location as an object store listed it (already
+/// percent-encoded). `PartitionedFile::new` would encode it again, and a file named
+/// `IMG 1%.jpg` would then be looked for as `IMG 1%25.jpg`.
+pub fn listed_file(location: &str, size: u64) -> PartitionedFile {
+    let mut file = PartitionedFile::new(location, size);
+    if let Ok(parsed) = object_store::path::Path::parse(location) {
+        file.object_meta.location = parsed;
+    }
+    file
 }
 
 /// A scan of `groups` of files in the store at `store_url`: `projection` and `limit` as a
