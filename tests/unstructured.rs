@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+#[path = "unstructured/documents.rs"]
+mod documents;
+
 const SITES: usize = 2;
 const PER_SITE: usize = 40;
 

@@ -42,6 +42,15 @@ pub enum Error {
     #[error("model '{model}' is not supported by shoal: {reason}")]
     UnsupportedModel { model: String, reason: String },
 
+    #[error("model '{model}' carries a tokenizer.json that does not load: {message}")]
+    InvalidTokenizer { model: String, message: String },
+
+    #[error(
+        "{function}(text, '{model}', ...): model '{model}' has no tokenizer; put its \
+         tokenizer.json next to it as {model}.tokenizer.json in the models folder"
+    )]
+    NoTokenizer { function: String, model: String },
+
     #[error("{function}('{model}', ...): model expects {expected} feature(s), got {found}")]
     FeatureCount {
         function: String,
@@ -224,7 +233,9 @@ impl Error {
             } => StatusCode::Unavailable,
             Error::NoRegistryFolder { .. }
             | Error::PinnedVersionGone { .. }
-            | Error::InvalidModel { .. } => StatusCode::FailedPrecondition,
+            | Error::InvalidModel { .. }
+            | Error::InvalidTokenizer { .. }
+            | Error::NoTokenizer { .. } => StatusCode::FailedPrecondition,
             Error::Stopped {
                 reason: crate::cancel::Stopped::DeadlinePassed,
                 ..

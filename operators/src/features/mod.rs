@@ -5,6 +5,7 @@
 //! - [`numeric`]: scaling, imputation, log1p, clip, bucketize;
 //! - [`categorical`]: one-hot and ordinal encoding, the hashing trick;
 //! - [`text`]: token counts, hashed n-grams, regex extraction;
+//! - [`tokens`]: a model's tokenizer over texts: token id tensors, chunks of long texts;
 //! - [`image`]: images (binary values) to normalised Float32 tensors;
 //! - [`audio`]: recordings (binary values) to mono waveforms at a fixed rate and length;
 //! - [`tensor`]: the shape of a tensor column and its values without a copy.
@@ -20,6 +21,7 @@ pub mod matrix;
 pub mod numeric;
 pub mod tensor;
 pub mod text;
+pub mod tokens;
 
 use datafusion::arrow::error::ArrowError;
 
@@ -33,8 +35,18 @@ pub const MAX_BATCH_OUTPUT_BYTES: usize = 512 << 20;
 /// [`MAX_BATCH_OUTPUT_BYTES`], or when the allocator refuses, it is an error naming the size
 /// (`MemoryError`, a resources-exhausted error for the client), never an abort.
 pub(crate) fn zeroed_block(rows: usize, width: usize) -> Result<Vec<f32>, ArrowError> {
+    zeroed(rows, width, "Float32")
+}
+
+/// [`zeroed_block`] of any number type (`kind` names it in the error).
+pub(crate) fn zeroed<T: Copy + Default>(
+    rows: usize,
+    width: usize,
+    kind: &str,
+) -> Result<Vec<T>, ArrowError> {
+    let too_large = |rows, width| too_large(rows, width, kind);
     let cells = rows.checked_mul(width);
-    let bytes = cells.and_then(|c| c.checked_mul(size_of::<f32>()));
+    let bytes = cells.and_then(|c| c.checked_mul(size_of::<T>()));
     let (Some(cells), Some(bytes)) = (cells, bytes) else {
         return Err(too_large(rows, width));
     };
@@ -49,13 +61,13 @@ pub(crate) fn zeroed_block(rows: usize, width: usize) -> Result<Vec<f32>, ArrowE
     block
         .try_reserve_exact(cells)
         .map_err(|_| too_large(rows, width))?;
-    block.resize(cells, 0f32);
+    block.resize(cells, T::default());
     Ok(block)
 }
 
-fn too_large(rows: usize, width: usize) -> ArrowError {
+fn too_large(rows: usize, width: usize, kind: &str) -> ArrowError {
     ArrowError::MemoryError(format!(
-        "{rows} rows x {width} features of Float32 is over the {} MiB a kernel may build \
+        "{rows} rows x {width} features of {kind} is over the {} MiB a kernel may build \
          for one batch",
         MAX_BATCH_OUTPUT_BYTES >> 20
     ))

@@ -19,6 +19,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// `bytes` of the model at `path` with the `<name>.tokenizer.json` beside it attached, when
+/// there is one (see [`super::tokenizer`]): the pair is then one version of the model.
+fn with_sibling_tokenizer(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let sibling = path.with_file_name(format!("{name}.tokenizer.json"));
+    match std::fs::read_to_string(&sibling) {
+        Ok(json) => Ok(super::tokenizer::attach(&bytes, &json)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(bytes),
+        Err(source) => Err(Error::Io {
+            path: sibling,
+            source,
+        }),
+    }
+}
+
 /// sha256 of model bytes, hex: the identity a worker fetches and caches a model by.
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -67,6 +81,7 @@ impl DirectoryModels {
                 path: path.clone(),
                 source,
             })?;
+            let bytes = with_sibling_tokenizer(&path, name, bytes)?;
             let model = LoadedModel::from_bytes(name, &path.display().to_string(), bytes)?;
             models.insert(name.to_string(), Arc::new(model));
         }

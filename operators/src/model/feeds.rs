@@ -10,7 +10,8 @@ use super::signature::{InputLayout, ModelSignature, TensorElem, TensorSpec};
 use crate::error::{Error, Result};
 use crate::features::is_numeric_feature;
 use crate::features::tensor::row_shape;
-use datafusion::arrow::datatypes::FieldRef;
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 
 /// How the arguments reach the graph's inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,78 @@ pub fn plan_feeds(signature: &ModelSignature, call: &Call<'_>, args: &[FieldRef]
                 dims,
             })
         }
+    }
+}
+
+/// The columns a call feeds the model: its arguments, or, where the one argument is a
+/// struct (`tokenize`'s `input_ids`, `attention_mask`, `token_type_ids`), the struct's
+/// fields that the model's inputs are named after, in the order of the inputs; fields no
+/// input takes (`token_type_ids` for most models) are left out.
+#[derive(Debug, Clone)]
+pub struct FedColumns {
+    pub fields: Vec<FieldRef>,
+    /// The struct fields taken, by position; None when the arguments are fed as they are.
+    picks: Option<Vec<usize>>,
+}
+
+impl FedColumns {
+    pub fn of(signature: &ModelSignature, call: &Call<'_>, args: &[FieldRef]) -> Result<Self> {
+        let [only] = args else {
+            return Ok(Self::as_given(args));
+        };
+        let DataType::Struct(children) = only.data_type() else {
+            return Ok(Self::as_given(args));
+        };
+        let picks = signature
+            .inputs
+            .iter()
+            .map(|input| {
+                children
+                    .iter()
+                    .position(|c| c.name() == &input.name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = children.iter().map(|c| c.name().as_str()).collect();
+                        call.refuse(
+                            0,
+                            only,
+                            &input.name,
+                            format!(
+                                "a struct argument feeds each input the field of its name, and \
+                                 it has no field '{}' (its fields: {})",
+                                input.name,
+                                names.join(", ")
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let fields = picks.iter().map(|i| children[*i].clone()).collect();
+        Ok(Self {
+            fields,
+            picks: Some(picks),
+        })
+    }
+
+    fn as_given(args: &[FieldRef]) -> Self {
+        Self {
+            fields: args.to_vec(),
+            picks: None,
+        }
+    }
+
+    /// The arrays to feed, from the arguments' arrays.
+    pub fn arrays(&self, args: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+        let Some(picks) = &self.picks else {
+            return Ok(args);
+        };
+        let Some(strukt) = args.first().and_then(|a| a.as_struct_opt()) else {
+            return Err(Error::Arrow(
+                datafusion::arrow::error::ArrowError::InvalidArgumentError(
+                    "a struct argument was planned; the batch holds another type".into(),
+                ),
+            ));
+        };
+        Ok(picks.iter().map(|i| strukt.column(*i).clone()).collect())
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::session_pool::SessionPool;
 use super::signature::{InputLayout, ModelSignature, TensorElem};
+use super::tokenizer::ModelTokenizer;
 use super::trees::NativeTrees;
 use super::{ModelInfo, content_hash};
 use crate::error::{Error, Result};
@@ -17,6 +18,9 @@ pub struct LoadedModel {
     pub sessions: SessionPool,
     /// The native evaluator, for graphs that are one tree ensemble (see [`NativeTrees`]).
     pub native: Option<NativeTrees>,
+    /// The tokenizer its bytes carry, for `tokenize` and `text_chunks` (see
+    /// [`super::tokenizer`]).
+    pub tokenizer: Option<ModelTokenizer>,
 }
 
 impl LoadedModel {
@@ -36,6 +40,7 @@ impl LoadedModel {
         let signature = ModelSignature::from_outlets(name, first.inputs(), first.outputs())?;
         let sessions = SessionPool::new(name, bytes.clone(), first, runtime::inference_slots());
         let native = native_trees(name, &bytes, &signature);
+        let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
         Ok(Self {
             name: name.to_string(),
             hash,
@@ -43,6 +48,7 @@ impl LoadedModel {
             signature,
             sessions,
             native,
+            tokenizer,
         })
     }
 

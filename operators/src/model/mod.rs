@@ -5,12 +5,14 @@ pub mod feeds;
 mod loaded;
 mod session_pool;
 mod signature;
+pub mod tokenizer;
 pub mod trees;
 
 pub use directory::{DirectoryModels, RegisteredVersion, check_model_name, content_hash};
 pub use loaded::LoadedModel;
 pub use session_pool::SessionPool;
 pub use signature::{InputLayout, ModelSignature, OutputSpec, TensorElem, TensorSpec};
+pub use tokenizer::ModelTokenizer;
 
 use crate::error::Result;
 use std::fmt::Debug;

@@ -1,4 +1,5 @@
-//! Scalar functions: the ML functions (`predict`, `predict_proba`) and the feature kernels.
+//! Scalar functions: the ML functions (`predict`, `predict_proba`, the models' tokenizers)
+//! and the feature kernels.
 
 pub mod feature;
 pub mod inference;
@@ -7,4 +8,5 @@ mod null_rows;
 pub mod predict;
 pub mod site;
 pub mod tensor_batches;
+pub mod tokenize;
 pub mod top_k;

@@ -12,10 +12,11 @@
 //! name), so a user codec is never asked to encode one (apache/datafusion#24830).
 
 use super::predict::PredictUdf;
+use super::tokenize::TokenizerUdf;
 use crate::config::{ModelOptions, ShoalOptions};
 use crate::error::Error;
 use crate::model::ModelProvider;
-use crate::model::feeds::{Call, plan_feeds};
+use crate::model::feeds::{Call, FedColumns, plan_feeds};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
@@ -77,6 +78,11 @@ impl Pins {
                             let entry = pins.batch_rows.entry(name.to_string()).or_insert(rows);
                             *entry = (*entry).min(rows);
                         }
+                    } else if let Some(name) = tokenizer_call(e)
+                        && let Some(hash) = current.get(name)
+                    {
+                        // The tokenizer is part of the model's bytes: one version for both.
+                        pins.versions.insert(name.to_string(), hash.clone());
                     }
                     Ok(TreeNodeRecursion::Continue)
                 })
@@ -132,7 +138,8 @@ fn tensor_dims(
         function: udf.kind().function_name(),
         model: name,
     };
-    let feeds = plan_feeds(&model.signature, &call, &fields).ok()?;
+    let fed = FedColumns::of(&model.signature, &call, &fields).ok()?;
+    let feeds = plan_feeds(&model.signature, &call, &fed.fields).ok()?;
     (!feeds.stack_columns).then_some(feeds.dims)
 }
 
@@ -167,6 +174,15 @@ fn parse_map<T: serde::de::DeserializeOwned + Default>(key: &str, text: &str) ->
         }
         .into()
     })
+}
+
+/// `tokenize(text, '<literal model name>', ...)` or `text_chunks(...)`: the model's name.
+fn tokenizer_call(expr: &Expr) -> Option<&str> {
+    let Expr::ScalarFunction(call) = expr else {
+        return None;
+    };
+    call.func.inner().downcast_ref::<TokenizerUdf>()?;
+    TokenizerUdf::model_of(&call.args)
 }
 
 /// `predict('<literal model name>', ...)` or `predict_proba(...)`: the name and the function.

@@ -11,7 +11,7 @@ use crate::cancel::CancelToken;
 use crate::config::ShoalOptions;
 use crate::error::Error;
 use crate::model::ModelProvider;
-use crate::model::feeds::{Call, plan_feeds, planned_feeds};
+use crate::model::feeds::{Call, FedColumns, plan_feeds, planned_feeds};
 use crate::runtime::run_on_cpu_pool;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
@@ -58,9 +58,10 @@ pub struct PredictUdf {
     signature: Signature,
 }
 
-/// The ML functions over one model provider: `predict`, `predict_proba`, and `top_k`
-/// over their scores.
+/// The ML functions over one model provider: `predict`, `predict_proba`, `top_k` over
+/// their scores, and the models' tokenizers (`tokenize`, `text_chunks`).
 pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
+    let text = super::tokenize::text_udfs(provider.clone());
     [PredictKind::Predict, PredictKind::PredictProba]
         .into_iter()
         .map(|kind| {
@@ -72,6 +73,7 @@ pub fn ml_udfs(provider: Arc<dyn ModelProvider>) -> Vec<Arc<ScalarUDF>> {
         .chain([Arc::new(ScalarUDF::new_from_impl(
             super::top_k::TopKUdf::default(),
         ))])
+        .chain(text)
         .collect()
 }
 
@@ -164,9 +166,11 @@ impl ScalarUDFImpl for PredictUdf {
             function,
             model: name,
         };
-        plan_feeds(&model.signature, &call, &args.arg_fields[1..])?;
+        let fed = FedColumns::of(&model.signature, &call, &args.arg_fields[1..])?;
+        plan_feeds(&model.signature, &call, &fed.fields)?;
         // A row whose tensor argument is null is not scored: its result is null.
-        let nullable = args.arg_fields[1..]
+        let nullable = fed
+            .fields
             .iter()
             .any(|f| f.is_nullable() && matches!(f.data_type(), DataType::FixedSizeList(_, _)));
         let field = output_field(&model.signature, self.kind, function)?;
@@ -190,14 +194,22 @@ impl ScalarUDFImpl for PredictUdf {
         let pinned = pins.versions.get(&name).map(String::as_str);
         let model = self.provider.model(&name, pinned)?;
         let rows = args.number_rows;
-        let mut features = Vec::with_capacity(args.args.len() - 1);
-        for (i, value) in args.args[1..].iter().enumerate() {
-            let array = value.to_array(rows)?;
+        let call = Call {
+            function,
+            model: &name,
+        };
+        let fed = FedColumns::of(&model.signature, &call, &args.arg_fields[1..])?;
+        let given = args.args[1..]
+            .iter()
+            .map(|v| v.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let mut features = Vec::with_capacity(fed.fields.len());
+        for (i, array) in fed.arrays(given)?.into_iter().enumerate() {
             let is_tensor = matches!(array.data_type(), DataType::FixedSizeList(_, _));
             if array.null_count() > 0 && !is_tensor {
-                let column = args
-                    .arg_fields
-                    .get(i + 1)
+                let column = fed
+                    .fields
+                    .get(i)
                     .map(|f| f.name().clone())
                     .unwrap_or_else(|| format!("#{}", i + 1));
                 return Err(Error::NullFeature {
@@ -211,14 +223,10 @@ impl ScalarUDFImpl for PredictUdf {
             }
             features.push(array);
         }
-        let call = Call {
-            function,
-            model: &name,
-        };
         let planned = pins.tensor_shapes.get(&name);
-        let feeds = match planned.and_then(|p| planned_feeds(p, &args.arg_fields[1..])) {
+        let feeds = match planned.and_then(|p| planned_feeds(p, &fed.fields)) {
             Some(feeds) => feeds,
-            None => plan_feeds(&model.signature, &call, &args.arg_fields[1..])?,
+            None => plan_feeds(&model.signature, &call, &fed.fields)?,
         };
         let kind = self.kind;
         let chunk = self
