@@ -5,9 +5,10 @@
 //! (committed): Hugging Face's Python `tokenizers` gave the ids, onnxruntime in Python the
 //! probabilities, and the model is built so each review's label is known.
 
+use shoal_engine::protocol::PipelineMode;
 use shoal_engine::{CoordinatorOptions, EmbeddedCluster, SitePolicy};
 use shoal_operators::model::DirectoryModels;
-use shoal_tests::{assert_same_rows, repo_root, to_rows};
+use shoal_tests::{assert_same_rows, pipeline_rows, repo_root, run_pipeline, to_rows};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -219,8 +220,56 @@ async fn reviews_on_two_sites_are_tokenized_and_classified_where_they_lie() {
         assert_eq!(mean > 0.5, positive, "{row:?}");
     }
 
+    // A pipeline: the `tokenize` op, then the model node fed its struct column.
+    let events = run_pipeline(&cluster, "reviews", PIPELINE, PipelineMode::Run, Some("r1"))
+        .await
+        .unwrap();
+    let counts = to_rows(&pipeline_rows(&events));
+    let sql = format!(
+        "SELECT site() AS site, predict('{MODEL}', {TOKENS}) AS label, count(*) AS reviews \
+         FROM reviews GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let expected = to_rows(&cluster.sql(&sql).await.unwrap().batches);
+    assert_same_rows("reviews pipeline", &expected, &counts);
+    assert_eq!(
+        counts.len(),
+        5,
+        "two labels a site, and the file that is not UTF-8: {counts:?}"
+    );
     cluster.stop().await;
 }
+
+const PIPELINE: &str = r#"
+[source.reviews]
+table = "reviews"
+columns = ["path", "content"]
+
+[features.tokens]
+input = "reviews"
+keep = ["path"]
+ops = [{ op = "tokenize", column = "content", model = "review_sentiment", max_tokens = 64, output = "tokens" }]
+
+[model.sentiment]
+input = "tokens"
+model = "review_sentiment"
+features = ["tokens"]
+predict = "label"
+
+[features.labelled]
+input = "sentiment"
+keep = ["label"]
+columns = { site = "site()" }
+
+[aggregate.by_site]
+input = "labelled"
+group_by = ["site", "label"]
+values = { reviews = "count(*)" }
+order_by = ["site", "label"]
+
+[sink.counts]
+input = "by_site"
+kind = "client"
+"#;
 
 async fn rows_cluster(dir: &Path, sites: &[PathBuf]) -> EmbeddedCluster {
     let options = CoordinatorOptions {

@@ -45,6 +45,7 @@ const OPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("audio", &["sample_rate", "seconds", "strict"]),
+    ("tokenize", &["model", "max_tokens"]),
 ];
 
 const DATE_PARTS: &[&str] = &[
@@ -103,6 +104,8 @@ fn present(op: &FeatureOp) -> Vec<(&'static str, Range<usize>)> {
     add("strict", op.strict.as_ref().map(Spanned::span));
     add("sample_rate", op.sample_rate.as_ref().map(Spanned::span));
     add("seconds", op.seconds.as_ref().map(Spanned::span));
+    add("model", op.model.as_ref().map(Spanned::span));
+    add("max_tokens", op.max_tokens.as_ref().map(Spanned::span));
     keys
 }
 
@@ -428,6 +431,19 @@ pub fn expression(
                 "audio_tensor"
             };
             call(name, vec![lit(*rate.get_ref()), lit(*seconds.get_ref())])?
+        }
+        "tokenize" => {
+            let (Some(model), Some(tokens)) = (&c.op.model, &c.op.max_tokens) else {
+                return Err(missing(
+                    c,
+                    "model and max_tokens",
+                    "model = \"review_sentiment\", max_tokens = 128",
+                ));
+            };
+            call(
+                "tokenize",
+                vec![lit(model.get_ref().as_str()), lit(*tokens.get_ref())],
+            )?
         }
         "regex_extract" => {
             let Some(p) = &c.op.pattern else {

@@ -135,6 +135,10 @@ pub struct FeatureOp {
     /// `audio`: the waveform's rate (Hz) and length (seconds).
     pub sample_rate: Option<Spanned<u64>>,
     pub seconds: Option<Spanned<f64>>,
+    /// `tokenize`: the model whose tokenizer is used, and the tokens per row (truncated or
+    /// padded to it).
+    pub model: Option<Text>,
+    pub max_tokens: Option<Spanned<u64>>,
     /// `image`, `audio`: a file that does not decode fails the run (default: its tensor is null and
     /// the model skips that row).
     pub strict: Option<Spanned<bool>>,
