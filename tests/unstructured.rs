@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 #[path = "unstructured/documents.rs"]
 mod documents;
+#[path = "unstructured/spectrogram.rs"]
+mod spectrogram;
 
 const SITES: usize = 2;
 const PER_SITE: usize = 40;

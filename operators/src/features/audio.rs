@@ -9,6 +9,7 @@
 //! one does.
 
 use super::decoded::{decode_errors, tensor_per_row};
+use super::spectrogram::MelSpectrogram;
 use datafusion::arrow::array::{ArrayRef, FixedSizeListArray, StringArray};
 use datafusion::arrow::error::ArrowError;
 use rubato::{FftFixedIn, Resampler};
@@ -178,6 +179,22 @@ pub fn audio_tensor(
 ) -> Result<FixedSizeListArray, ArrowError> {
     tensor_per_row(x, transform.samples, strict, "audio", |bytes, out| {
         transform.write(bytes, out)
+    })
+}
+
+/// One log-mel spectrogram per row: the waveform of `wave` (as [`audio_tensor`] makes it),
+/// through `spectrogram`; nulls and `strict` as for [`audio_tensor`].
+pub fn audio_spectrogram(
+    x: &ArrayRef,
+    wave: &AudioTransform,
+    spectrogram: &MelSpectrogram,
+    strict: bool,
+) -> Result<FixedSizeListArray, ArrowError> {
+    let [bands, frames] = spectrogram.shape();
+    tensor_per_row(x, bands * frames, strict, "audio", |bytes, out| {
+        let mut samples = vec![0f32; wave.samples];
+        wave.write(bytes, &mut samples)?;
+        spectrogram.write(&samples, out)
     })
 }
 

@@ -8,6 +8,7 @@
 //! - [`tokens`]: a model's tokenizer over texts: token id tensors, chunks of long texts;
 //! - [`image`]: images (binary values) to normalised Float32 tensors;
 //! - [`audio`]: recordings (binary values) to mono waveforms at a fixed rate and length;
+//! - [`spectrogram`]: waveforms to log-mel spectrograms (librosa's and Whisper's);
 //! - [`tensor`]: the shape of a tensor column and its values without a copy.
 //!
 //! Every kernel takes an Arrow array and returns one, never looping over rows through
@@ -19,6 +20,7 @@ pub mod decoded;
 pub mod image;
 pub mod matrix;
 pub mod numeric;
+pub mod spectrogram;
 pub mod tensor;
 pub mod text;
 pub mod tokens;

@@ -10,12 +10,16 @@
 //! regex_extract(text, 'pattern', group)
 //! image_tensor(content, height, width, 'nchw' | 'nhwc' [, mean_r, mean_g, mean_b, std_r, std_g, std_b])
 //! image_tensor_strict(...)          image_error(content)
+//! audio_tensor(content, sample_rate, seconds)   audio_tensor_strict(...)   audio_error(content)
+//! audio_spectrogram(content, sample_rate, seconds, n_fft, hop_length, n_mels [, 'log10' | 'whisper'])
+//! audio_spectrogram_strict(...)
 //! ```
 //! `image_tensor` gives a null where a value does not decode (`image_error` says why);
 //! `image_tensor_strict` fails the statement instead, naming the row and the reason.
 
 use crate::features::audio::{AudioTransform, MAX_AUDIO_SAMPLES, MAX_RATE};
 use crate::features::image::{Fit, ImageTransform, Layout, MAX_TENSOR_SIDE};
+use crate::features::spectrogram::{MelScale, MelSpectrogram};
 use crate::features::tensor::tensor_field;
 use crate::features::{MAX_FEATURE_WIDTH, audio, categorical, image, numeric, text};
 use crate::runtime::run_on_cpu_pool;
@@ -50,6 +54,8 @@ pub enum FeatureFunction {
     AudioTensor,
     AudioTensorStrict,
     AudioError,
+    AudioSpectrogram,
+    AudioSpectrogramStrict,
 }
 
 /// What the input column must be.
@@ -64,7 +70,7 @@ enum Input {
 }
 
 impl FeatureFunction {
-    pub const ALL: [FeatureFunction; 18] = [
+    pub const ALL: [FeatureFunction; 20] = [
         Self::ScaleStandard,
         Self::ScaleMinmax,
         Self::Impute,
@@ -83,6 +89,8 @@ impl FeatureFunction {
         Self::AudioTensor,
         Self::AudioTensorStrict,
         Self::AudioError,
+        Self::AudioSpectrogram,
+        Self::AudioSpectrogramStrict,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +113,8 @@ impl FeatureFunction {
             Self::AudioTensor => "audio_tensor",
             Self::AudioTensorStrict => "audio_tensor_strict",
             Self::AudioError => "audio_error",
+            Self::AudioSpectrogram => "audio_spectrogram",
+            Self::AudioSpectrogramStrict => "audio_spectrogram_strict",
         }
     }
 
@@ -128,6 +138,15 @@ impl FeatureFunction {
                 "std_b", "fit",
             ],
             Self::AudioTensor | Self::AudioTensorStrict => &["sample_rate", "seconds"],
+            // The scale is optional ('log10' unless given).
+            Self::AudioSpectrogram | Self::AudioSpectrogramStrict => &[
+                "sample_rate",
+                "seconds",
+                "n_fft",
+                "hop_length",
+                "n_mels",
+                "scale",
+            ],
         }
     }
 
@@ -140,7 +159,9 @@ impl FeatureFunction {
             | Self::ImageError
             | Self::AudioTensor
             | Self::AudioTensorStrict
-            | Self::AudioError => Input::Binary,
+            | Self::AudioError
+            | Self::AudioSpectrogram
+            | Self::AudioSpectrogramStrict => Input::Binary,
             _ => Input::Numeric,
         }
     }
@@ -166,6 +187,10 @@ impl FeatureFunction {
             Self::AudioTensor | Self::AudioTensorStrict => {
                 list(self.audio_transform(params)?.samples)
             }
+            Self::AudioSpectrogram | Self::AudioSpectrogramStrict => {
+                let [bands, frames] = self.spectrogram(params)?.1.shape();
+                list(bands * frames)
+            }
             Self::OneHot => list(self.width(params.len(), "words")?),
             Self::HashedNgrams => list(self.width(self.count(params, 1)?, "buckets")?),
             _ => DataType::Float64,
@@ -181,6 +206,8 @@ impl FeatureFunction {
         } else if matches!(self, Self::ImageTensor | Self::ImageTensorStrict) {
             // Mean and std (six) and fit are optional.
             matches!(given, 3 | 4 | 9 | 10)
+        } else if matches!(self, Self::AudioSpectrogram | Self::AudioSpectrogramStrict) {
+            matches!(given, 5 | 6)
         } else {
             given == declared.len()
         };
@@ -259,10 +286,13 @@ impl FeatureFunction {
     fn count(self, params: &[ScalarValue], i: usize) -> Result<usize> {
         let v = self.number(params, i)?;
         if v < 1.0 || v.fract() != 0.0 || v > 1e7 {
+            let declared = self.parameters();
+            let name = declared.get(i).or(declared.last()).unwrap_or(&"parameter");
             return plan_err!(
-                "{}: parameter {} must be a whole number from 1 to 10000000, found {v}",
+                "{}: parameter {} ({}) must be a whole number from 1 to 10000000, found {v}",
                 self.name(),
-                i + 2
+                i + 2,
+                name.trim_end_matches("...")
             );
         }
         Ok(v as usize)
@@ -352,6 +382,41 @@ impl FeatureFunction {
             rate: rate as u32,
             samples: samples as usize,
         })
+    }
+
+    /// The waveform and spectrogram of `audio_spectrogram`'s parameters, checked while
+    /// planning. The whole spectrogram is bounded as a waveform is.
+    fn spectrogram(self, params: &[ScalarValue]) -> Result<(AudioTransform, MelSpectrogram)> {
+        let wave = self.audio_transform(params)?;
+        let scale = match params.get(5) {
+            Some(_) => {
+                let text = self.text(params, 5)?;
+                let Some(scale) = MelScale::parse(&text) else {
+                    return plan_err!(
+                        "{}: scale '{text}' is not 'log10' or 'whisper'",
+                        self.name()
+                    );
+                };
+                scale
+            }
+            None => MelScale::Log10,
+        };
+        let (n_fft, hop, mels) = (
+            self.count(params, 2)?,
+            self.count(params, 3)?,
+            self.count(params, 4)?,
+        );
+        let spectrogram = MelSpectrogram::new(wave.rate, wave.samples, n_fft, hop, mels, scale)
+            .map_err(|reason| plan_datafusion_err!("{}: {reason}", self.name()))?;
+        let [bands, frames] = spectrogram.shape();
+        if bands * frames > MAX_AUDIO_SAMPLES {
+            return plan_err!(
+                "{}: {bands} mel bands x {frames} frames is over the limit of \
+                 {MAX_AUDIO_SAMPLES} values a row",
+                self.name()
+            );
+        }
+        Ok((wave, spectrogram))
     }
 
     fn text(self, params: &[ScalarValue], i: usize) -> Result<String> {
@@ -449,6 +514,14 @@ impl FeatureFunction {
             Self::AudioError => {
                 Arc::new(run_on_cpu_pool(|| audio::audio_errors(x))?.map_err(named)?)
             }
+            Self::AudioSpectrogram | Self::AudioSpectrogramStrict => {
+                let (wave, spectrogram) = self.spectrogram(params)?;
+                let strict = self == Self::AudioSpectrogramStrict;
+                Arc::new(
+                    run_on_cpu_pool(|| audio::audio_spectrogram(x, &wave, &spectrogram, strict))?
+                        .map_err(named)?,
+                )
+            }
         };
         Ok(out)
     }
@@ -512,6 +585,10 @@ impl ScalarUDFImpl for FeatureUdf {
             FeatureFunction::AudioTensor | FeatureFunction::AudioTensorStrict => {
                 let samples = self.function.audio_transform(&params)?.samples;
                 tensor_field(self.name(), DataType::Float32, &[samples], true)?
+            }
+            FeatureFunction::AudioSpectrogram | FeatureFunction::AudioSpectrogramStrict => {
+                let shape = self.function.spectrogram(&params)?.1.shape();
+                tensor_field(self.name(), DataType::Float32, &shape, true)?
             }
             _ => field,
         }))

@@ -44,7 +44,18 @@ const OPS: &[(&str, &[&str])] = &[
             "strict",
         ],
     ),
-    ("audio", &["sample_rate", "seconds", "strict"]),
+    (
+        "audio",
+        &[
+            "sample_rate",
+            "seconds",
+            "strict",
+            "n_fft",
+            "hop_length",
+            "n_mels",
+            "mel_scale",
+        ],
+    ),
     ("tokenize", &["model", "max_tokens"]),
 ];
 
@@ -104,6 +115,10 @@ fn present(op: &FeatureOp) -> Vec<(&'static str, Range<usize>)> {
     add("strict", op.strict.as_ref().map(Spanned::span));
     add("sample_rate", op.sample_rate.as_ref().map(Spanned::span));
     add("seconds", op.seconds.as_ref().map(Spanned::span));
+    add("n_fft", op.n_fft.as_ref().map(Spanned::span));
+    add("hop_length", op.hop_length.as_ref().map(Spanned::span));
+    add("n_mels", op.n_mels.as_ref().map(Spanned::span));
+    add("mel_scale", op.mel_scale.as_ref().map(Spanned::span));
     add("model", op.model.as_ref().map(Spanned::span));
     add("max_tokens", op.max_tokens.as_ref().map(Spanned::span));
     keys
@@ -425,12 +440,34 @@ pub fn expression(
                 ));
             };
             let strict = c.op.strict.as_ref().is_some_and(|s| *s.get_ref());
-            let name = if strict {
-                "audio_tensor_strict"
-            } else {
-                "audio_tensor"
+            let mut args = vec![lit(*rate.get_ref()), lit(*seconds.get_ref())];
+            let spectrogram = (&c.op.n_fft, &c.op.hop_length, &c.op.n_mels);
+            let name = match spectrogram {
+                (None, None, None) if c.op.mel_scale.is_none() => "audio_tensor",
+                (Some(n_fft), Some(hop), Some(mels)) => {
+                    args.extend([
+                        lit(*n_fft.get_ref()),
+                        lit(*hop.get_ref()),
+                        lit(*mels.get_ref()),
+                    ]);
+                    if let Some(scale) = &c.op.mel_scale {
+                        args.push(lit(scale.get_ref().as_str()));
+                    }
+                    "audio_spectrogram"
+                }
+                _ => {
+                    return Err(missing(
+                        c,
+                        "n_fft, hop_length and n_mels together (for a spectrogram)",
+                        "n_fft = 400, hop_length = 160, n_mels = 80",
+                    ));
+                }
             };
-            call(name, vec![lit(*rate.get_ref()), lit(*seconds.get_ref())])?
+            let name = match (name, strict) {
+                (name, false) => name.to_string(),
+                (name, true) => format!("{name}_strict"),
+            };
+            call(&name, args)?
         }
         "tokenize" => {
             let (Some(model), Some(tokens)) = (&c.op.model, &c.op.max_tokens) else {

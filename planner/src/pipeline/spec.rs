@@ -135,6 +135,12 @@ pub struct FeatureOp {
     /// `audio`: the waveform's rate (Hz) and length (seconds).
     pub sample_rate: Option<Spanned<u64>>,
     pub seconds: Option<Spanned<f64>>,
+    /// `audio`: a log-mel spectrogram instead of the waveform when `n_mels` is given
+    /// (`n_fft`, `hop_length`, `mel_scale` = "log10" or "whisper").
+    pub n_fft: Option<Spanned<u64>>,
+    pub hop_length: Option<Spanned<u64>>,
+    pub n_mels: Option<Spanned<u64>>,
+    pub mel_scale: Option<Text>,
     /// `tokenize`: the model whose tokenizer is used, and the tokens per row (truncated or
     /// padded to it).
     pub model: Option<Text>,
