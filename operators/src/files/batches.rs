@@ -6,6 +6,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -109,6 +110,11 @@ impl ExecutionPlan for FileBatchesExec {
             .max_rows
             .map_or(session_rows, |r| r.min(session_rows))
             .max(1);
+        // The content held while a batch gathers (up to 64 MiB a partition, and a copy while
+        // it is joined) is the statement's memory: counted in its pool, so a statement over
+        // many large files fails with resources exhausted instead of growing unbounded.
+        let reservation = MemoryConsumer::new(format!("FileBatchesExec[{partition}]"))
+            .register(context.memory_pool());
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -121,6 +127,7 @@ impl ExecutionPlan for FileBatchesExec {
                 bytes: 0,
                 max_rows,
                 done: false,
+                reservation,
             },
         )))
     }
@@ -134,14 +141,21 @@ struct Gather {
     bytes: usize,
     max_rows: usize,
     done: bool,
+    reservation: MemoryReservation,
 }
 
 impl Gather {
     fn flush(&mut self) -> Result<RecordBatch> {
         let held = std::mem::take(&mut self.held);
+        // The joined copy exists beside the held batches until they are dropped.
+        self.reservation.try_grow(self.bytes)?;
         self.rows = 0;
         self.bytes = 0;
-        Ok(concat_batches(&self.schema, &held)?)
+        let joined = concat_batches(&self.schema, &held);
+        drop(held);
+        // Past here the batch is its consumer's to count.
+        self.reservation.free();
+        Ok(joined?)
     }
 }
 
@@ -158,8 +172,15 @@ impl Stream for Gather {
             }
             match self.input.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(batch))) => {
+                    let size = batch.get_array_memory_size();
+                    if let Err(e) = self.reservation.try_grow(size) {
+                        self.done = true;
+                        self.held.clear();
+                        self.reservation.free();
+                        return Poll::Ready(Some(Err(e)));
+                    }
                     self.rows += batch.num_rows();
-                    self.bytes += batch.get_array_memory_size();
+                    self.bytes += size;
                     self.held.push(batch);
                     if self.rows >= self.max_rows || self.bytes >= BATCH_CONTENT_BYTES {
                         return Poll::Ready(Some(self.flush()));

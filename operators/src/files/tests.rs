@@ -149,3 +149,45 @@ async fn a_scan_travels_whole_through_the_codec() {
     assert_eq!(expected.len(), 3);
     assert_eq!(by_path(rows(back).await), expected);
 }
+
+#[tokio::test]
+async fn content_gathered_into_a_batch_counts_against_the_statements_memory() {
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<FileEntry> = (0..3)
+        .map(|i| {
+            let file = dir.path().join(format!("{i}.png"));
+            std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+            FileEntry {
+                location: object_store::path::Path::from_absolute_path(&file)
+                    .unwrap()
+                    .to_string(),
+                path: format!("{i}.png"),
+                size: 1 << 20,
+                modified_micros: 0,
+            }
+        })
+        .collect();
+    let plan = scan("file:///", spread(entries.clone(), 1), None, None).unwrap();
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(2 << 20)))
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+    let err = collect(plan.clone(), ctx.task_ctx())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Resources exhausted") && err.contains("FileBatchesExec"),
+        "{err}"
+    );
+    // With room for them, the same files are read (a new plan: a scan's partitions share
+    // one queue of files, which a run uses up).
+    let plan = scan("file:///", spread(entries, 1), None, None).unwrap();
+    let batches = collect(plan, SessionContext::new().task_ctx())
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+}
