@@ -114,6 +114,14 @@ async fn reviews_on_two_sites_are_tokenized_and_classified_where_they_lie() {
         assert!(row[0].starts_with(&format!("{}/", label(review.positive))));
     }
 
+    let why = "SELECT path, text_error(content) FROM reviews WHERE text_error(content) IS NOT NULL";
+    let why = to_rows(&ctx.sql(why).await.unwrap().collect().await.unwrap());
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(
+        why[0][0].ends_with("latin1.txt") && why[0][1].starts_with("not UTF-8 text"),
+        "{why:?}"
+    );
+
     // The cluster, under the sites' default policy: counts per folder leave the sites.
     let options = CoordinatorOptions {
         models_dir: Some(dir.path().join("models")),

@@ -79,6 +79,16 @@ pub fn regex_extract(x: &ArrayRef, pattern: &Regex, group: usize) -> Result<Stri
         .collect())
 }
 
+/// Why each value's bytes are not text (UTF-8) that `tokenize` and `text_chunks` can read:
+/// null where they are (or the value is null).
+pub fn text_errors(x: &ArrayRef) -> Result<StringArray> {
+    super::decoded::decode_errors(x, |bytes| {
+        std::str::from_utf8(bytes)
+            .err()
+            .map(|e| format!("not UTF-8 text: {e}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -113,6 +123,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_have_a_reason() {
+        use datafusion::arrow::array::BinaryArray;
+        let x: ArrayRef = Arc::new(BinaryArray::from(vec![
+            Some(&b"caf\xc3\xa9"[..]),
+            Some(&b"caf\xe9 awful"[..]),
+            None,
+        ]));
+        let reasons: Vec<Option<String>> = text_errors(&x)
+            .unwrap()
+            .iter()
+            .map(|r| r.map(String::from))
+            .collect();
+        assert_eq!(reasons[0], None);
+        let bad = reasons[1].as_deref().unwrap();
+        assert!(
+            bad.contains("not UTF-8") && bad.contains("index 3"),
+            "{bad}"
+        );
+        assert_eq!(reasons[2], None);
     }
 
     #[test]

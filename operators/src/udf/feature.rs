@@ -13,6 +13,7 @@
 //! audio_tensor(content, sample_rate, seconds)   audio_tensor_strict(...)   audio_error(content)
 //! audio_spectrogram(content, sample_rate, seconds, n_fft, hop_length, n_mels [, 'log10' | 'whisper'])
 //! audio_spectrogram_strict(...)
+//! text_error(content)
 //! ```
 //! `image_tensor` gives a null where a value does not decode (`image_error` says why);
 //! `image_tensor_strict` fails the statement instead, naming the row and the reason.
@@ -56,6 +57,7 @@ pub enum FeatureFunction {
     AudioError,
     AudioSpectrogram,
     AudioSpectrogramStrict,
+    TextError,
 }
 
 /// What the input column must be.
@@ -70,7 +72,7 @@ enum Input {
 }
 
 impl FeatureFunction {
-    pub const ALL: [FeatureFunction; 20] = [
+    pub const ALL: [FeatureFunction; 21] = [
         Self::ScaleStandard,
         Self::ScaleMinmax,
         Self::Impute,
@@ -91,6 +93,7 @@ impl FeatureFunction {
         Self::AudioError,
         Self::AudioSpectrogram,
         Self::AudioSpectrogramStrict,
+        Self::TextError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +118,7 @@ impl FeatureFunction {
             Self::AudioError => "audio_error",
             Self::AudioSpectrogram => "audio_spectrogram",
             Self::AudioSpectrogramStrict => "audio_spectrogram_strict",
+            Self::TextError => "text_error",
         }
     }
 
@@ -124,7 +128,11 @@ impl FeatureFunction {
             Self::ScaleStandard => &["mean", "std"],
             Self::ScaleMinmax => &["min", "max"],
             Self::Impute => &["value"],
-            Self::Log1p | Self::TokenCount | Self::ImageError | Self::AudioError => &[],
+            Self::Log1p
+            | Self::TokenCount
+            | Self::ImageError
+            | Self::AudioError
+            | Self::TextError => &[],
             Self::Clip => &["lower", "upper"],
             Self::Bucketize => &["boundary..."],
             Self::OneHot | Self::OrdinalEncode => &["word..."],
@@ -161,7 +169,8 @@ impl FeatureFunction {
             | Self::AudioTensorStrict
             | Self::AudioError
             | Self::AudioSpectrogram
-            | Self::AudioSpectrogramStrict => Input::Binary,
+            | Self::AudioSpectrogramStrict
+            | Self::TextError => Input::Binary,
             _ => Input::Numeric,
         }
     }
@@ -180,7 +189,9 @@ impl FeatureFunction {
         Ok(match self {
             Self::Bucketize | Self::OrdinalEncode | Self::TokenCount => DataType::Int32,
             Self::HashBucket => DataType::Int64,
-            Self::RegexExtract | Self::ImageError | Self::AudioError => DataType::Utf8,
+            Self::RegexExtract | Self::ImageError | Self::AudioError | Self::TextError => {
+                DataType::Utf8
+            }
             Self::ImageTensor | Self::ImageTensorStrict => {
                 self.image_transform(params)?.data_type()
             }
@@ -514,6 +525,7 @@ impl FeatureFunction {
             Self::AudioError => {
                 Arc::new(run_on_cpu_pool(|| audio::audio_errors(x))?.map_err(named)?)
             }
+            Self::TextError => Arc::new(text::text_errors(x).map_err(named)?),
             Self::AudioSpectrogram | Self::AudioSpectrogramStrict => {
                 let (wave, spectrogram) = self.spectrogram(params)?;
                 let strict = self == Self::AudioSpectrogramStrict;
