@@ -84,6 +84,30 @@ pub async fn start_cluster() -> EmbeddedCluster {
         .expect("start the embedded cluster")
 }
 
+/// A coordinator serving the models of `models` and one worker per folder of `sites`
+/// (`site-1`, ...), each enforcing `policy`; None is the default policy (every table
+/// aggregates-only); [`ROWS_LEAVE`] lets rows leave, for comparisons.
+pub async fn sites_cluster(
+    models: &Path,
+    sites: &[PathBuf],
+    policy: Option<&str>,
+) -> EmbeddedCluster {
+    let options = CoordinatorOptions {
+        models_dir: Some(models.to_path_buf()),
+        ..Default::default()
+    };
+    let policy = match policy {
+        Some(text) => shoal_engine::SitePolicy::parse(text, "the test's policy").expect("policy"),
+        None => shoal_engine::SitePolicy::default(),
+    };
+    EmbeddedCluster::start_with_policy(options, sites, policy)
+        .await
+        .expect("start the embedded cluster")
+}
+
+/// A site policy that lets every table's rows leave: for tests that compare rows.
+pub const ROWS_LEAVE: &str = "[defaults]\negress = \"rows\"\n";
+
 /// Plain single-node DataFusion over the same files, with the same functions.
 pub async fn local_context() -> SessionContext {
     let sites = tpch_sites();

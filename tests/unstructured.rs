@@ -10,10 +10,12 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use shoal_engine::EmbeddedCluster;
 use shoal_engine::protocol::PipelineMode;
-use shoal_engine::{CoordinatorOptions, EmbeddedCluster, SitePolicy};
 use shoal_operators::model::DirectoryModels;
-use shoal_tests::{assert_same_rows, pipeline_rows, repo_root, run_pipeline, to_rows};
+use shoal_tests::{
+    ROWS_LEAVE, assert_same_rows, pipeline_rows, repo_root, run_pipeline, sites_cluster, to_rows,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -229,17 +231,7 @@ async fn a_folder_of_image_files_is_a_table_classified_where_it_lies() {
 
     // The cluster, under the sites' default policy: counts per folder leave the sites,
     // the files' paths and content do not.
-    let options = CoordinatorOptions {
-        models_dir: Some(dir.path().join("models")),
-        ..Default::default()
-    };
-    let mut cluster = EmbeddedCluster::start(options, &[]).await.unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
+    let cluster = sites_cluster(&dir.path().join("models"), &sites, None).await;
     let counts = format!(
         "SELECT split_part(path, '/', 1) AS folder, count(*) AS files, \
          sum(CAST({DIRECTION} > 0.5 AS INT)) AS said_180 FROM line_files GROUP BY 1 ORDER BY 1"
@@ -269,21 +261,7 @@ async fn a_folder_of_image_files_is_a_table_classified_where_it_lies() {
 
 /// The cluster over the text-line sites (rows may leave: the tests compare them).
 async fn lines_cluster(dir: &Path, sites: &[PathBuf]) -> EmbeddedCluster {
-    let options = CoordinatorOptions {
-        models_dir: Some(dir.join("models")),
-        ..Default::default()
-    };
-    let rows_allowed = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "text lines").unwrap();
-    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows_allowed)
-        .await
-        .unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
-    cluster
+    sites_cluster(&dir.join("models"), sites, Some(ROWS_LEAVE)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

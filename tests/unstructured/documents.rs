@@ -6,9 +6,10 @@
 //! probabilities, and the model is built so each review's label is known.
 
 use shoal_engine::protocol::PipelineMode;
-use shoal_engine::{CoordinatorOptions, EmbeddedCluster, SitePolicy};
 use shoal_operators::model::DirectoryModels;
-use shoal_tests::{assert_same_rows, pipeline_rows, repo_root, run_pipeline, to_rows};
+use shoal_tests::{
+    ROWS_LEAVE, assert_same_rows, pipeline_rows, repo_root, run_pipeline, sites_cluster, to_rows,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -123,17 +124,8 @@ async fn reviews_on_two_sites_are_tokenized_and_classified_where_they_lie() {
     );
 
     // The cluster, under the sites' default policy: counts per folder leave the sites.
-    let options = CoordinatorOptions {
-        models_dir: Some(dir.path().join("models")),
-        ..Default::default()
-    };
-    let mut cluster = EmbeddedCluster::start(options, &[]).await.unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
+    let models = dir.path().join("models");
+    let cluster = sites_cluster(&models, &sites, None).await;
     let counts = format!(
         "SELECT split_part(path, '/', 1) AS folder, count(*) AS files, \
          sum(predict('{MODEL}', {TOKENS})) AS said_positive FROM reviews GROUP BY 1 ORDER BY 1"
@@ -199,7 +191,7 @@ async fn reviews_on_two_sites_are_tokenized_and_classified_where_they_lie() {
     let err = cluster.sql(&chunks).await.unwrap_err().to_string();
     assert!(err.contains("over a join, union or unnest"), "{err}");
     cluster.stop().await;
-    let cluster = rows_cluster(dir.path(), &sites).await;
+    let cluster = sites_cluster(&models, &sites, Some(ROWS_LEAVE)).await;
     let out = cluster.sql(&chunks).await.unwrap();
     assert!(
         out.report.distributed,
@@ -278,21 +270,3 @@ order_by = ["site", "label"]
 input = "by_site"
 kind = "client"
 "#;
-
-async fn rows_cluster(dir: &Path, sites: &[PathBuf]) -> EmbeddedCluster {
-    let options = CoordinatorOptions {
-        models_dir: Some(dir.join("models")),
-        ..Default::default()
-    };
-    let rows = SitePolicy::parse("[defaults]\negress = \"rows\"\n", "documents").unwrap();
-    let mut cluster = EmbeddedCluster::start_with_policy(options, &[], rows)
-        .await
-        .unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
-    cluster
-}

@@ -5,7 +5,9 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float32Type;
 use shoal_engine::protocol::PipelineMode;
 use shoal_operators::model::DirectoryModels;
-use shoal_tests::{assert_same_rows, pipeline_rows, repo_root, run_pipeline, to_rows};
+use shoal_tests::{
+    ROWS_LEAVE, assert_same_rows, pipeline_rows, repo_root, run_pipeline, sites_cluster, to_rows,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,20 +73,7 @@ async fn recordings_become_librosas_log_mel_spectrograms_where_they_lie() {
     }
 
     // On the sites (which here let rows leave): the same values, compared by their sum.
-    let options = shoal_engine::CoordinatorOptions {
-        models_dir: Some(dir.path().join("models")),
-        ..Default::default()
-    };
-    let rows = shoal_engine::SitePolicy::parse("[defaults]\negress = \"rows\"\n", "audio").unwrap();
-    let mut cluster = shoal_engine::EmbeddedCluster::start_with_policy(options, &[], rows)
-        .await
-        .unwrap();
-    for (i, site) in sites.iter().enumerate() {
-        cluster
-            .add_worker(format!("site-{}", i + 1), site.clone())
-            .await
-            .unwrap();
-    }
+    let cluster = sites_cluster(&dir.path().join("models"), &sites, Some(ROWS_LEAVE)).await;
     let sql = "SELECT site() AS site, path, round(array_sum(arrow_cast(audio_spectrogram(content, \
                16000, 1, 400, 160, 80), 'List(Float32)')), 1) AS total FROM recordings \
                ORDER BY path, site";
