@@ -6,11 +6,11 @@
 //! null row, as a file that does not decode does for images. A batch is encoded with one
 //! `encode_batch` call, which spreads the texts over the CPU pool's threads.
 
+use super::MAX_BATCH_OUTPUT_BYTES;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Int64Array, LargeStringArray, ListBuilder,
     StringBuilder, StructArray,
 };
-use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::error::{ArrowError, Result};
@@ -56,10 +56,17 @@ pub fn token_tensors(
     max_tokens: usize,
 ) -> Result<StructArray> {
     let texts = texts(x)?;
-    let present: Vec<&str> = texts.iter().flatten().collect();
-    let encoded = tokenizer
-        .encode_batch(present, true)
-        .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?;
+    // Truncation keeps the first tokens, so only a text's beginning is tokenized.
+    let limit = prefix_bytes(max_tokens);
+    let present: Vec<&str> = texts.iter().flatten().map(|t| cut(t, limit)).collect();
+    let mut encoded = Vec::with_capacity(present.len());
+    for group in by_bytes(&present, ENCODE_BYTES) {
+        encoded.extend(
+            tokenizer
+                .encode_batch(group.to_vec(), true)
+                .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?,
+        );
+    }
     let rows = texts.len();
     let mut columns: [Vec<i64>; 3] = [
         super::zeroed(rows, max_tokens, "Int64")?,
@@ -116,58 +123,169 @@ pub fn text_chunks(
         )));
     }
     let texts = texts(x)?;
-    let present: Vec<&str> = texts.iter().flatten().collect();
-    let encoded = tokenizer
-        .encode_batch(present, false)
-        .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?;
-    let mut encodings = encoded.iter();
     let mut out = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
         "item",
         DataType::Utf8,
         false,
     )));
+    let mut written = 0usize;
     for text in texts.iter() {
         let Some(text) = text else {
             out.append_null();
             continue;
         };
-        let Some(e) = encodings.next() else { break };
-        for (start, end) in windows(e.get_offsets(), max_tokens, overlap) {
+        // A long document is tokenized a segment at a time and its windows made as the
+        // tokens come, so memory follows a segment and a window, not the document.
+        let mut windows = Windows::new(max_tokens, overlap);
+        let mut ranges = Vec::new();
+        for (start, segment) in segments(text, SEGMENT_BYTES) {
+            let e = tokenizer
+                .encode(segment, false)
+                .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?;
+            let offsets = e.get_offsets().iter().map(|(a, b)| (a + start, b + start));
+            windows.push(offsets, &mut ranges);
+            for (from, to) in ranges.drain(..) {
+                written += to - from;
+                if written > MAX_BATCH_OUTPUT_BYTES {
+                    return Err(ArrowError::MemoryError(format!(
+                        "text_chunks: the chunks of one batch are over {} MiB; make the step \
+                         (max_tokens - overlap = {}) larger",
+                        MAX_BATCH_OUTPUT_BYTES >> 20,
+                        max_tokens - overlap
+                    )));
+                }
+                out.values()
+                    .append_value(text.get(from..to).unwrap_or_default());
+            }
+        }
+        if let Some((from, to)) = windows.finish() {
             out.values()
-                .append_value(text.get(start..end).unwrap_or_default());
+                .append_value(text.get(from..to).unwrap_or_default());
         }
         out.append(true);
     }
-    let chunks = out.finish();
-    if let Some(nulls) = texts.nulls()
-        && chunks.nulls().map(NullBuffer::null_count) != Some(nulls.null_count())
-    {
-        return Err(ArrowError::ComputeError(
-            "text_chunks: the tokenizer returned fewer texts than it was given".into(),
-        ));
-    }
-    Ok(chunks)
+    Ok(out.finish())
 }
 
-/// The byte ranges of the text covered by each window of `max_tokens` token `offsets`,
-/// windows starting `max_tokens - overlap` tokens apart; the last one ends at the last token.
-fn windows(offsets: &[(usize, usize)], max_tokens: usize, overlap: usize) -> Vec<(usize, usize)> {
-    let step = max_tokens - overlap;
-    let mut out = Vec::with_capacity(offsets.len().div_ceil(step));
-    let mut start = 0;
-    while start < offsets.len() {
-        let end = (start + max_tokens).min(offsets.len());
-        let window = &offsets[start..end];
-        // Offsets of word pieces rise, but take the extremes: normalisers may reorder.
-        let from = window.iter().map(|o| o.0).min().unwrap_or(0);
-        let to = window.iter().map(|o| o.1).max().unwrap_or(from);
-        out.push((from, to.max(from)));
-        if end == offsets.len() {
-            break;
-        }
-        start += step;
+/// Text bytes one `encode_batch` call takes: the tokenizer's intermediate state is a few
+/// dozen bytes a token.
+const ENCODE_BYTES: usize = 4 << 20;
+/// A long text is tokenized in segments of about this many bytes.
+const SEGMENT_BYTES: usize = 1 << 20;
+
+/// How much of a text `tokenize` reads for `max_tokens` tokens: 256 bytes a token (64 KiB
+/// at least), far past where the truncated tokens end in any real text.
+fn prefix_bytes(max_tokens: usize) -> usize {
+    max_tokens.saturating_mul(256).max(64 << 10)
+}
+
+/// The first `limit` bytes of `text`, cut before a whitespace where there is one in the
+/// last half (else at a character boundary).
+fn cut(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
     }
-    out
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    match head.rfind(char::is_whitespace) {
+        Some(space) if space >= end / 2 => &head[..space],
+        _ => head,
+    }
+}
+
+/// `text` in consecutive segments of at most about `bytes` each, with their start offsets.
+/// Each ends before a whitespace, so a word is never split and a tokenizer that joins a
+/// space to the word after it (byte-level BPE) still sees it there.
+fn segments(text: &str, bytes: usize) -> impl Iterator<Item = (usize, &str)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let rest = &text[start..];
+        let piece = cut(rest, bytes);
+        // Only a limit below one character cuts nothing: then a character is a segment.
+        let piece = if piece.is_empty() {
+            &rest[..rest.chars().next().map_or(rest.len(), char::len_utf8)]
+        } else {
+            piece
+        };
+        let at = start;
+        start += piece.len();
+        Some((at, piece))
+    })
+}
+
+/// Consecutive groups of `texts` of about `bytes` of text each (at least one text each).
+fn by_bytes<'a>(texts: &'a [&'a str], bytes: usize) -> impl Iterator<Item = &'a [&'a str]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= texts.len() {
+            return None;
+        }
+        let mut end = start;
+        let mut size = 0;
+        while end < texts.len() && (end == start || size + texts[end].len() <= bytes) {
+            size += texts[end].len();
+            end += 1;
+        }
+        let group = &texts[start..end];
+        start = end;
+        Some(group)
+    })
+}
+
+/// Windows of `max_tokens` tokens starting `max_tokens - overlap` apart, made as token
+/// offsets arrive: the byte range of the text each covers; the last ends at the last token.
+struct Windows {
+    pending: std::collections::VecDeque<(usize, usize)>,
+    max_tokens: usize,
+    step: usize,
+}
+
+impl Windows {
+    fn new(max_tokens: usize, overlap: usize) -> Self {
+        Self {
+            pending: Default::default(),
+            max_tokens,
+            step: max_tokens - overlap,
+        }
+    }
+
+    /// Takes more token offsets; puts the windows they complete into `out`. A window is
+    /// complete once a token after it exists (the last one waits for [`Self::finish`]).
+    fn push(
+        &mut self,
+        offsets: impl Iterator<Item = (usize, usize)>,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        for offset in offsets {
+            self.pending.push_back(offset);
+            if self.pending.len() > self.max_tokens {
+                out.push(span(self.pending.iter().take(self.max_tokens)));
+                self.pending.drain(..self.step);
+            }
+        }
+    }
+
+    /// The last window: what remains, if any token does.
+    fn finish(self) -> Option<(usize, usize)> {
+        (!self.pending.is_empty()).then(|| span(self.pending.iter()))
+    }
+}
+
+/// The byte range from the first token's start to the last one's end (the extremes: word
+/// pieces' offsets rise, but normalisers may reorder).
+fn span<'a>(tokens: impl Iterator<Item = &'a (usize, usize)>) -> (usize, usize) {
+    let (mut from, mut to) = (usize::MAX, 0);
+    for (a, b) in tokens {
+        from = from.min(*a);
+        to = to.max(*b);
+    }
+    (from.min(to), to)
 }
 
 #[cfg(test)]
@@ -232,6 +350,22 @@ mod tests {
     }
 
     #[test]
+    fn a_long_text_is_truncated_from_its_beginning_alone() {
+        let tok = tokenizer();
+        let fixed = tok.fixed_length(16).unwrap();
+        let long = "the room was lovely and the food superb ".repeat(50_000);
+        let x: ArrayRef = Arc::new(StringArray::from(vec![long.as_str(), &long[..400]]));
+        let out = token_tensors(&x, &fixed, 16).unwrap();
+        let ids = out.column(0).as_fixed_size_list();
+        assert_eq!(ids.value(0).as_primitive::<Int64Type>().values().len(), 16);
+        assert_eq!(
+            ids.value(0).as_primitive::<Int64Type>().values(),
+            ids.value(1).as_primitive::<Int64Type>().values(),
+            "2 MB of text tokenize as its first 400 bytes do at 16 tokens"
+        );
+    }
+
+    #[test]
     fn bytes_that_are_not_utf8_are_a_null_row() {
         let tok = tokenizer();
         let fixed = tok.fixed_length(8).unwrap();
@@ -266,11 +400,66 @@ mod tests {
         assert!(err.contains("overlap < max_tokens"), "{err}");
     }
 
+    fn windows(offsets: &[(usize, usize)], max: usize, overlap: usize) -> Vec<(usize, usize)> {
+        let mut w = Windows::new(max, overlap);
+        let mut out = Vec::new();
+        // In two pushes, as segments arrive.
+        let half = offsets.len() / 2;
+        w.push(offsets[..half].iter().copied(), &mut out);
+        w.push(offsets[half..].iter().copied(), &mut out);
+        out.extend(w.finish());
+        out
+    }
+
     #[test]
     fn windows_step_by_max_tokens_less_overlap() {
         let offsets: Vec<(usize, usize)> = (0..10).map(|i| (i * 2, i * 2 + 1)).collect();
         assert_eq!(windows(&offsets, 4, 1), [(0, 7), (6, 13), (12, 19)]);
         assert_eq!(windows(&offsets, 20, 0), [(0, 19)]);
+        assert_eq!(windows(&offsets[..4], 4, 1), [(0, 7)], "exactly one window");
+        assert_eq!(windows(&offsets[..5], 4, 1), [(0, 7), (6, 9)]);
         assert!(windows(&[], 4, 0).is_empty());
+    }
+
+    #[test]
+    fn long_texts_are_cut_before_whitespace_and_segments_cover_them() {
+        assert_eq!(cut("lovely room", 8), "lovely");
+        assert_eq!(
+            cut("lovelyroom", 8),
+            "lovelyro",
+            "no space: at a character boundary"
+        );
+        assert_eq!(cut("café", 4), "caf", "never inside a character");
+        let text = "a lovely room and superb food ".repeat(10);
+        let pieces: Vec<(usize, &str)> = segments(&text, 16).collect();
+        assert!(pieces.iter().all(|(_, p)| p.len() <= 16 && !p.is_empty()));
+        let joined: String = pieces.iter().map(|(_, p)| *p).collect();
+        assert_eq!(joined, text);
+        assert!(pieces.iter().all(|(at, p)| &text[*at..*at + p.len()] == *p));
+        let groups: Vec<usize> = by_bytes(&["abc", "de", "fghij", "k"], 5)
+            .map(<[&str]>::len)
+            .collect();
+        assert_eq!(groups, [2, 1, 1]);
+    }
+
+    #[test]
+    fn a_document_chunked_in_segments_gives_the_chunks_of_it_whole() {
+        let tok = tokenizer();
+        let text = "The hotel was lovely and the staff were superb. ".repeat(40);
+        let whole: Vec<(usize, usize)> = {
+            let e = tok.plain().encode(text.as_str(), false).unwrap();
+            windows(e.get_offsets(), 12, 3)
+        };
+        let mut w = Windows::new(12, 3);
+        let mut pieces = Vec::new();
+        for (start, segment) in segments(&text, 100) {
+            let e = tok.plain().encode(segment, false).unwrap();
+            w.push(
+                e.get_offsets().iter().map(|(a, b)| (a + start, b + start)),
+                &mut pieces,
+            );
+        }
+        pieces.extend(w.finish());
+        assert_eq!(pieces, whole);
     }
 }
