@@ -52,7 +52,7 @@ pub fn bad_models_dir() -> PathBuf {
 /// The site folders of the test data, generated once and shared by every test process
 /// (nextest runs each test in its own process, possibly at the same time).
 pub fn tpch_sites() -> Vec<PathBuf> {
-    let root = repo_root().join("target/shoal-test-data/tpch-0.01");
+    let root = repo_root().join("target/shoal-test-data/tpch-0.01+notes");
     let sites: Vec<PathBuf> = (1..=TEST_SITES)
         .map(|i| root.join(format!("site-{i}")))
         .collect();
@@ -63,10 +63,31 @@ pub fn tpch_sites() -> Vec<PathBuf> {
     // half-written folder.
     let scratch = root.with_extension(format!("tmp-{}", std::process::id()));
     generate_lineitem(&scratch, TEST_SCALE, TEST_SITES, 2).expect("generate test data");
+    write_notes(&scratch).expect("write the notes");
     if std::fs::rename(&scratch, &root).is_err() {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     sites
+}
+
+/// A files table of text on every site: `notes/<a|b>/<n>.txt`, 12 files a folder, one file
+/// of each site's `b` not UTF-8 (`tests/slt/files.slt` reads them).
+fn write_notes(root: &Path) -> std::io::Result<()> {
+    for site in 1..=TEST_SITES {
+        for (folder, mood) in [("a", "lovely"), ("b", "dull")] {
+            let dir = root.join(format!("site-{site}/notes/{folder}"));
+            std::fs::create_dir_all(&dir)?;
+            for n in 0..12 {
+                let text = format!("note {n} of site {site}: the room was {mood}. ").repeat(n + 1);
+                std::fs::write(dir.join(format!("{n:02}.txt")), text)?;
+            }
+        }
+        std::fs::write(
+            root.join(format!("site-{site}/notes/b/11.txt")),
+            b"caf\xe9 on site, not UTF-8",
+        )?;
+    }
+    Ok(())
 }
 
 pub fn registry() -> Arc<dyn ModelProvider> {
