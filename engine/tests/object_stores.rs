@@ -4,7 +4,8 @@
 //! file is read by ranges (only the columns asked); a stalled server fails the statement
 //! naming the object, within the worker's store timeout, and the site serves again after;
 //! an `object_store` sink commits into the bucket (data files, then the manifest), its run
-//! is then a table that answers as single node, and running it again changes nothing.
+//! is then a table that answers as single node, and running it again changes nothing; a
+//! files table (a folder of text files) in a prefix is listed and read there.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -295,4 +296,72 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
     assert!(!sites[0].join("lineitem/run-mixed").exists());
     let again = cluster.sql(CHECK_SQL);
     assert!(again.ok, "{again:?}");
+}
+
+/// `notes/<a|b>/<n>.txt` in `site`: 12 text files a folder, enough for the default
+/// policy's groups of 10.
+fn write_notes(site: &std::path::Path) {
+    for (folder, mood) in [("a", "lovely"), ("b", "dull")] {
+        let dir = site.join("notes").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in 0..12 {
+            let text = format!("note {n}: the room was {mood}. ").repeat(n + 1);
+            std::fs::write(dir.join(format!("{n:02}.txt")), text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_files_table_in_a_bucket_prefix_is_listed_and_read_there_as_in_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = harness::sites(dir.path());
+    write_notes(&sites[0]);
+    write_notes(&sites[1]);
+    let s3 = S3Server::start(dir.path());
+    s3.create_bucket(BUCKET);
+    s3.upload_dir(BUCKET, &sites[1], "sites/site-2");
+    let mut cluster = Cluster::start(
+        Spec::default(),
+        &[("local-1", sites[0].clone())],
+        dir.path(),
+    );
+    start_bucket_site(
+        &mut cluster,
+        "bucket-2",
+        "sites/site-2",
+        &s3.endpoint(),
+        &[],
+    );
+    cluster.wait_live(2, Duration::from_secs(60));
+
+    let object = "/shoal-sites/sites/site-2/notes/a/00.txt";
+    // Requests that read the object (the upload's PUT is in the log too).
+    let reads = || -> Vec<String> {
+        s3.requests_for(object)
+            .into_iter()
+            .filter(|l| l.contains("\"GET ") || l.contains("\"HEAD "))
+            .collect()
+    };
+    // Counting the files lists the prefix and reads none of them.
+    let listed = "SELECT count(*) AS files, sum(size) AS bytes FROM notes";
+    let answer = cluster.sql(listed);
+    assert!(answer.ok, "{answer:?}\n{}", cluster.log_tails());
+    assert_eq!(answer.stdout, single_node_csv(&sites[..2], listed));
+    assert!(
+        reads().is_empty(),
+        "content read to count files: {:?}",
+        reads()
+    );
+
+    let sql = "SELECT split_part(path, '/', 1) AS folder, count(*) AS files, \
+               sum(token_count(arrow_cast(content, 'Utf8'))) AS tokens FROM notes \
+               GROUP BY 1 ORDER BY 1";
+    let answer = cluster.sql(sql);
+    assert!(answer.ok, "{answer:?}\n{}", cluster.log_tails());
+    assert_eq!(answer.stdout, single_node_csv(&sites[..2], sql));
+    assert!(
+        !reads().is_empty(),
+        "the bucket site read its files through the S3 API: {:?}",
+        s3.requests_for(object)
+    );
 }
