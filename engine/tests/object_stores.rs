@@ -53,6 +53,24 @@ fn start_bucket_site(
     );
 }
 
+/// `local-1` over the folder `local` and `bucket-2` over `s3://BUCKET/sites/site-2`.
+fn folder_and_bucket_cluster(
+    dir: &std::path::Path,
+    local: &std::path::Path,
+    s3: &S3Server,
+) -> Cluster {
+    let mut cluster = Cluster::start(Spec::default(), &[("local-1", local.to_path_buf())], dir);
+    start_bucket_site(
+        &mut cluster,
+        "bucket-2",
+        "sites/site-2",
+        &s3.endpoint(),
+        &[],
+    );
+    cluster.wait_live(2, Duration::from_secs(60));
+    cluster
+}
+
 #[test]
 fn a_table_split_between_a_folder_and_bucket_prefixes_equals_single_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,19 +221,7 @@ fn an_object_store_sink_commits_into_the_bucket_and_its_run_is_a_table() {
             .unwrap();
     }
 
-    let mut cluster = Cluster::start(
-        Spec::default(),
-        &[("local-1", sites[0].clone())],
-        dir.path(),
-    );
-    start_bucket_site(
-        &mut cluster,
-        "bucket-2",
-        "sites/site-2",
-        &s3.endpoint(),
-        &[],
-    );
-    cluster.wait_live(2, Duration::from_secs(60));
+    let cluster = folder_and_bucket_cluster(dir.path(), &sites[0], &s3);
 
     let file = dir.path().join("scores-back.toml");
     // Scores every row where it lies and writes the scores back beside the site's data.
@@ -320,19 +326,7 @@ fn a_files_table_in_a_bucket_prefix_is_listed_and_read_there_as_in_a_folder() {
     let s3 = S3Server::start(dir.path());
     s3.create_bucket(BUCKET);
     s3.upload_dir(BUCKET, &sites[1], "sites/site-2");
-    let mut cluster = Cluster::start(
-        Spec::default(),
-        &[("local-1", sites[0].clone())],
-        dir.path(),
-    );
-    start_bucket_site(
-        &mut cluster,
-        "bucket-2",
-        "sites/site-2",
-        &s3.endpoint(),
-        &[],
-    );
-    cluster.wait_live(2, Duration::from_secs(60));
+    let cluster = folder_and_bucket_cluster(dir.path(), &sites[0], &s3);
 
     let object = "/shoal-sites/sites/site-2/notes/a/00.txt";
     // Requests that read the object (the upload's PUT is in the log too).

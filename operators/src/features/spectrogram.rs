@@ -15,6 +15,9 @@ use std::sync::Arc;
 /// Most mel bands, and the longest FFT, a spectrogram may ask for.
 pub const MAX_MELS: usize = 512;
 pub const MAX_FFT: usize = 1 << 15;
+/// Most samples the STFT of one row may take (frames x n_fft): 45x Whisper's 30 s input
+/// (3001 x 400), a fraction of a second of one core.
+pub const MAX_STFT_SAMPLES: usize = 1 << 26;
 
 /// What is done to the log-mel values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,15 @@ impl MelSpectrogram {
         }
         if !(1..=MAX_MELS).contains(&n_mels) {
             return Err(format!("n_mels must be from 1 to {MAX_MELS}; got {n_mels}"));
+        }
+        // The work of one row: frames x n_fft samples through the FFT. A tiny hop with a
+        // long FFT over a long waveform would hold a CPU-pool thread for hours.
+        let frames = 1 + samples / hop;
+        if frames.saturating_mul(n_fft) > MAX_STFT_SAMPLES {
+            return Err(format!(
+                "{frames} frames of {n_fft} samples is over the {MAX_STFT_SAMPLES} samples a \
+                 spectrogram may transform per row; use a larger hop_length or a shorter n_fft"
+            ));
         }
         if samples <= n_fft / 2 {
             return Err(format!(
@@ -283,6 +295,7 @@ mod tests {
         assert!(bad(400, 0, 80, 16_000).contains("hop_length"));
         assert!(bad(400, 160, 0, 16_000).contains("n_mels"));
         assert!(bad(400, 160, 80, 100).contains("longer than n_fft / 2"));
+        assert!(bad(32_768, 1, 1, 4_000_000).contains("larger hop_length"));
         let ok = MelSpectrogram::new(16_000, 480_000, 400, 160, 80, MelScale::Whisper).unwrap();
         assert_eq!(ok.shape(), [80, 3000], "Whisper's 30 s input");
     }

@@ -59,28 +59,28 @@ pub fn token_tensors(
     // Truncation keeps the first tokens, so only a text's beginning is tokenized.
     let limit = prefix_bytes(max_tokens);
     let present: Vec<&str> = texts.iter().flatten().map(|t| cut(t, limit)).collect();
-    let mut encoded = Vec::with_capacity(present.len());
-    for group in by_bytes(&present, ENCODE_BYTES) {
-        encoded.extend(
-            tokenizer
-                .encode_batch(group.to_vec(), true)
-                .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?,
-        );
-    }
+    let valid_rows: Vec<usize> = (0..texts.len()).filter(|r| texts.is_valid(*r)).collect();
     let rows = texts.len();
     let mut columns: [Vec<i64>; 3] = [
         super::zeroed(rows, max_tokens, "Int64")?,
         super::zeroed(rows, max_tokens, "Int64")?,
         super::zeroed(rows, max_tokens, "Int64")?,
     ];
-    let mut encodings = encoded.iter();
-    for row in (0..rows).filter(|r| texts.is_valid(*r)) {
-        let Some(e) = encodings.next() else { break };
-        let parts: [&[u32]; 3] = [e.get_ids(), e.get_attention_mask(), e.get_type_ids()];
-        for (column, part) in columns.iter_mut().zip(parts) {
-            let cells = &mut column[row * max_tokens..(row + 1) * max_tokens];
-            for (cell, v) in cells.iter_mut().zip(part) {
-                *cell = i64::from(*v);
+    // Each group's encodings are written out and dropped before the next group is encoded:
+    // an encoding keeps the tokens truncation cut off, so holding all of a batch's would
+    // cost a few dozen bytes per token of every text.
+    let mut next_row = valid_rows.iter();
+    for group in by_bytes(&present, ENCODE_BYTES) {
+        let encoded = tokenizer
+            .encode_batch(group.to_vec(), true)
+            .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?;
+        for (e, row) in encoded.iter().zip(next_row.by_ref()) {
+            let parts: [&[u32]; 3] = [e.get_ids(), e.get_attention_mask(), e.get_type_ids()];
+            for (column, part) in columns.iter_mut().zip(parts) {
+                let cells = &mut column[row * max_tokens..(row + 1) * max_tokens];
+                for (cell, v) in cells.iter_mut().zip(part) {
+                    *cell = i64::from(*v);
+                }
             }
         }
     }
@@ -144,27 +144,38 @@ pub fn text_chunks(
                 .map_err(|e| ArrowError::ComputeError(format!("tokenizing: {e}")))?;
             let offsets = e.get_offsets().iter().map(|(a, b)| (a + start, b + start));
             windows.push(offsets, &mut ranges);
-            for (from, to) in ranges.drain(..) {
-                written += to - from;
-                if written > MAX_BATCH_OUTPUT_BYTES {
-                    return Err(ArrowError::MemoryError(format!(
-                        "text_chunks: the chunks of one batch are over {} MiB; make the step \
-                         (max_tokens - overlap = {}) larger",
-                        MAX_BATCH_OUTPUT_BYTES >> 20,
-                        max_tokens - overlap
-                    )));
-                }
-                out.values()
-                    .append_value(text.get(from..to).unwrap_or_default());
+            for range in ranges.drain(..) {
+                append_chunk(&mut out, text, range, &mut written, max_tokens - overlap)?;
             }
         }
-        if let Some((from, to)) = windows.finish() {
-            out.values()
-                .append_value(text.get(from..to).unwrap_or_default());
+        if let Some(range) = windows.finish() {
+            append_chunk(&mut out, text, range, &mut written, max_tokens - overlap)?;
         }
         out.append(true);
     }
     Ok(out.finish())
+}
+
+/// Appends `text[range]` as a chunk, refusing a batch whose chunks pass
+/// [`MAX_BATCH_OUTPUT_BYTES`] (a small `step` over a large text repeats it many times).
+fn append_chunk(
+    out: &mut ListBuilder<StringBuilder>,
+    text: &str,
+    (from, to): (usize, usize),
+    written: &mut usize,
+    step: usize,
+) -> Result<()> {
+    *written += to - from;
+    if *written > MAX_BATCH_OUTPUT_BYTES {
+        return Err(ArrowError::MemoryError(format!(
+            "text_chunks: the chunks of one batch are over {} MiB; make the step \
+             (max_tokens - overlap = {step}) larger",
+            MAX_BATCH_OUTPUT_BYTES >> 20
+        )));
+    }
+    out.values()
+        .append_value(text.get(from..to).unwrap_or_default());
+    Ok(())
 }
 
 /// Text bytes one `encode_batch` call takes: the tokenizer's intermediate state is a few
