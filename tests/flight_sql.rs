@@ -640,7 +640,7 @@ async fn client_mistakes_arrive_as_invalid_argument_or_not_found_never_internal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_model_over_a_workers_memory_limit_arrives_as_resource_exhausted() {
     let mut cluster = cluster_without_workers().await;
-    // heavy_scorer.onnx is 274 KB; a loaded model is taken to hold 3x its file.
+    // heavy_scorer.onnx is 274 KB; a loaded model holds its bytes (then 2x more per session).
     cluster
         .add_worker_with("site-1".into(), tpch_sites()[0].clone(), |worker| {
             worker.memory_limit = Some(256 << 10);

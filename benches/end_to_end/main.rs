@@ -62,7 +62,7 @@ fn main() {
     {
         let _ = shoal_operators::runtime::configure(shoal_operators::config::InferenceOptions {
             slots,
-            native_trees: true,
+            ..shoal_operators::ShoalOptions::default().inference
         });
     }
     let args: Vec<String> = std::env::args().collect();

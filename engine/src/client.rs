@@ -2,7 +2,7 @@
 //! statements for `shoal sql`.
 
 use crate::error::{Error, Result};
-use crate::protocol::{ACTION_QUERY_REPORT, QueryReportRequest, StatementHandle};
+use crate::protocol::{ACTION_QUERY_REPORT, QueryReportRequest, StatementAsks, StatementHandle};
 use crate::security::Connector;
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -89,18 +89,19 @@ pub struct StatementResult {
 
 /// Runs `sql` through Flight SQL, exactly as pyarrow or ADBC would.
 pub async fn execute_sql(connector: &Connector, url: &str, sql: &str) -> Result<StatementResult> {
-    execute_sql_as(connector, url, sql, false).await
+    execute_sql_as(connector, url, sql, &StatementAsks::default()).await
 }
 
-/// [`execute_sql`]; with `partial`, asks to be answered from the sites that are up (the
-/// `shoal-partial` header).
+/// [`execute_sql`], asking what `asks` says in the request headers: answered from the
+/// sites that are up (`shoal-partial`), the device and its fallback (`shoal-device`,
+/// `shoal-device-fallback`).
 pub async fn execute_sql_as(
     connector: &Connector,
     url: &str,
     sql: &str,
-    partial: bool,
+    asks: &StatementAsks,
 ) -> Result<StatementResult> {
-    run_statement(connector, url, sql, partial)
+    run_statement(connector, url, sql, asks)
         .await
         .map_err(server_message)
 }
@@ -125,11 +126,17 @@ async fn run_statement(
     connector: &Connector,
     url: &str,
     sql: &str,
-    partial: bool,
+    asks: &StatementAsks,
 ) -> Result<StatementResult> {
     let mut client = flight_sql(connector, url).await?;
-    if partial {
+    if asks.partial {
         client.set_header(crate::coordinator::PARTIAL_HEADER, "true");
+    }
+    if !asks.device.is_empty() {
+        client.set_header(crate::coordinator::DEVICE_HEADER, asks.device.clone());
+    }
+    if asks.device_fallback {
+        client.set_header(crate::coordinator::DEVICE_FALLBACK_HEADER, "true");
     }
     let info = client.execute(sql.to_string(), None).await?;
     let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);

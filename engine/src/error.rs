@@ -26,6 +26,10 @@ pub enum Error {
         source: Box<shoal_operators::Error>,
     },
 
+    /// A device the worker was told to use (`--devices`) that it cannot: it refuses to start.
+    #[error("--devices: {source}")]
+    Devices { source: Box<shoal_operators::Error> },
+
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -185,6 +189,7 @@ impl Error {
             | Error::MissingDataDir { .. }
             | Error::DataLocation { .. }
             | Error::Models { .. }
+            | Error::Devices { .. }
             | Error::Exposed { .. }
             | Error::Security(_)
             | Error::Refused { .. }
@@ -242,8 +247,9 @@ impl ErrorExt for Error {
 }
 
 /// Every classifier of the errors an engine error may carry, most specific first.
-pub const CLASSIFIERS: [Classifier; 7] = [
+pub const CLASSIFIERS: [Classifier; 8] = [
     site_refusal,
+    device_unavailable,
     engine_error,
     shoal_planner::error::planner_error,
     shoal_sql::error::sql_error,
@@ -260,6 +266,13 @@ fn site_refusal(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode>
         .is_some()
         || shoal_planner::policy::is_refusal_message(&error.to_string());
     refused.then_some(StatusCode::PermissionDenied)
+}
+
+/// A site could not give the device a statement required: as its text when it crossed the
+/// network from a worker, so the client still reads FAILED_PRECONDITION.
+fn device_unavailable(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
+    shoal_operators::device::is_unavailable_message(&error.to_string())
+        .then_some(StatusCode::FailedPrecondition)
 }
 
 fn engine_error(error: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
@@ -424,6 +437,15 @@ mod tests {
             },
         ));
         assert_eq!(name.to_status().code(), tonic::Code::InvalidArgument);
+        // A site's "no such GPU", as the text it crosses the network as.
+        let no_gpu = shoal_operators::Error::DeviceUnavailable {
+            device: "cuda".into(),
+            reason: "no NVIDIA GPU on this machine".into(),
+        };
+        let remote = Error::DataFusion(DataFusionError::Execution(format!(
+            "External error: {no_gpu}"
+        )));
+        assert_eq!(remote.to_status().code(), tonic::Code::FailedPrecondition);
         let lost = Error::WorkerLost {
             worker: "w1".into(),
             url: "http://127.0.0.1:1".into(),

@@ -42,8 +42,21 @@ pub const ACTION_SINK_ROLLBACK: &str = "shoal.sink_rollback";
 /// Stops a statement's long loops on a worker; body: [`CancelStatement`].
 pub const ACTION_CANCEL_STATEMENT: &str = "shoal.cancel";
 
-/// Coordinator -> worker: the bytes the site sent for a statement, by recipient.
+/// Coordinator -> worker: what the site did for a statement that ended: the bytes it sent,
+/// by recipient, and why it scored on the CPU where asked for a GPU; reply:
+/// [`StatementAtSite`].
 pub const ACTION_SENT: &str = "shoal.sent";
+
+/// A site's answer to [`ACTION_SENT`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatementAtSite {
+    /// Arrow bytes by recipient (`coordinator`, a peer site, `next stage`).
+    #[serde(default)]
+    pub sent: std::collections::BTreeMap<String, u64>,
+    /// Why the statement's models ran on this site's CPU though it asked for a GPU.
+    #[serde(default)]
+    pub device_fallbacks: Vec<String>,
+}
 
 /// Which statement's sent bytes to report (its `shoal.statement.key`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -234,10 +247,31 @@ pub struct SiteStatus {
     pub tables: usize,
     /// As of the worker's last heartbeat.
     pub model_runs: u64,
+    /// What the site scores on: `cpu`, then its GPUs (`cuda:0`, ...).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// Queries running on the coordinator; body: empty, reply: JSON list of query ids.
 pub const ACTION_RUNNING: &str = "shoal.running";
+
+/// What a client asks of a statement beyond its text, in request headers (ADBC sets them
+/// with `adbc.flight.sql.rpc.call_header.<name>`; `shoal sql` with its flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatementAsks {
+    /// `shoal-partial: true`: answer from the sites that are up; files only down sites hold
+    /// are skipped and the report says what was not read. Off by default: a missing site
+    /// fails the statement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// `shoal-device: cuda`: `shoal.inference.device` for the statement (auto, cpu, cuda,
+    /// cuda:N); empty: the default, auto.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    /// `shoal-device-fallback: true`: `shoal.inference.device_fallback` for the statement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub device_fallback: bool,
+}
 
 /// What a statement ticket carries: the SQL, its bound parameters and the id its report is
 /// kept under. The coordinator keeps no state between planning and fetching a statement.
@@ -251,11 +285,9 @@ pub struct StatementHandle {
     /// Who the coordinator issued the ticket to ([`crate::security::Principal::owner`]).
     #[serde(default)]
     pub owner: String,
-    /// The client asked for an answer from the sites that are up (`shoal-partial: true`
-    /// header): files only down sites hold are skipped and the report says what was not
-    /// read. Off by default: a missing site fails the statement.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub partial: bool,
+    /// What the client asked of the statement in its request headers.
+    #[serde(flatten)]
+    pub asks: StatementAsks,
     /// The coordinator's HMAC of the fields above (hex): a ticket it did not issue, or one
     /// changed by the client, is refused.
     #[serde(default)]

@@ -7,8 +7,11 @@
 //! | --- | --- | --- | --- |
 //! | `shoal.inference.slots` | integer | cores | concurrent model runs in a process (each with its own ONNX Runtime session); process-wide, fixed when the process first runs a model (`--inference-slots`) |
 //! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
+//! | `shoal.inference.device` | text | `auto` | where models run on each site: `auto` (a GPU the site declared, else the CPU), `cpu`, `cuda` (any of the site's GPUs, required) or `cuda:N` |
+//! | `shoal.inference.device_fallback` | bool | false | a site that cannot give the GPU asked for scores on the CPU and the report says so per site; false: the statement fails naming the reason |
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
 //! | `shoal.models.batch_rows` | JSON | `{}` | model name -> rows per model run (a pipeline model node's `batch_size`) |
+//! | `shoal.models.devices` | JSON | `{}` | model name -> the device a pipeline model node asked for (`cpu`, `cuda`, `cuda:N`), over `shoal.inference.device` |
 //! | `shoal.models.tensor_shapes` | JSON | `{}` | model name -> the per-row shapes of its tensor inputs, as the coordinator planned them (set by the coordinator: a tensor's shape tag does not survive plan serialisation) |
 //! | `shoal.query.batch_rows` | integer | 0 | rows per batch the statement's scans read, where it builds large tensors per row (set by the coordinator; 0: the session's batch size) |
 //! | `shoal.query.partial` | bool | false | answer from the sites that are up: files only down sites hold are skipped and the report says what was not read |
@@ -69,6 +72,10 @@ pub struct InferenceOptions {
     pub slots: usize,
     /// Whether tree ensembles run on shoal's native evaluator.
     pub native_trees: bool,
+    /// Where models run on each site.
+    pub device: crate::device::DeviceRequest,
+    /// Whether a site without the GPU asked for scores on the CPU (saying so) or fails.
+    pub device_fallback: bool,
 }
 
 /// The model versions a statement pins (see [`crate::udf::model_pins`]); JSON objects, as
@@ -78,6 +85,7 @@ pub struct ModelOptions {
     pub versions: String,
     pub batch_rows: String,
     pub tensor_shapes: String,
+    pub devices: String,
 }
 
 impl Default for ShoalOptions {
@@ -86,6 +94,8 @@ impl Default for ShoalOptions {
             inference: InferenceOptions {
                 slots: 0,
                 native_trees: true,
+                device: crate::device::DeviceRequest::Auto,
+                device_fallback: false,
             },
             models: ModelOptions::default(),
             statement: StatementOptions::default(),
@@ -107,21 +117,16 @@ impl ShoalOptions {
             .cloned()
             .unwrap_or_default()
     }
-
-    /// Whether `config` lets tree ensembles run natively (read per batch: no copy).
-    pub fn native_trees(config: &ConfigOptions) -> bool {
-        config
-            .extensions
-            .get::<ShoalOptions>()
-            .is_none_or(|options| options.inference.native_trees)
-    }
 }
 
 const SLOTS: &str = "inference.slots";
 const NATIVE_TREES: &str = "inference.native_trees";
+const DEVICE: &str = "inference.device";
+const DEVICE_FALLBACK: &str = "inference.device_fallback";
 const VERSIONS: &str = "models.versions";
 const BATCH_ROWS: &str = "models.batch_rows";
 const TENSOR_SHAPES: &str = "models.tensor_shapes";
+const MODEL_DEVICES: &str = "models.devices";
 const STATEMENT_KEY: &str = "statement.key";
 const STATEMENT_DEADLINE: &str = "statement.deadline_ms";
 const STATEMENT_USER: &str = "statement.user";
@@ -154,9 +159,20 @@ impl ExtensionOptions for ShoalOptions {
                     config_err!("shoal.{NATIVE_TREES} must be true or false, not '{value}'")
                 })?
             }
+            DEVICE => {
+                self.inference.device = value
+                    .parse()
+                    .or_else(|e: crate::Error| config_err!("shoal.{DEVICE}: {e}"))?
+            }
+            DEVICE_FALLBACK => {
+                self.inference.device_fallback = value.trim().parse().or_else(|_| {
+                    config_err!("shoal.{DEVICE_FALLBACK} must be true or false, not '{value}'")
+                })?
+            }
             VERSIONS => self.models.versions = value.to_string(),
             BATCH_ROWS => self.models.batch_rows = value.to_string(),
             TENSOR_SHAPES => self.models.tensor_shapes = value.to_string(),
+            MODEL_DEVICES => self.models.devices = value.to_string(),
             STATEMENT_KEY => self.statement.key = value.to_string(),
             STATEMENT_USER => self.statement.user = value.to_string(),
             STATEMENT_DIGEST => self.statement.digest = value.to_string(),
@@ -180,7 +196,9 @@ impl ExtensionOptions for ShoalOptions {
             other => {
                 return config_err!(
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
-                     shoal.{NATIVE_TREES}, shoal.{VERSIONS}, shoal.{BATCH_ROWS}, shoal.{TENSOR_SHAPES}, \
+                     shoal.{NATIVE_TREES}, shoal.{DEVICE}, shoal.{DEVICE_FALLBACK}, \
+                     shoal.{VERSIONS}, shoal.{BATCH_ROWS}, shoal.{TENSOR_SHAPES}, \
+                     shoal.{MODEL_DEVICES}, \
                      shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
                      shoal.{STATEMENT_DIGEST}, shoal.{QUERY_PARTIAL}, shoal.{QUERY_BATCH_ROWS}"
                 );
@@ -208,6 +226,18 @@ impl ExtensionOptions for ShoalOptions {
                 "Score tree ensembles with shoal's native evaluator (false: ONNX Runtime)",
             ),
             entry(
+                DEVICE,
+                self.inference.device.to_string(),
+                "Where models run on each site: auto (a GPU the site declared, else the CPU), \
+                 cpu, cuda (any of the site's GPUs) or cuda:N",
+            ),
+            entry(
+                DEVICE_FALLBACK,
+                self.inference.device_fallback.to_string(),
+                "A site without the GPU asked for scores on the CPU and the report says so \
+                 (false: the statement fails naming the reason)",
+            ),
+            entry(
                 VERSIONS,
                 self.models.versions.clone(),
                 "JSON: model name -> content hash the statement was planned with",
@@ -221,6 +251,11 @@ impl ExtensionOptions for ShoalOptions {
                 TENSOR_SHAPES,
                 self.models.tensor_shapes.clone(),
                 "JSON: model name -> per-row shapes of its tensor inputs (set by the coordinator)",
+            ),
+            entry(
+                MODEL_DEVICES,
+                self.models.devices.clone(),
+                "JSON: model name -> the device its pipeline model node asked for",
             ),
             entry(
                 STATEMENT_KEY,
@@ -280,6 +315,18 @@ mod tests {
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 11);
+        assert_eq!(keys.len(), 14);
+        config.set("shoal.inference.device", "cuda:1").unwrap();
+        config
+            .set("shoal.inference.device_fallback", "true")
+            .unwrap();
+        let options = ShoalOptions::from_config(&config);
+        assert_eq!(
+            options.inference.device,
+            crate::device::DeviceRequest::Cuda(Some(1))
+        );
+        assert!(options.inference.device_fallback);
+        let err = config.set("shoal.inference.device", "tpu").unwrap_err();
+        assert!(err.to_string().contains("'tpu' is not a device"), "{err}");
     }
 }

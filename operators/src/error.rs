@@ -171,6 +171,23 @@ pub enum Error {
     #[error("loading model {hash} stopped before it finished: {message}")]
     ModelLoad { hash: String, message: String },
 
+    #[error("'{text}' is not a device: {why}")]
+    InvalidDevice { text: String, why: String },
+
+    #[error(
+        "cannot score on {device}: {reason} (SET shoal.inference.device_fallback = true scores \
+         on the CPU instead, and the report says so)"
+    )]
+    DeviceUnavailable { device: String, reason: String },
+
+    #[error("model '{model}' ran out of memory on {device} ({limit}): {message}")]
+    DeviceOutOfMemory {
+        model: String,
+        device: String,
+        limit: String,
+        message: String,
+    },
+
     #[error("ONNX Runtime is not available: {message}")]
     RuntimeUnavailable { message: String },
 
@@ -226,8 +243,11 @@ impl Error {
             | Error::NullFeature { .. }
             | Error::ModelNameNotLiteral { .. }
             | Error::ZipMapOutput { .. }
-            | Error::NoProbabilities { .. } => StatusCode::InvalidArgument,
-            Error::ModelTooLarge { .. } => StatusCode::ResourceExhausted,
+            | Error::NoProbabilities { .. }
+            | Error::InvalidDevice { .. } => StatusCode::InvalidArgument,
+            Error::ModelTooLarge { .. } | Error::DeviceOutOfMemory { .. } => {
+                StatusCode::ResourceExhausted
+            }
             Error::ModelFetch {
                 unreachable: true, ..
             } => StatusCode::Unavailable,
@@ -235,7 +255,8 @@ impl Error {
             | Error::PinnedVersionGone { .. }
             | Error::InvalidModel { .. }
             | Error::InvalidTokenizer { .. }
-            | Error::NoTokenizer { .. } => StatusCode::FailedPrecondition,
+            | Error::NoTokenizer { .. }
+            | Error::DeviceUnavailable { .. } => StatusCode::FailedPrecondition,
             Error::Stopped {
                 reason: crate::cancel::Stopped::DeadlinePassed,
                 ..

@@ -19,6 +19,7 @@
 pub mod cancel;
 pub mod codec;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod features;
 pub mod files;

@@ -145,6 +145,11 @@ pub fn set_memory_pool(pool: Arc<dyn MemoryPool>) {
     let _ = MEMORY_POOL.set(pool);
 }
 
+/// The process's memory pool, when one was set.
+pub fn memory_pool() -> Option<&'static Arc<dyn MemoryPool>> {
+    MEMORY_POOL.get()
+}
+
 /// Reserves `bytes` for `what` in the process's pool, while the caller builds them: an
 /// allocation the pool cannot hold beside everything else running is an error naming
 /// `what` and the pool's limit, before anything is allocated. `None` without a pool.

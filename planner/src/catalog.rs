@@ -62,6 +62,10 @@ pub struct SiteReport {
     /// enforces its own file whatever this says.
     #[serde(default)]
     pub policy: Option<crate::policy::SitePolicy>,
+    /// The devices the site scores on: `cpu`, then each GPU it checked at start
+    /// (`cuda:0`, ...).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -308,6 +312,15 @@ impl SiteCatalog {
             .collect()
     }
 
+    /// The devices site `name` declared at registration (empty when unknown).
+    pub fn devices_of(&self, name: &str) -> Vec<String> {
+        self.sites
+            .read()
+            .get(name)
+            .map(|s| s.report.devices.clone())
+            .unwrap_or_default()
+    }
+
     pub fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .sites
@@ -463,6 +476,7 @@ mod tests {
     fn report(name: &str, col_type: DataType) -> SiteReport {
         SiteReport {
             policy: None,
+            devices: vec!["cpu".into()],
             name: name.into(),
             url: format!("http://127.0.0.1:1/{name}"),
             tables: vec![SiteTableReport {

@@ -45,6 +45,10 @@ pub struct QueryReport {
     /// and some files were held only by sites that were down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Coverage>,
+    /// Per site that was asked for a GPU and scored on the CPU instead
+    /// (`shoal.inference.device_fallback`), why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 /// What a statement answered from the live sites did not read.
@@ -186,12 +190,24 @@ impl QueryReport {
             bytes_between_sites,
             sent_by_site: BTreeMap::new(),
             coverage: None,
+            device_fallbacks: BTreeMap::new(),
         })
     }
 
-    /// What each site says it sent (see [`QueryReport::sent_by_site`]).
-    pub fn set_sent_by_site(&mut self, sent: BTreeMap<String, BTreeMap<String, u64>>) {
-        self.sent_by_site = sent;
+    /// What each site says it sent (see [`QueryReport::sent_by_site`]), and where it
+    /// scored on the CPU against the statement's device, why.
+    pub fn set_from_sites(
+        &mut self,
+        sites: impl IntoIterator<Item = (String, BTreeMap<String, u64>, Vec<String>)>,
+    ) {
+        for (site, sent, fallbacks) in sites {
+            if !sent.is_empty() {
+                self.sent_by_site.insert(site.clone(), sent);
+            }
+            if !fallbacks.is_empty() {
+                self.device_fallbacks.insert(site, fallbacks);
+            }
+        }
     }
 
     /// One line per site: `site-1 sent 1.2 KiB (coordinator 1.0 KiB, site-2 0.2 KiB)`.
@@ -209,6 +225,15 @@ impl QueryReport {
                     parts.join(", ")
                 )
             })
+            .collect()
+    }
+
+    /// One line per site that scored on the CPU though asked for a GPU:
+    /// `site-2 scored on cpu: CUDA provider not available (...)`.
+    pub fn device_fallback_lines(&self) -> Vec<String> {
+        self.device_fallbacks
+            .iter()
+            .map(|(site, reasons)| format!("{site} scored on cpu: {}", reasons.join("; ")))
             .collect()
     }
 
@@ -234,6 +259,10 @@ impl QueryReport {
                 self.lost_workers.join("', '"),
                 at.join(", ")
             ));
+        }
+        for line in self.device_fallback_lines() {
+            summary.push_str("; ");
+            summary.push_str(&line);
         }
         if self.groups_suppressed > 0 {
             summary.push_str(&format!(

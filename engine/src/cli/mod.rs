@@ -57,6 +57,7 @@ impl InferenceArgs {
         let options = shoal_operators::config::InferenceOptions {
             slots: self.inference_slots.map_or(0, |n| n as usize),
             native_trees: self.native_trees,
+            ..shoal_operators::ShoalOptions::default().inference
         };
         // First thing the process does: nothing has read the settings yet.
         if shoal_operators::runtime::configure(options).is_err() {
@@ -266,6 +267,20 @@ enum Command {
         /// Folder of the site's audit log (default: DATA/.shoal-audit).
         #[arg(long)]
         audit_log: Option<PathBuf>,
+        /// Devices to score on: cpu, or GPUs as cuda:0,cuda:1 (default: the CPU and every
+        /// NVIDIA GPU detected that works). A GPU named here that cannot be used (no such
+        /// device, the CPU build of ONNX Runtime, a CUDA library missing) stops the worker
+        /// from starting, with the reason.
+        #[arg(long)]
+        devices: Option<String>,
+        /// Model runs at once on each GPU, each with its own ONNX Runtime session; the other
+        /// batches wait for one.
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+        gpu_streams: usize,
+        /// GPU memory the sessions on one GPU may hold together, e.g. 8GiB (ONNX Runtime's
+        /// arena limit, split between the streams); default: no limit.
+        #[arg(long, value_parser = parse_bytes)]
+        gpu_memory_limit: Option<usize>,
     },
     /// Print a site's secret, derived from the coordinator's site_key: give it to that
     /// site's operator (it is the worker's --site-secret-file), and to nobody else.
@@ -306,6 +321,14 @@ enum Command {
         /// down fails the statement).
         #[arg(long)]
         partial: bool,
+        /// Where the sites run the statement's models: auto (a GPU the site has, else its
+        /// CPU), cpu, cuda (a GPU required) or cuda:N (shoal.inference.device).
+        #[arg(long)]
+        device: Option<String>,
+        /// A site without the GPU asked for scores on the CPU, and the report says so per
+        /// site (without it the statement fails naming the reason).
+        #[arg(long)]
+        device_fallback: bool,
         query: String,
     },
     /// Run a pipeline file: on --coordinator, or an embedded cluster on the sample data.
@@ -515,8 +538,18 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             model_cache,
             policy,
             audit_log,
+            devices,
+            gpu_streams,
+            gpu_memory_limit,
         } => {
             let mut options = WorkerOptions::new(DataLocation::parse(&data)?, coordinator);
+            options.devices = devices
+                .map(|list| shoal_operators::device::parse_list(&list))
+                .transpose()?;
+            options.gpu = shoal_operators::device::GpuOptions {
+                streams: gpu_streams,
+                memory_limit: gpu_memory_limit,
+            };
             options.store_limits.timeout = store_timeout;
             options.rescan_interval = rescan_interval;
             if let Some(path) = &policy {
@@ -599,11 +632,18 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             format,
             quiet,
             partial,
+            device,
+            device_fallback,
             query,
         } => {
             let connector = client.connector()?;
+            let asks = shoal_engine::protocol::StatementAsks {
+                partial,
+                device: device.unwrap_or_default(),
+                device_fallback,
+            };
             let result =
-                client::execute_sql_as(&connector, &client.coordinator, &query, partial).await?;
+                client::execute_sql_as(&connector, &client.coordinator, &query, &asks).await?;
             output::print(&result.schema, &result.batches, format)?;
             if !quiet
                 && let Some(id) = result.query_id
@@ -631,11 +671,12 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             let sites: Vec<shoal_engine::protocol::SiteStatus> = serde_json::from_slice(&reply)?;
             for site in sites {
                 println!(
-                    "{}\t{}\t{}\t{} table(s)",
+                    "{}\t{}\t{}\t{} table(s)\t{}",
                     site.name,
                     site.url,
                     if site.live { "live" } else { "down" },
-                    site.tables
+                    site.tables,
+                    site.devices.join(",")
                 );
             }
             Ok(())

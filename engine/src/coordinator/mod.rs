@@ -35,12 +35,12 @@ mod training;
 mod workers;
 
 pub use execution::QueryOutput;
-pub use flight::{CoordinatorFlight, PARTIAL_HEADER, serve};
+pub use flight::{CoordinatorFlight, DEVICE_FALLBACK_HEADER, DEVICE_HEADER, PARTIAL_HEADER, serve};
 pub use options::CoordinatorOptions;
 pub use statement::PlannedQuery;
 
 use crate::error::{Error, Result};
-use crate::protocol::{PipelineEvent, PipelineRequest};
+use crate::protocol::{PipelineEvent, PipelineRequest, StatementAsks};
 use crate::security::{
     Authenticator, ClusterChannels, Connector, CoordinatorPasses, Principal, client_tls,
 };
@@ -243,20 +243,22 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Result<PlannedQuery> {
-        self.plan_as(sql, parameters, principal, false).await
+        self.plan_as(sql, parameters, principal, &StatementAsks::default())
+            .await
     }
 
-    /// [`Coordinator::plan_with_parameters`]; with `partial`, files only down sites hold
-    /// are skipped (the report says what was not read) instead of failing the statement.
+    /// [`Coordinator::plan_with_parameters`] with what the client asked in its headers:
+    /// with `partial`, files only down sites hold are skipped (the report says what was
+    /// not read) instead of failing the statement; its device and fallback.
     pub async fn plan_as(
         &self,
         sql: &str,
         parameters: Option<ParamValues>,
         principal: &Principal,
-        partial: bool,
+        asks: &StatementAsks,
     ) -> Result<PlannedQuery> {
-        let mut asker = session::Asker::new(principal, sql, self.auth.tables_of(principal));
-        asker.partial = partial;
+        let asker =
+            session::Asker::new(principal, sql, self.auth.tables_of(principal)).with_asks(asks)?;
         self.planning
             .run(asker.scope(async {
                 let statement =
@@ -288,7 +290,7 @@ impl Coordinator {
         parameters: Option<ParamValues>,
         principal: &Principal,
     ) -> Replan {
-        self.replan_as(sql, parameters, principal, false)
+        self.replan_as(sql, parameters, principal, &StatementAsks::default())
     }
 
     /// [`Coordinator::replan`], planning as [`Coordinator::plan_as`] does.
@@ -297,19 +299,21 @@ impl Coordinator {
         sql: &str,
         parameters: Option<ParamValues>,
         principal: &Principal,
-        partial: bool,
+        asks: &StatementAsks,
     ) -> Replan {
         let coordinator = self.clone();
         let sql = sql.to_string();
         let principal = principal.clone();
+        let asks = asks.clone();
         Arc::new(move || {
             let coordinator = coordinator.clone();
             let sql = sql.clone();
             let parameters = parameters.clone();
             let principal = principal.clone();
+            let asks = asks.clone();
             Box::pin(async move {
                 coordinator
-                    .plan_as(&sql, parameters, &principal, partial)
+                    .plan_as(&sql, parameters, &principal, &asks)
                     .await
             })
         })

@@ -138,6 +138,10 @@ impl Sessions {
         // the deadline at which they stop by themselves.
         let asker = Asker::current();
         shoal.query.partial = asker.partial;
+        if let Some(device) = asker.device {
+            shoal.inference.device = device;
+        }
+        shoal.inference.device_fallback |= asker.device_fallback;
         shoal.statement = shoal_operators::config::StatementOptions {
             key: crate::coordinator::ids::new_id(),
             deadline_ms: shoal_operators::cancel::deadline_after(self.query_timeout),
@@ -165,6 +169,10 @@ pub struct Asker {
     pub tables: Option<Arc<std::collections::BTreeSet<String>>>,
     /// Answer from the sites that are up (see `shoal.query.partial`).
     pub partial: bool,
+    /// The device the client asked for (`shoal.inference.device`); None: the default.
+    pub device: Option<shoal_operators::device::DeviceRequest>,
+    /// Score on the CPU where a site cannot give the device (`shoal.inference.device_fallback`).
+    pub device_fallback: bool,
 }
 
 impl Asker {
@@ -179,7 +187,30 @@ impl Asker {
             digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
             tables,
             partial: false,
+            device: None,
+            device_fallback: false,
         }
+    }
+
+    /// The same asker, scoring on the CPU where a site lacks the device asked for.
+    pub fn with_device_fallback(mut self, fallback: bool) -> Self {
+        self.device_fallback |= fallback;
+        self
+    }
+
+    /// The same asker with what the client asked in its headers; a device that is not
+    /// one is refused.
+    pub fn with_asks(mut self, asks: &crate::protocol::StatementAsks) -> Result<Self> {
+        self.partial |= asks.partial;
+        if !asks.device.is_empty() {
+            self.device = Some(
+                asks.device
+                    .parse()
+                    .map_err(|e: shoal_operators::Error| crate::Error::DataFusion(e.into()))?,
+            );
+        }
+        self.device_fallback |= asks.device_fallback;
+        Ok(self)
     }
 
     /// Work the coordinator plans for itself (training rounds, pipeline waves).
@@ -189,6 +220,8 @@ impl Asker {
             digest: String::new(),
             tables: None,
             partial: false,
+            device: None,
+            device_fallback: false,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::protocol::{SentRequest, SinkRun};
+use crate::protocol::{SentRequest, SinkRun, StatementAtSite};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,10 +31,11 @@ impl WorkerCalls {
         client::action(&connector, url.as_str(), action, body).await
     }
 
-    /// What each live site sent for statement `key`, by recipient (see
-    /// [`crate::protocol::ACTION_SENT`]); sites that sent nothing are left out. Best effort
-    /// and bounded: a site that does not answer within a second is left out too.
-    pub async fn sent_by_site(&self, key: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    /// What each live site did for statement `key` (see [`crate::protocol::ACTION_SENT`]):
+    /// what it sent, by recipient, and why it scored on the CPU if it did against the
+    /// statement's device; sites with nothing to say are left out. Best effort and bounded:
+    /// a site that does not answer within a second is left out too.
+    pub async fn statement_at_sites(&self, key: &str) -> BTreeMap<String, StatementAtSite> {
         let body = serde_json::to_vec(&SentRequest {
             statement: key.to_string(),
         })
@@ -47,17 +48,17 @@ impl WorkerCalls {
                     self.call(&site, crate::protocol::ACTION_SENT, body),
                 )
                 .await;
-                let sent: BTreeMap<String, u64> = match reply {
+                let said: StatementAtSite = match reply {
                     Ok(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-                    _ => BTreeMap::new(),
+                    _ => StatementAtSite::default(),
                 };
-                (site, sent)
+                (site, said)
             }
         });
         futures::future::join_all(asks)
             .await
             .into_iter()
-            .filter(|(_, sent)| !sent.is_empty())
+            .filter(|(_, said)| !said.sent.is_empty() || !said.device_fallbacks.is_empty())
             .collect()
     }
 

@@ -34,6 +34,7 @@ use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use shoal_operators::ModelProvider;
 use shoal_operators::ShoalOptions;
 use shoal_operators::codec::ShoalCodec;
+use shoal_operators::device::{Device, GpuOptions};
 use shoal_operators::udf::model_pins::Pins;
 use shoal_planner::policy::SitePolicy;
 use shoal_planner::site_store_url;
@@ -88,6 +89,12 @@ pub struct WorkerOptions {
     pub policy: Arc<SitePolicy>,
     /// Where the site's audit log is written; defaults to `<data>/.shoal-audit`.
     pub audit_dir: Option<PathBuf>,
+    /// The devices to score on (`--devices`), each checked at start: a GPU that cannot be
+    /// used stops the worker from starting. None: the CPU and every GPU detected that
+    /// passes the check.
+    pub devices: Option<Vec<Device>>,
+    /// How the GPUs are shared between models (`--gpu-streams`, `--gpu-memory-limit`).
+    pub gpu: GpuOptions,
 }
 
 impl WorkerOptions {
@@ -111,6 +118,8 @@ impl WorkerOptions {
             drain_timeout: Duration::from_secs(30),
             policy: Arc::new(SitePolicy::default()),
             audit_dir: None,
+            devices: None,
+            gpu: GpuOptions::default(),
         }
     }
 }
@@ -134,6 +143,16 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn start(options: WorkerOptions) -> Result<Self> {
+        // First: a worker told to use a GPU it cannot use says so before anything else.
+        let requested = options.devices.clone();
+        let devices = shoal_operators::runtime::run_on_cpu_pool(move || {
+            shoal_operators::device::resolve(requested.as_deref())
+        })
+        .and_then(|resolved| resolved)
+        .map_err(|e| Error::Devices {
+            source: Box::new(e),
+        })?;
+        shoal_operators::device::declare(devices, options.gpu);
         let data = SiteData::open(&options.data, options.store_limits)?;
         let audit_dir = local_dir_for(&data, options.audit_dir.as_deref(), "--audit-log", |d| {
             audit::default_dir(d)
@@ -330,6 +349,7 @@ impl WorkerProcess {
             url: url.clone(),
             tables,
             policy: Some(options.policy.as_ref().clone()),
+            devices: shoal_operators::device::declared().names(),
         };
         let coordinator = Coordinator {
             url: options.coordinator.clone(),

@@ -36,10 +36,10 @@ pub struct RemoteModels {
     reservations: Mutex<HashMap<String, MemoryReservation>>,
 }
 
-/// What a loaded model is taken to occupy, as a multiple of its file size: the bytes kept
-/// for new sessions, ONNX Runtime's optimised graph and its buffers (an estimate; ORT does
-/// not report its own use).
-const MODEL_MEMORY_FACTOR: usize = 3;
+/// What a loaded model is taken to occupy before its sessions, as a multiple of its file
+/// size: the bytes kept for building sessions. Each session is counted when it is built
+/// (`SessionPool`, [`shoal_operators::model::SESSION_MEMORY_FACTOR`] times the size).
+const MODEL_MEMORY_FACTOR: usize = 1;
 
 impl RemoteModels {
     pub fn new(coordinator: String, connector: Connector, cache_dir: PathBuf) -> Self {

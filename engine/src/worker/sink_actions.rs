@@ -6,7 +6,7 @@
 use crate::protocol::{
     ACTION_CANCEL_STATEMENT, ACTION_SENT, ACTION_SINK_ABORT, ACTION_SINK_COMMIT,
     ACTION_SINK_ROLLBACK, ACTION_SINK_SEAL, ACTION_SINK_STATUS, ACTION_SINK_WAVES, SentRequest,
-    SinkCommit, SinkRun,
+    SinkCommit, SinkRun, StatementAtSite,
 };
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -100,7 +100,10 @@ impl FlightService for WorkerActions {
         match action.r#type.as_str() {
             ACTION_SENT => {
                 let request: SentRequest = parse(&action)?;
-                reply(&self.sent.sent(&request.statement))
+                reply(&StatementAtSite {
+                    sent: self.sent.sent(&request.statement),
+                    device_fallbacks: shoal_operators::device::fallbacks_of(&request.statement),
+                })
             }
             ACTION_SINK_COMMIT => {
                 let SinkCommit { target, manifest } = parse(&action)?;

@@ -38,7 +38,13 @@ impl LoadedModel {
             other => other,
         })?;
         let signature = ModelSignature::from_outlets(name, first.inputs(), first.outputs())?;
-        let sessions = SessionPool::new(name, bytes.clone(), first, runtime::inference_slots());
+        let sessions = SessionPool::new(
+            name,
+            bytes.clone(),
+            first,
+            runtime::inference_slots(),
+            runtime::memory_pool(),
+        )?;
         let native = native_trees(name, &bytes, &signature);
         let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
         Ok(Self {

@@ -10,7 +10,7 @@ pub mod trees;
 
 pub use directory::{DirectoryModels, RegisteredVersion, check_model_name, content_hash};
 pub use loaded::LoadedModel;
-pub use session_pool::SessionPool;
+pub use session_pool::{SESSION_MEMORY_FACTOR, SessionPool};
 pub use signature::{InputLayout, ModelSignature, OutputSpec, TensorElem, TensorSpec};
 pub use tokenizer::ModelTokenizer;
 

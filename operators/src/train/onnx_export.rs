@@ -239,6 +239,32 @@ fn unscaled_layers(model: &ExportedModel) -> Vec<(usize, usize, Vec<f64>, Vec<f6
         .collect()
 }
 
+/// A one-node graph, `doubled = x + x` over float32 [N, 1]: what a worker runs once on each
+/// GPU it declares, to prove the device, its libraries and ONNX Runtime's provider work
+/// together before it takes tasks.
+pub fn probe_model() -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        producer_name: "shoal".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        model_version: 1,
+        doc_string: "shoal's device probe".into(),
+        graph: Some(GraphProto {
+            node: vec![node("Add", &["x", "x"], "doubled", vec![])],
+            name: "shoal_probe".into(),
+            initializer: vec![],
+            input: vec![value_info("x", FLOAT, &[None, Some(1)])],
+            output: vec![value_info("doubled", FLOAT, &[None, Some(1)])],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        metadata_props: vec![],
+    }
+    .encode_to_vec()
+}
+
 /// The model as ONNX bytes.
 pub fn to_onnx(model: &ExportedModel) -> Vec<u8> {
     let d = model.architecture.inputs as i64;

@@ -2,6 +2,8 @@
 
 use super::predict::PredictKind;
 use crate::cancel::{self, CancelToken};
+use crate::config::ShoalOptions;
+use crate::device::{self, Device};
 use crate::error::{Error, Result};
 use crate::features::tensor::{flat_values, tensor_field};
 use crate::features::{cast_all, stack_as_f32, stack_row_major};
@@ -14,12 +16,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
-use ort::session::RunOptions;
+use datafusion::config::ConfigOptions;
 use ort::session::SessionInputValue;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use ort::value::{DynValue, PrimitiveTensorElementType};
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The Arrow type a `predict`/`predict_proba` call returns for this model.
 pub fn output_type(signature: &ModelSignature, kind: PredictKind) -> Result<DataType> {
@@ -105,7 +109,53 @@ static MODEL_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// in its heartbeat, so one can see whether scoring work is still going on (it must stop
 /// when a query is cancelled).
 pub fn model_runs() -> u64 {
-    MODEL_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+    MODEL_RUNS.load(Ordering::Relaxed)
+}
+
+/// Where a statement's model runs go on this site, and with which evaluator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOn {
+    /// Tree ensembles on shoal's native evaluator (`shoal.inference.native_trees`); they
+    /// run on the CPU whatever the device (ONNX Runtime's GPU providers have no tree
+    /// operators either).
+    pub native_trees: bool,
+    pub device: Device,
+}
+
+impl RunOn {
+    /// The CPU, native trees on: a process that declared no GPU, and the tests.
+    pub const CPU: RunOn = RunOn {
+        native_trees: true,
+        device: Device::Cpu,
+    };
+
+    /// Where the statement whose options are `config` runs models here: its
+    /// `shoal.inference.device` (or `model_device`, a pipeline node's) against the devices
+    /// this process declared. A GPU it requires and this site cannot give fails here, or,
+    /// with `shoal.inference.device_fallback`, runs on the CPU and the reason is noted for
+    /// the statement's report.
+    pub fn for_statement(
+        config: &ConfigOptions,
+        model_device: Option<device::DeviceRequest>,
+    ) -> Result<Self> {
+        // Calls take the site's GPUs in turn, so two GPUs serve two streams of batches.
+        static SPREAD: AtomicUsize = AtomicUsize::new(0);
+        let defaults = ShoalOptions::default();
+        let options = config.extensions.get::<ShoalOptions>().unwrap_or(&defaults);
+        let placement = device::choose(
+            model_device.unwrap_or(options.inference.device),
+            options.inference.device_fallback,
+            device::declared(),
+            SPREAD.fetch_add(1, Ordering::Relaxed),
+        )?;
+        if let Some(reason) = &placement.fallback {
+            device::note_fallback(&options.statement.key, reason);
+        }
+        Ok(Self {
+            native_trees: options.inference.native_trees,
+            device: placement.device,
+        })
+    }
 }
 
 pub fn infer(
@@ -114,11 +164,11 @@ pub fn infer(
     features: &[ArrayRef],
     feeds: &Feeds,
     rows: usize,
-    native_trees: bool,
+    run_on: RunOn,
     stop: &CancelToken,
 ) -> Result<ArrayRef> {
     stop.stop_error(&format!("model '{}'", model.name))?;
-    MODEL_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    MODEL_RUNS.fetch_add(1, Ordering::Relaxed);
     let sig = &model.signature;
     let (output_index, _) = match kind {
         PredictKind::Predict => sig.predict_output()?,
@@ -132,9 +182,12 @@ pub fn infer(
     let blocks = input_blocks(model, features, feeds, rows)?;
     // The native tree evaluator takes the one [N, width] float32 matrix: stacked columns or
     // one tensor column, as ONNX Runtime would.
-    if let (true, Some(native), InputLayout::Stacked { .. }, [block]) =
-        (native_trees, &model.native, sig.layout, blocks.as_slice())
-        && let Some(matrix) = block.as_f32()
+    if let (true, Some(native), InputLayout::Stacked { .. }, [block]) = (
+        run_on.native_trees,
+        &model.native,
+        sig.layout,
+        blocks.as_slice(),
+    ) && let Some(matrix) = block.as_f32()
     {
         let outputs = native.run(matrix, rows);
         return to_arrow(
@@ -162,7 +215,7 @@ pub fn infer(
             let _ = run_options.terminate();
         }
     };
-    model.sessions.with_session(|session| {
+    let run = |session: &mut Session| {
         let outputs = cancel::watched(stop, terminate, || {
             session.run_with_options(inputs, run_options.as_ref())
         })
@@ -180,7 +233,16 @@ pub fn infer(
             output_index,
             rows,
         )
-    })
+    };
+    match run_on.device {
+        Device::Cpu => model.sessions.with_session(run),
+        Device::Cuda(index) => device::gpu_slots(index)
+            .ok_or_else(|| Error::DeviceUnavailable {
+                device: run_on.device.to_string(),
+                reason: "this process declared no such GPU".into(),
+            })?
+            .run(model, stop, run),
+    }
 }
 
 /// One input's values, row-major: a copy where columns were stacked or cast, else the

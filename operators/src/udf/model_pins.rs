@@ -14,6 +14,7 @@
 use super::predict::PredictUdf;
 use super::tokenize::TokenizerUdf;
 use crate::config::{ModelOptions, ShoalOptions};
+use crate::device::DeviceRequest;
 use crate::error::Error;
 use crate::model::ModelProvider;
 use crate::model::feeds::{Call, FedColumns, plan_feeds};
@@ -34,6 +35,8 @@ pub struct Pins {
     /// (datafusion-proto rebuilds a function's result field from its type alone), so the
     /// shapes the coordinator planned travel here.
     pub tensor_shapes: BTreeMap<String, Vec<Vec<Vec<usize>>>>,
+    /// Per model, the device its pipeline node asked for (`device = "cuda:0"`).
+    pub devices: BTreeMap<String, DeviceRequest>,
 }
 
 impl Pins {
@@ -46,6 +49,16 @@ impl Pins {
             versions: parse_map("versions", &ext.models.versions)?,
             batch_rows: parse_map("batch_rows", &ext.models.batch_rows)?,
             tensor_shapes: parse_map("tensor_shapes", &ext.models.tensor_shapes)?,
+            devices: parse_map::<BTreeMap<String, String>>("devices", &ext.models.devices)?
+                .into_iter()
+                .map(|(model, device)| {
+                    let parsed = device.parse().map_err(|e: Error| Error::ModelPins {
+                        key: "shoal.models.devices".into(),
+                        message: e.to_string(),
+                    })?;
+                    Ok((model, parsed))
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -73,6 +86,9 @@ impl Pins {
                         }
                         if let Some(hash) = current.get(name) {
                             pins.versions.insert(name.to_string(), hash.clone());
+                        }
+                        if let Some(device) = udf.device() {
+                            pins.devices.insert(name.to_string(), device);
                         }
                         if let Some(rows) = udf.batch_rows() {
                             let entry = pins.batch_rows.entry(name.to_string()).or_insert(rows);
@@ -104,6 +120,13 @@ impl Pins {
             versions: json(serde_json::to_string(&self.versions))?,
             batch_rows: json(serde_json::to_string(&self.batch_rows))?,
             tensor_shapes: json(serde_json::to_string(&self.tensor_shapes))?,
+            devices: json(serde_json::to_string(
+                &self
+                    .devices
+                    .iter()
+                    .map(|(model, device)| (model, device.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ))?,
         })
     }
 }
@@ -264,10 +287,11 @@ mod tests {
             versions: BTreeMap::from([("modèle_𝔪".to_string(), "ab12".to_string())]),
             batch_rows: BTreeMap::from([("modèle_𝔪".to_string(), 7)]),
             tensor_shapes: BTreeMap::from([("modèle_𝔪".to_string(), vec![vec![vec![3, 4]]])]),
+            devices: BTreeMap::from([("modèle_𝔪".to_string(), DeviceRequest::Cuda(Some(1)))]),
         };
         let ext = pins.to_options().unwrap();
         assert!(
-            ext.versions.is_ascii() && ext.batch_rows.is_ascii(),
+            ext.versions.is_ascii() && ext.batch_rows.is_ascii() && ext.devices.is_ascii(),
             "{ext:?}"
         );
         assert_eq!(Pins::from_config(&with_pins(&pins)).unwrap(), pins);

@@ -4,11 +4,12 @@
 //! type). Execution runs the model once per Arrow batch on the inference pool, at the version
 //! the statement pinned ([`super::model_pins`]) where it pinned one.
 
-use super::inference::{infer, output_field, output_type};
+use super::inference::{RunOn, infer, output_field, output_type};
 use super::model_pins::Pins;
 use super::null_rows::Scored;
 use crate::cancel::CancelToken;
 use crate::config::ShoalOptions;
+use crate::device::DeviceRequest;
 use crate::error::Error;
 use crate::model::ModelProvider;
 use crate::model::feeds::{Call, FedColumns, plan_feeds, planned_feeds};
@@ -55,6 +56,9 @@ pub struct PredictUdf {
     /// Rows per model run; None runs the model once per Arrow batch (or in the runs the
     /// statement's pins ask for: that is how a worker learns a pipeline node's batch_size).
     batch_rows: Option<usize>,
+    /// The device a pipeline model node asked for; None: the statement's
+    /// `shoal.inference.device`. Travels to the workers in the statement's pins.
+    device: Option<DeviceRequest>,
     signature: Signature,
 }
 
@@ -83,6 +87,7 @@ impl PredictUdf {
             kind,
             provider,
             batch_rows: None,
+            device: None,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
@@ -95,6 +100,16 @@ impl PredictUdf {
 
     pub fn batch_rows(&self) -> Option<usize> {
         self.batch_rows
+    }
+
+    /// Runs the model on `device` (a pipeline model node's `device`).
+    pub fn with_device(mut self, device: Option<DeviceRequest>) -> Self {
+        self.device = device;
+        self
+    }
+
+    pub fn device(&self) -> Option<DeviceRequest> {
+        self.device
     }
 
     pub fn kind(&self) -> PredictKind {
@@ -123,6 +138,7 @@ impl PartialEq for PredictUdf {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
             && self.batch_rows == other.batch_rows
+            && self.device == other.device
             && Arc::ptr_eq(&self.provider, &other.provider)
     }
 }
@@ -133,6 +149,7 @@ impl Hash for PredictUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.kind.hash(state);
         self.batch_rows.hash(state);
+        self.device.hash(state);
     }
 }
 
@@ -185,7 +202,8 @@ impl ScalarUDFImpl for PredictUdf {
         };
         let name = self.model_name(scalar)?.to_string();
         let pins = Pins::from_config(&args.config_options)?;
-        let native_trees = ShoalOptions::native_trees(&args.config_options);
+        let device = self.device.or_else(|| pins.devices.get(&name).copied());
+        let run_on = RunOn::for_statement(&args.config_options, device)?;
         let stop = args
             .config_options
             .extensions
@@ -247,22 +265,14 @@ impl ScalarUDFImpl for PredictUdf {
                 return Ok(datafusion::arrow::array::new_empty_array(&data_type));
             }
             if rows <= chunk {
-                return infer(&model, kind, &features, &feeds, rows, native_trees, &stop);
+                return infer(&model, kind, &features, &feeds, rows, run_on, &stop);
             }
             // One run per `chunk` rows: slices are views, only the outputs are concatenated.
             let mut outputs = Vec::with_capacity(rows.div_ceil(chunk));
             for start in (0..rows).step_by(chunk) {
                 let len = chunk.min(rows - start);
                 let slice: Vec<_> = features.iter().map(|f| f.slice(start, len)).collect();
-                outputs.push(infer(
-                    &model,
-                    kind,
-                    &slice,
-                    &feeds,
-                    len,
-                    native_trees,
-                    &stop,
-                )?);
+                outputs.push(infer(&model, kind, &slice, &feeds, len, run_on, &stop)?);
             }
             let parts: Vec<&dyn Array> = outputs.iter().map(|a| a.as_ref()).collect();
             Ok(datafusion::arrow::compute::concat(&parts)?)

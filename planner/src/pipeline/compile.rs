@@ -288,29 +288,19 @@ fn model(
         )
         .with_help("add predict = \"COLUMN\" (label or value) and/or predict_proba = \"COLUMN\""));
     }
+    // The node's device travels with the statement's pins; each site checks it against
+    // the GPUs it declared (no GPU: the run fails naming why, or falls back to the CPU
+    // where `[pipeline]` allows it, and the report says so per site).
     let device = match &spec.device {
-        None => "cpu".to_string(),
-        Some(d) => {
-            let device = d.get_ref().as_str();
-            let cuda = device
-                .strip_prefix("cuda:")
-                .is_some_and(|n| n.parse::<u32>().is_ok());
-            if device != "cpu" && !cuda {
-                return Err(Diagnostic::new(
-                    format!("{key}.device"),
-                    Some(d.span()),
-                    format!("unknown device '{device}'"),
-                )
-                .with_help("use \"cpu\" or \"cuda:N\" (N = GPU index)"));
-            }
-            if cuda {
-                out.warnings.push(format!(
-                    "model node '{}': device {device} requested, but this build of shoal runs ONNX Runtime's CPU execution provider only; running on CPU",
-                    node.name
-                ));
-            }
-            "cpu".to_string()
-        }
+        None => None,
+        Some(d) => Some(
+            d.get_ref()
+                .parse::<shoal_operators::device::DeviceRequest>()
+                .map_err(|e| {
+                    Diagnostic::new(format!("{key}.device"), Some(d.span()), e.to_string())
+                        .with_help("use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\" (N = GPU index)")
+                })?,
+        ),
     };
     let batch_rows = match &spec.batch_size {
         Some(b) if *b.get_ref() == 0 || *b.get_ref() > 10_000_000 => {
@@ -339,14 +329,16 @@ fn model(
     ] {
         if let Some(output) = output {
             let udf = ScalarUDF::new_from_impl(
-                PredictUdf::new(kind, provider.clone()).with_batch_rows(batch_rows),
+                PredictUdf::new(kind, provider.clone())
+                    .with_batch_rows(batch_rows)
+                    .with_device(device),
             );
             let call = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), args.clone()));
             exprs.push(call.alias(output.get_ref()));
         }
     }
     out.steps.push(format!(
-        "model {}: {model_name} on {} feature(s) -> {}, {device}{}",
+        "model {}: {model_name} on {} feature(s) -> {}, device {}{}",
         node.name,
         args.len() - 1,
         [spec.predict.as_ref(), spec.predict_proba.as_ref()]
@@ -355,6 +347,7 @@ fn model(
             .map(|o| o.get_ref().as_str())
             .collect::<Vec<_>>()
             .join(", "),
+        device.unwrap_or_default(),
         batch_rows
             .map(|b| format!(", {b} rows per run"))
             .unwrap_or_default()

@@ -75,6 +75,9 @@ pub struct Header {
     /// Run over the sites that are up: files only down sites hold are skipped and each
     /// output reports what was not read (as `shoal sql --partial`). Off by default.
     pub partial: Option<bool>,
+    /// A site without the GPU a model node asks for (`device = "cuda"`) scores on the CPU
+    /// and the output's report says so per site; off by default: the run fails naming why.
+    pub device_fallback: Option<bool>,
 }
 
 pub type Text = Spanned<String>;
@@ -163,7 +166,8 @@ pub struct ModelNode {
     pub predict_proba: Option<Text>,
     /// Rows per model run (default: one run per Arrow batch).
     pub batch_size: Option<Spanned<u64>>,
-    /// `cpu` (default) or `cuda:N`.
+    /// `auto` (default: the statement's `shoal.inference.device`), `cpu`, `cuda` (any of a
+    /// site's GPUs) or `cuda:N`.
     pub device: Option<Text>,
 }
 

@@ -75,7 +75,12 @@ impl QueryReports {
                         .statement
                         .key;
                     if report.distributed {
-                        report.set_sent_by_site(workers.sent_by_site(&key).await);
+                        let sites = workers.statement_at_sites(&key).await;
+                        report.set_from_sites(
+                            sites
+                                .into_iter()
+                                .map(|(site, said)| (site, said.sent, said.device_fallbacks)),
+                        );
                     }
                     report.coverage = workers.coverage_of(&key);
                 }

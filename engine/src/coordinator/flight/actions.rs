@@ -143,6 +143,7 @@ pub async fn handle(
                 .into_iter()
                 .map(|(name, url, live, tables)| SiteStatus {
                     model_runs: c.progress.model_runs_of(&name),
+                    devices: c.catalog().devices_of(&name),
                     name,
                     url: url.to_string(),
                     live,

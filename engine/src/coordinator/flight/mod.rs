@@ -12,7 +12,7 @@ pub use tickets::TicketKey;
 use super::Coordinator;
 use super::execution::{bounded, flight_status};
 use super::ids::new_id;
-use crate::protocol::StatementHandle;
+use crate::protocol::{StatementAsks, StatementHandle};
 use crate::security::{Admission, Principal};
 use crate::security::{Guarded, check_cluster_secret, check_exposure, server_tls};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -175,13 +175,35 @@ fn principal_of<T>(request: &Request<T>) -> Principal {
 /// [`StatementHandle::partial`]); ADBC sets it with the connection option
 /// `adbc.flight.sql.rpc.call_header.shoal-partial`, `shoal sql` with `--partial`.
 pub const PARTIAL_HEADER: &str = "shoal-partial";
+/// Header setting the statement's `shoal.inference.device` (auto, cpu, cuda, cuda:N).
+pub const DEVICE_HEADER: &str = "shoal-device";
+/// Header setting the statement's `shoal.inference.device_fallback` (true: a site without
+/// the GPU asked for scores on the CPU and the report says so).
+pub const DEVICE_FALLBACK_HEADER: &str = "shoal-device-fallback";
 
-fn wants_partial<T>(request: &Request<T>) -> bool {
-    request
-        .metadata()
-        .get(PARTIAL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| matches!(v.trim(), "true" | "1"))
+/// What the client asks of the statement in `request`'s headers; a device that is not
+/// one is refused naming the header.
+fn asks_of<T>(request: &Request<T>) -> Result<StatementAsks, Status> {
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let yes = |name: &str| header(name).is_some_and(|v| matches!(v, "true" | "1"));
+    let device = match header(DEVICE_HEADER).filter(|v| !v.is_empty()) {
+        Some(text) => text
+            .parse::<shoal_operators::device::DeviceRequest>()
+            .map_err(|e| Status::invalid_argument(format!("header {DEVICE_HEADER}: {e}")))?
+            .to_string(),
+        None => String::new(),
+    };
+    Ok(StatementAsks {
+        partial: yes(PARTIAL_HEADER),
+        device,
+        device_fallback: yes(DEVICE_FALLBACK_HEADER),
+    })
 }
 
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
@@ -203,7 +225,7 @@ impl CoordinatorFlight {
         let parameters = parameters::decode(handle.parameters.as_deref())?;
         let planned = self
             .coordinator
-            .plan_as(&handle.sql, parameters, principal, handle.partial)
+            .plan_as(&handle.sql, parameters, principal, &handle.asks)
             .await
             .map_err(crate::Error::to_status)?;
         let handle = self.coordinator.tickets.seal(handle, principal);
@@ -228,7 +250,7 @@ impl CoordinatorFlight {
         // state for a client that never comes back for its ticket.
         let planned = Arc::new(
             coordinator
-                .plan_as(&handle.sql, parameters.clone(), principal, handle.partial)
+                .plan_as(&handle.sql, parameters.clone(), principal, &handle.asks)
                 .await
                 .map_err(crate::Error::to_status)?,
         );
@@ -238,7 +260,7 @@ impl CoordinatorFlight {
         let executor = coordinator.executor.clone();
         let (batches, attempts) = executor.execute_resilient(
             planned,
-            coordinator.replan_as(&handle.sql, parameters, principal, handle.partial),
+            coordinator.replan_as(&handle.sql, parameters, principal, &handle.asks),
         );
         let (running, cancel) = executor
             .running()
@@ -320,7 +342,7 @@ impl FlightSqlService for CoordinatorFlight {
             query_id: new_id(),
             parameters: None,
             owner: String::new(),
-            partial: wants_partial(&request),
+            asks: asks_of(&request)?,
             mac: String::new(),
         };
         let principal = principal_of(&request);
@@ -401,7 +423,7 @@ impl FlightSqlService for CoordinatorFlight {
                 .map(parameters::encode)
                 .transpose()?,
             owner: String::new(),
-            partial: wants_partial(&request),
+            asks: asks_of(&request)?,
             mac: String::new(),
         };
         self.statement_info(statement, &principal, request.into_inner())

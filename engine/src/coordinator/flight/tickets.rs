@@ -56,7 +56,12 @@ impl TicketKey {
 /// The fields a signature covers, each length-prefixed so no two handles share bytes.
 fn signed_bytes(handle: &StatementHandle) -> Vec<u8> {
     let parameters = handle.parameters.as_deref().unwrap_or("");
-    let partial = if handle.partial { "partial" } else { "" };
+    let partial = if handle.asks.partial { "partial" } else { "" };
+    let fallback = if handle.asks.device_fallback {
+        "device_fallback"
+    } else {
+        ""
+    };
     let mut out = Vec::new();
     for field in [
         &handle.sql,
@@ -64,6 +69,8 @@ fn signed_bytes(handle: &StatementHandle) -> Vec<u8> {
         parameters,
         &handle.owner,
         partial,
+        &handle.asks.device,
+        fallback,
     ] {
         out.extend_from_slice(&(field.len() as u64).to_le_bytes());
         out.extend_from_slice(field.as_bytes());
@@ -96,7 +103,7 @@ mod tests {
     fn only_unchanged_tickets_work_and_only_for_their_owner() {
         let key = TicketKey::random().unwrap();
         let handle = StatementHandle {
-            partial: false,
+            asks: Default::default(),
             sql: "SELECT 1".into(),
             query_id: "q1".into(),
             parameters: None,

@@ -132,6 +132,7 @@ impl Pipelines {
                 let partial = request.partial || pipeline.spec.pipeline.partial == Some(true);
                 Asker::current()
                     .with_partial(partial)
+                    .with_device_fallback(pipeline.spec.pipeline.device_fallback == Some(true))
                     .scope(async {
                         for output in &compiled.outputs {
                             self.run_output(&pipeline, output, &run_id, request.resume, &events)

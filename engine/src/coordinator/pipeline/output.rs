@@ -109,6 +109,19 @@ impl Pipelines {
             .reports()
             .of_plan(&new_id(), plan, rows, started)
             .await;
+        // Where the run allowed scoring on the CPU for want of a GPU, each site that did
+        // says so (a site's reasons are kept for its recent statements).
+        if crate::coordinator::session::Asker::current().device_fallback {
+            for (site, said) in self.workers.statement_at_sites(&statement).await {
+                for reason in said.device_fallbacks {
+                    events
+                        .send(PipelineEvent::Warning {
+                            message: format!("output '{name}': {site} scored on cpu: {reason}"),
+                        })
+                        .await?;
+                }
+            }
+        }
         events
             .send(PipelineEvent::Output {
                 output: name,
