@@ -215,7 +215,12 @@ impl Error {
         let code = self.status_code();
         match self {
             Error::Rpc(status) => *status,
-            other if code == StatusCode::ResourceExhausted && ran_out_of_memory(&other) => {
+            // A GPU's memory is not the worker's --memory-limit: its error says which.
+            other
+                if code == StatusCode::ResourceExhausted
+                    && ran_out_of_memory(&other)
+                    && !other.to_string().contains(" ran out of memory on cuda:") =>
+            {
                 tonic::Status::resource_exhausted(format!(
                     "a worker ran out of memory (its --memory-limit); the operators that can \
                      spill did, this one could not: {other}"

@@ -85,7 +85,19 @@ fn statements_and_pipelines_that_require_a_gpu_fail_or_fall_back_per_site() {
         .iter()
         .map(|(n, s)| (n.as_str(), s.clone()))
         .collect();
-    let cluster = Cluster::start(Spec::default(), &named, dir.path());
+    // The registry: the test model, and a copy the registry pins to a GPU by a
+    // `<name>.device` file.
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let shipped = harness::repo_root().join("tests/data/models/return_risk.onnx");
+    std::fs::copy(&shipped, models.join("return_risk.onnx")).unwrap();
+    std::fs::copy(&shipped, models.join("gpu_risk.onnx")).unwrap();
+    std::fs::write(models.join("gpu_risk.device"), "cuda\n").unwrap();
+    let spec = Spec {
+        models,
+        ..Spec::default()
+    };
+    let cluster = Cluster::start(spec, &named, dir.path());
 
     // Each site reports what it scores on: the CPU only, here.
     let out = Command::new(SHOAL)
@@ -139,6 +151,24 @@ fn statements_and_pipelines_that_require_a_gpu_fail_or_fall_back_per_site() {
         "{}",
         bad.stderr
     );
+
+    // A model the registry pins to a GPU: listed so, refused where no site has one under
+    // `auto`, scored on the CPU where the statement says cpu.
+    let listed = cluster.sql("SELECT name, device FROM shoal.models ORDER BY name");
+    assert_eq!(listed.stdout, "name,device\ngpu_risk,cuda\nreturn_risk,\n");
+    let pinned = SCORE.replace("'return_risk'", "'gpu_risk'");
+    let refused = cluster.sql(&pinned);
+    assert!(!refused.ok);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot score on cuda: no NVIDIA GPU"),
+        "{}",
+        refused.stderr
+    );
+    let on_cpu_anyway = cluster.sql_with(&["--device", "cpu"], &pinned);
+    assert!(on_cpu_anyway.ok, "{}", on_cpu_anyway.stderr);
+    assert_eq!(on_cpu_anyway.stdout, on_cpu.stdout);
 
     // A pipeline model node that asks for a GPU: refused, or scored on the CPU where the
     // pipeline allows the fallback.

@@ -25,6 +25,8 @@ impl ModelsTable {
             Field::new("size_bytes", DataType::UInt64, false),
             Field::new("inputs", DataType::Utf8, false),
             Field::new("outputs", DataType::Utf8, false),
+            // The device kind the registry pins the model to; empty: the statement's.
+            Field::new("device", DataType::Utf8, false),
         ]));
         Self { provider, schema }
     }
@@ -44,6 +46,7 @@ impl ModelsTable {
                 )),
                 strings(|m| &m.inputs),
                 strings(|m| &m.outputs),
+                strings(|m| &m.device),
             ],
         )?)
     }

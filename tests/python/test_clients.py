@@ -221,3 +221,31 @@ def test_the_python_example_runs(cluster):
                          text=True, env=dict(os.environ, SHOAL_TOKEN=TOKEN), timeout=120)
     assert out.returncode == 0, out.stderr
     assert "avg_return_risk" in out.stdout and "orders" in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(
+    any(p.name[len("nvidia"):].isdigit() for p in __import__("pathlib").Path("/dev").glob("nvidia*")),
+    reason="the machine has a GPU",
+)
+def test_adbc_asks_for_a_device_through_a_call_header(cluster):
+    """`shoal-device: cuda` on a cluster without GPUs: refused as FAILED_PRECONDITION naming
+    why; with `shoal-device-fallback: true` the same answer as on the CPU."""
+    header = adbc_driver_flightsql.DatabaseOptions.RPC_CALL_HEADER_PREFIX.value
+    sql = (
+        "SELECT l_returnflag, round(sum(predict_proba('return_risk', "
+        f"{FEATURES})), 3) AS risk FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag"
+    )
+
+    def run(**headers):
+        kwargs = {AUTH: f"Bearer {TOKEN}"}
+        kwargs.update({header + name: value for name, value in headers.items()})
+        with flightsql.connect(cluster.url, db_kwargs=kwargs, autocommit=True) as conn, conn.cursor() as cur:
+            return scalar(cur, sql)
+
+    on_cpu = run(**{"shoal-device": "cpu"})
+    with pytest.raises(Exception) as error:
+        run(**{"shoal-device": "cuda"})
+    message = str(error.value)
+    assert "cannot score on cuda" in message and "no NVIDIA GPU" in message, message
+    assert "FAILED_PRECONDITION" in message or "FailedPrecondition" in message, message
+    assert run(**{"shoal-device": "cuda", "shoal-device-fallback": "true"}) == on_cpu

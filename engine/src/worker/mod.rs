@@ -153,6 +153,11 @@ impl WorkerProcess {
             source: Box::new(e),
         })?;
         shoal_operators::device::declare(devices, options.gpu);
+        let declared = shoal_operators::device::declared();
+        tracing::info!(devices = %declared.names().join(","), "scoring devices");
+        if declared.gpus.is_empty() {
+            tracing::info!("no GPU: {}", declared.no_gpu_reason);
+        }
         let data = SiteData::open(&options.data, options.store_limits)?;
         let audit_dir = local_dir_for(&data, options.audit_dir.as_deref(), "--audit-log", |d| {
             audit::default_dir(d)

@@ -19,18 +19,37 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// `bytes` of the model at `path` with the `<name>.tokenizer.json` beside it attached, when
-/// there is one (see [`super::tokenizer`]): the pair is then one version of the model.
-fn with_sibling_tokenizer(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    let sibling = path.with_file_name(format!("{name}.tokenizer.json"));
-    match std::fs::read_to_string(&sibling) {
-        Ok(json) => Ok(super::tokenizer::attach(&bytes, &json)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(bytes),
-        Err(source) => Err(Error::Io {
-            path: sibling,
-            source,
-        }),
+/// `bytes` of the model at `path` with the files beside it attached as properties, when
+/// there are: `<name>.tokenizer.json` (see [`super::tokenizer`]) and `<name>.device`, the
+/// device kind the registry pins it to (`cpu`, `cuda`; see [`super::loaded::DEVICE_KEY`]).
+/// Each pair is then one version of the model.
+fn with_siblings(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let siblings = [
+        (
+            format!("{name}.tokenizer.json"),
+            super::tokenizer::TOKENIZER_KEY,
+        ),
+        (format!("{name}.device"), super::loaded::DEVICE_KEY),
+    ];
+    let mut bytes = bytes;
+    for (file, key) in siblings {
+        let sibling = path.with_file_name(file);
+        match std::fs::read_to_string(&sibling) {
+            // A device file's line ends are not part of the device.
+            Ok(value) if key == super::loaded::DEVICE_KEY => {
+                bytes = super::metadata::attach(&bytes, key, value.trim())
+            }
+            Ok(value) => bytes = super::metadata::attach(&bytes, key, &value),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    path: sibling,
+                    source,
+                });
+            }
+        }
     }
+    Ok(bytes)
 }
 
 /// sha256 of model bytes, hex: the identity a worker fetches and caches a model by.
@@ -81,7 +100,7 @@ impl DirectoryModels {
                 path: path.clone(),
                 source,
             })?;
-            let bytes = with_sibling_tokenizer(&path, name, bytes)?;
+            let bytes = with_siblings(&path, name, bytes)?;
             let model = LoadedModel::from_bytes(name, &path.display().to_string(), bytes)?;
             models.insert(name.to_string(), Arc::new(model));
         }
@@ -321,6 +340,51 @@ mod tests {
     fn test_model(file: &str) -> Vec<u8> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
         std::fs::read(dir.join(file)).unwrap()
+    }
+
+    /// `<name>.device` beside a model pins it to a device kind: inside its bytes (so its
+    /// hash and every worker's copy carry it), listed, and a device that is not one is an
+    /// error naming the model.
+    #[test]
+    fn a_device_file_pins_the_model_to_a_device_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = test_model("price.onnx");
+        std::fs::write(dir.path().join("plain.onnx"), &bytes).unwrap();
+        std::fs::write(dir.path().join("gpu.onnx"), &bytes).unwrap();
+        std::fs::write(dir.path().join("gpu.device"), "cuda:1\n").unwrap();
+        let registry = DirectoryModels::load(dir.path()).unwrap();
+        let (plain, gpu) = (
+            registry.model("plain", None).unwrap(),
+            registry.model("gpu", None).unwrap(),
+        );
+        assert_eq!(plain.device, None);
+        assert_eq!(
+            gpu.device,
+            Some(crate::device::DeviceRequest::Cuda(Some(1)))
+        );
+        assert_ne!(plain.hash, gpu.hash);
+        let listed: Vec<(String, String)> = registry
+            .list()
+            .into_iter()
+            .map(|m| (m.name, m.device))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("gpu".into(), "cuda:1".into()),
+                ("plain".into(), String::new())
+            ]
+        );
+        // A worker loading the bytes alone finds the same pin.
+        let copy = LoadedModel::from_bytes("gpu", "cache", gpu.bytes.to_vec()).unwrap();
+        assert_eq!(copy.device, gpu.device);
+
+        std::fs::write(dir.path().join("gpu.device"), "tpu").unwrap();
+        let err = DirectoryModels::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("'gpu'") && err.contains("'tpu' is not a device"),
+            "{err}"
+        );
     }
 
     #[test]

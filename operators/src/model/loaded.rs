@@ -5,6 +5,7 @@ use super::signature::{InputLayout, ModelSignature, TensorElem};
 use super::tokenizer::ModelTokenizer;
 use super::trees::NativeTrees;
 use super::{ModelInfo, content_hash};
+use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
 use crate::runtime;
 use std::sync::Arc;
@@ -21,6 +22,30 @@ pub struct LoadedModel {
     /// The tokenizer its bytes carry, for `tokenize` and `text_chunks` (see
     /// [`super::tokenizer`]).
     pub tokenizer: Option<ModelTokenizer>,
+    /// The device kind the registry pinned the model to (its [`DEVICE_KEY`] property, from
+    /// a `<name>.device` file beside it): where it runs when a statement asks for `auto`.
+    pub device: Option<DeviceRequest>,
+}
+
+/// The metadata property that pins a model to a device kind (`cpu`, `cuda`, `cuda:N`).
+pub const DEVICE_KEY: &str = "shoal.device";
+
+/// The device kind `bytes` pin their model to; a value that is not a device is an
+/// invalid model, named.
+fn pinned_device(name: &str, bytes: &[u8]) -> Result<Option<DeviceRequest>> {
+    let invalid = |message: String| Error::InvalidModel {
+        name: name.to_string(),
+        origin: format!("its {DEVICE_KEY} property"),
+        message,
+    };
+    match super::metadata::property(bytes, DEVICE_KEY).map_err(|e| invalid(e.to_string()))? {
+        None => Ok(None),
+        Some(text) => match text.parse::<DeviceRequest>() {
+            Ok(DeviceRequest::Auto) => Ok(None),
+            Ok(device) => Ok(Some(device)),
+            Err(e) => Err(invalid(e.to_string())),
+        },
+    }
 }
 
 impl LoadedModel {
@@ -47,6 +72,7 @@ impl LoadedModel {
         )?;
         let native = native_trees(name, &bytes, &signature);
         let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
+        let device = pinned_device(name, &bytes)?;
         Ok(Self {
             name: name.to_string(),
             hash,
@@ -55,6 +81,7 @@ impl LoadedModel {
             sessions,
             native,
             tokenizer,
+            device,
         })
     }
 
@@ -65,6 +92,7 @@ impl LoadedModel {
             size_bytes: self.bytes.len() as u64,
             inputs: self.signature.describe_inputs(),
             outputs: self.signature.describe_outputs(),
+            device: self.device.map(|d| d.to_string()).unwrap_or_default(),
         }
     }
 }

@@ -3,13 +3,14 @@
 mod directory;
 pub mod feeds;
 mod loaded;
+pub mod metadata;
 mod session_pool;
 mod signature;
 pub mod tokenizer;
 pub mod trees;
 
 pub use directory::{DirectoryModels, RegisteredVersion, check_model_name, content_hash};
-pub use loaded::LoadedModel;
+pub use loaded::{DEVICE_KEY, LoadedModel};
 pub use session_pool::{SESSION_MEMORY_FACTOR, SessionPool};
 pub use signature::{InputLayout, ModelSignature, OutputSpec, TensorElem, TensorSpec};
 pub use tokenizer::ModelTokenizer;
@@ -27,6 +28,10 @@ pub struct ModelInfo {
     pub size_bytes: u64,
     pub inputs: String,
     pub outputs: String,
+    /// The device kind the registry pins the model to (`cpu`, `cuda`, `cuda:N`); empty:
+    /// none, the statement's device decides.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
 }
 
 /// Yields loaded models by name.

@@ -12,7 +12,6 @@
 
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
-use prost::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokenizers::{
@@ -23,34 +22,9 @@ use tokenizers::{
 /// The metadata property of a model's ONNX bytes that holds its `tokenizer.json`.
 pub const TOKENIZER_KEY: &str = "tokenizer.json";
 
-/// `ModelProto.metadata_props` (field 14 of onnx.proto): the only field read here.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ModelMetadata {
-    #[prost(message, repeated, tag = "14")]
-    metadata_props: Vec<StringStringEntry>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct StringStringEntry {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
-/// `model` with `tokenizer_json` attached as its [`TOKENIZER_KEY`] property. A protobuf
-/// message's repeated field may be continued anywhere in its bytes, so the entry is appended
-/// and the graph is not re-encoded.
+/// `model` with `tokenizer_json` attached as its [`TOKENIZER_KEY`] property.
 pub fn attach(model: &[u8], tokenizer_json: &str) -> Vec<u8> {
-    let entry = ModelMetadata {
-        metadata_props: vec![StringStringEntry {
-            key: TOKENIZER_KEY.into(),
-            value: tokenizer_json.into(),
-        }],
-    };
-    let mut bytes = model.to_vec();
-    entry.encode(&mut bytes).ok();
-    bytes
+    super::metadata::attach(model, TOKENIZER_KEY, tokenizer_json)
 }
 
 /// A model's tokenizer, and its copies set up for each length a statement asked for.
@@ -73,18 +47,12 @@ impl ModelTokenizer {
             model: model.to_string(),
             message,
         };
-        let metadata = ModelMetadata::decode(bytes).map_err(|e| invalid(e.to_string()))?;
-        // The last entry wins, as in ONNX Runtime's metadata map.
-        let Some(json) = metadata
-            .metadata_props
-            .into_iter()
-            .rev()
-            .find(|p| p.key == TOKENIZER_KEY)
+        let Some(json) =
+            super::metadata::property(bytes, TOKENIZER_KEY).map_err(|e| invalid(e.to_string()))?
         else {
             return Ok(None);
         };
-        let base =
-            Tokenizer::from_bytes(json.value.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let base = Tokenizer::from_bytes(json.as_bytes()).map_err(|e| invalid(e.to_string()))?;
         let pad_id = pad_id(&base);
         Ok(Some(Self {
             base,

@@ -129,21 +129,28 @@ impl RunOn {
         device: Device::Cpu,
     };
 
-    /// Where the statement whose options are `config` runs models here: its
-    /// `shoal.inference.device` (or `model_device`, a pipeline node's) against the devices
-    /// this process declared. A GPU it requires and this site cannot give fails here, or,
-    /// with `shoal.inference.device_fallback`, runs on the CPU and the reason is noted for
-    /// the statement's report.
+    /// Where the statement whose options are `config` runs a model here: `node` (a pipeline
+    /// node's device), else its `shoal.inference.device` when not `auto`, else `pinned` (the
+    /// registry's device kind for the model), against the devices this process declared. A
+    /// GPU it requires and this site cannot give fails here, or, with
+    /// `shoal.inference.device_fallback`, runs on the CPU and the reason is noted for the
+    /// statement's report.
     pub fn for_statement(
         config: &ConfigOptions,
-        model_device: Option<device::DeviceRequest>,
+        node: Option<device::DeviceRequest>,
+        pinned: Option<device::DeviceRequest>,
     ) -> Result<Self> {
         // Calls take the site's GPUs in turn, so two GPUs serve two streams of batches.
         static SPREAD: AtomicUsize = AtomicUsize::new(0);
         let defaults = ShoalOptions::default();
         let options = config.extensions.get::<ShoalOptions>().unwrap_or(&defaults);
+        let request = match (node, options.inference.device, pinned) {
+            (Some(asked), _, _) => asked,
+            (None, device::DeviceRequest::Auto, Some(pinned)) => pinned,
+            (None, statement, _) => statement,
+        };
         let placement = device::choose(
-            model_device.unwrap_or(options.inference.device),
+            request,
             options.inference.device_fallback,
             device::declared(),
             SPREAD.fetch_add(1, Ordering::Relaxed),

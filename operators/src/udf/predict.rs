@@ -202,8 +202,6 @@ impl ScalarUDFImpl for PredictUdf {
         };
         let name = self.model_name(scalar)?.to_string();
         let pins = Pins::from_config(&args.config_options)?;
-        let device = self.device.or_else(|| pins.devices.get(&name).copied());
-        let run_on = RunOn::for_statement(&args.config_options, device)?;
         let stop = args
             .config_options
             .extensions
@@ -211,6 +209,9 @@ impl ScalarUDFImpl for PredictUdf {
             .map_or_else(CancelToken::none, |options| options.statement.token());
         let pinned = pins.versions.get(&name).map(String::as_str);
         let model = self.provider.model(&name, pinned)?;
+        // A pipeline node's device, else the statement's, else the registry's pin.
+        let node = self.device.or_else(|| pins.devices.get(&name).copied());
+        let run_on = RunOn::for_statement(&args.config_options, node, model.device)?;
         let rows = args.number_rows;
         let call = Call {
             function,
