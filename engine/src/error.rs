@@ -27,8 +27,8 @@ pub enum Error {
     },
 
     /// A device the worker was told to use (`--devices`) that it cannot: it refuses to start.
-    #[error("--devices: {source}")]
-    Devices { source: Box<shoal_operators::Error> },
+    #[error("--devices: {message}")]
+    Devices { message: String },
 
     #[error("reading {path}: {source}")]
     Io {

@@ -148,10 +148,9 @@ impl WorkerProcess {
         let devices = shoal_operators::runtime::run_on_cpu_pool(move || {
             shoal_operators::device::resolve(requested.as_deref())
         })
+        .map_err(|e| e.to_string())
         .and_then(|resolved| resolved)
-        .map_err(|e| Error::Devices {
-            source: Box::new(e),
-        })?;
+        .map_err(|message| Error::Devices { message })?;
         shoal_operators::device::declare(devices, options.gpu);
         let declared = shoal_operators::device::declared();
         tracing::info!(devices = %declared.names().join(","), "scoring devices");

@@ -174,16 +174,13 @@ impl Default for GpuOptions {
 /// start); or, without a request, the GPUs detected that pass the check (one that does not
 /// is left out, with a warning, and its reason is what a statement asking for a GPU is
 /// told).
-pub fn resolve(requested: Option<&[Device]>) -> Result<SiteDevices> {
+pub fn resolve(requested: Option<&[Device]>) -> std::result::Result<SiteDevices, String> {
     let mut site = SiteDevices::default();
     match requested {
         Some(devices) => {
             for device in devices {
                 if let Device::Cuda(index) = device {
-                    cuda::check(*index).map_err(|reason| Error::DeviceUnavailable {
-                        device: device.to_string(),
-                        reason,
-                    })?;
+                    cuda::check(*index)?;
                     site.gpus.push(*index);
                 }
             }

@@ -123,12 +123,6 @@ pub struct RunOn {
 }
 
 impl RunOn {
-    /// The CPU, native trees on: a process that declared no GPU, and the tests.
-    pub const CPU: RunOn = RunOn {
-        native_trees: true,
-        device: Device::Cpu,
-    };
-
     /// Where the statement whose options are `config` runs a model here: `node` (a pipeline
     /// node's device), else its `shoal.inference.device` when not `auto`, else `pinned` (the
     /// registry's device kind for the model), against the devices this process declared. A
