@@ -281,6 +281,11 @@ enum Command {
         /// arena limit, split between the streams); default: no limit.
         #[arg(long, value_parser = parse_bytes)]
         gpu_memory_limit: Option<usize>,
+        /// Rows per batch a statement's scans read on this site when its models may run on
+        /// a GPU (a pipeline node's batch_size still bounds each model run).
+        #[arg(long, default_value_t = shoal_operators::device::GPU_BATCH_ROWS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4_194_304))]
+        gpu_batch_rows: usize,
     },
     /// Print a site's secret, derived from the coordinator's site_key: give it to that
     /// site's operator (it is the worker's --site-secret-file), and to nobody else.
@@ -541,6 +546,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             devices,
             gpu_streams,
             gpu_memory_limit,
+            gpu_batch_rows,
         } => {
             let mut options = WorkerOptions::new(DataLocation::parse(&data)?, coordinator);
             options.devices = devices
@@ -549,6 +555,7 @@ async fn run(cli: Cli, limits: StatementLimits) -> anyhow::Result<()> {
             options.gpu = shoal_operators::device::GpuOptions {
                 streams: gpu_streams,
                 memory_limit: gpu_memory_limit,
+                batch_rows: gpu_batch_rows,
             };
             options.store_limits.timeout = store_timeout;
             options.rescan_interval = rescan_interval;

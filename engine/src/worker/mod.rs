@@ -299,6 +299,17 @@ impl WorkerProcess {
                         options.execution.batch_size =
                             ConfigNonZeroUsize::try_new(shoal.query.batch_rows)?;
                     }
+                    // Bigger batches where the statement's models may run on this site's
+                    // GPU (a run there costs a launch and a copy, whatever its size).
+                    if let Some(rows) = shoal_operators::device::scan_batch_rows(
+                        shoal_operators::device::declared(),
+                        &shoal_operators::device::gpu_options(),
+                        shoal.inference.device,
+                        shoal.query.batch_rows,
+                        own,
+                    ) {
+                        options.execution.batch_size = ConfigNonZeroUsize::try_new(rows)?;
+                    }
                     options.extensions.insert(shoal);
                     let pins = Pins::from_config(state.config_options())?;
                     models.preload(&pins).await?;

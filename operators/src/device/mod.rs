@@ -158,15 +158,39 @@ pub struct GpuOptions {
     pub streams: usize,
     /// Bytes the sessions on one GPU may hold together; None: ONNX Runtime's default.
     pub memory_limit: Option<usize>,
+    /// Rows per batch a statement's scans read on a site with a GPU, where its models may
+    /// run there: a GPU's run costs a launch and a copy each, so it wants bigger batches
+    /// than the CPU's 8192 rows.
+    pub batch_rows: usize,
 }
+
+/// Rows per batch on a GPU site by default.
+pub const GPU_BATCH_ROWS: usize = 65_536;
 
 impl Default for GpuOptions {
     fn default() -> Self {
         Self {
             streams: 1,
             memory_limit: None,
+            batch_rows: GPU_BATCH_ROWS,
         }
     }
+}
+
+/// The rows per batch a statement's scans read on a site with `site`'s GPUs, when bigger
+/// than the session's `own`: the GPU batch size where the statement's models may run on a
+/// GPU (its device is not `cpu`) and it does not already read fewer rows for large tensors
+/// (`tensor_rows` > 0). None: the session's own. A pipeline node's `batch_size` still
+/// bounds each model run.
+pub fn scan_batch_rows(
+    site: &SiteDevices,
+    gpu: &GpuOptions,
+    request: DeviceRequest,
+    tensor_rows: usize,
+    own: usize,
+) -> Option<usize> {
+    let may_use_gpu = !site.gpus.is_empty() && request != DeviceRequest::Cpu;
+    (may_use_gpu && tensor_rows == 0 && gpu.batch_rows > own).then_some(gpu.batch_rows)
 }
 
 /// The devices a worker scores on: `requested` (its `--devices`) each checked, a GPU that
@@ -211,6 +235,7 @@ pub fn resolve(requested: Option<&[Device]>) -> std::result::Result<SiteDevices,
 
 static DECLARED: OnceLock<SiteDevices> = OnceLock::new();
 static GPU_SLOTS: OnceLock<Vec<slots::DeviceSlots>> = OnceLock::new();
+static GPU_OPTIONS: OnceLock<GpuOptions> = OnceLock::new();
 
 /// Sets this process's devices (a worker, at start) and makes each GPU's slots. The first
 /// declaration wins: the workers of an embedded cluster share one process, and so one
@@ -223,7 +248,13 @@ pub fn declare(devices: SiteDevices, gpu: GpuOptions) {
         .collect();
     if DECLARED.set(devices).is_ok() {
         let _ = GPU_SLOTS.set(slots);
+        let _ = GPU_OPTIONS.set(gpu);
     }
+}
+
+/// This process's GPU settings, as declared (the defaults otherwise).
+pub fn gpu_options() -> GpuOptions {
+    GPU_OPTIONS.get().copied().unwrap_or_default()
 }
 
 /// The slots of GPU `index`, when this process declared it.
@@ -311,6 +342,32 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_that_may_use_a_gpu_read_bigger_batches_there() {
+        let gpu = GpuOptions::default();
+        let bigger = |site: &SiteDevices, request, tensor_rows| {
+            scan_batch_rows(site, &gpu, request, tensor_rows, 8192)
+        };
+        let with_gpu = site(&[0]);
+        assert_eq!(
+            bigger(&with_gpu, DeviceRequest::Auto, 0),
+            Some(GPU_BATCH_ROWS)
+        );
+        assert_eq!(
+            bigger(&with_gpu, DeviceRequest::Cuda(None), 0),
+            Some(GPU_BATCH_ROWS)
+        );
+        // Asked for the CPU, on a CPU-only site, or reading fewer rows for big tensors.
+        assert_eq!(bigger(&with_gpu, DeviceRequest::Cpu, 0), None);
+        assert_eq!(bigger(&site(&[]), DeviceRequest::Auto, 0), None);
+        assert_eq!(bigger(&with_gpu, DeviceRequest::Auto, 256), None);
+        // Never smaller than the session's own.
+        assert_eq!(
+            scan_batch_rows(&with_gpu, &gpu, DeviceRequest::Auto, 0, 1 << 20),
+            None
+        );
+    }
 
     #[test]
     fn devices_and_requests_parse_and_print() {
