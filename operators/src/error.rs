@@ -229,6 +229,26 @@ impl crate::status::ErrorExt for Error {
 }
 
 impl Error {
+    /// A model whose `bytes` `pool` cannot hold beside everything else (`detail`: what the
+    /// pool said, its largest consumers).
+    pub fn model_too_large(
+        model: &str,
+        bytes: usize,
+        pool: &dyn datafusion::execution::memory_pool::MemoryPool,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        use datafusion::execution::memory_pool::MemoryLimit;
+        Error::ModelTooLarge {
+            model: model.to_string(),
+            bytes,
+            limit: match pool.memory_limit() {
+                MemoryLimit::Finite(limit) => limit,
+                MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+            },
+            detail: detail.to_string(),
+        }
+    }
+
     /// This error's own kind; `None` for one that only wraps another (then the wrapped
     /// error's kind decides).
     pub fn own_status(&self) -> Option<crate::status::StatusCode> {

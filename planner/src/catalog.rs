@@ -138,6 +138,7 @@ impl SiteCatalog {
     /// Adds or replaces a site. Fails when a table's schema differs from another site's.
     pub fn register(&self, report: SiteReport) -> Result<()> {
         validate_site_name(&report.name)?;
+        validate_devices(&report)?;
         let url = Url::parse(&report.url).map_err(|e| Error::InvalidUrl {
             url: report.url.clone(),
             message: e.to_string(),
@@ -312,7 +313,8 @@ impl SiteCatalog {
             .collect()
     }
 
-    /// The devices site `name` declared at registration (empty when unknown).
+    /// The devices site `name` declared at registration (empty when unknown; each one
+    /// checked at registration by [`validate_devices`]).
     pub fn devices_of(&self, name: &str) -> Vec<String> {
         self.sites
             .read()
@@ -468,10 +470,58 @@ fn describe_schema(schema: &Schema) -> String {
         .join(", ")
 }
 
+/// Devices a site may report: what `shoal sites` prints and the operator reads, so only
+/// `cpu` and `cuda:N`, each once, at most [`MAX_DEVICES`] (a site's report is its own word,
+/// and a hostile one must not fill the listing).
+fn validate_devices(report: &SiteReport) -> Result<()> {
+    let invalid = |message: String| Error::InvalidDevices {
+        site: report.name.clone(),
+        message,
+    };
+    if report.devices.len() > MAX_DEVICES {
+        return Err(invalid(format!(
+            "{} devices, more than {MAX_DEVICES}",
+            report.devices.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for text in &report.devices {
+        let device: shoal_operators::device::Device = text
+            .parse()
+            .map_err(|e: shoal_operators::Error| invalid(e.to_string()))?;
+        if !seen.insert(device) {
+            return Err(invalid(format!("{device} twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Most devices one site may report (a machine with more GPUs than this does not exist).
+const MAX_DEVICES: usize = 65;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field};
+
+    #[test]
+    fn a_site_reports_only_devices_it_could_have() {
+        let catalog = SiteCatalog::new(Duration::from_secs(5));
+        let mut ok = report("gpu-site", DataType::Int64);
+        ok.devices = vec!["cpu".into(), "cuda:0".into(), "cuda:1".into()];
+        catalog.register(ok).unwrap();
+        assert_eq!(catalog.devices_of("gpu-site"), ["cpu", "cuda:0", "cuda:1"]);
+        for devices in [
+            vec!["cpu".to_string(), "<script>".to_string()],
+            vec!["cuda:0".to_string(), "cuda:0".to_string()],
+            (0..100).map(|i| format!("cuda:{i}")).collect(),
+        ] {
+            let mut bad = report("bad-site", DataType::Int64);
+            bad.devices = devices;
+            let err = catalog.register(bad).unwrap_err().to_string();
+            assert!(err.contains("site 'bad-site' reports devices"), "{err}");
+        }
+    }
 
     fn report(name: &str, col_type: DataType) -> SiteReport {
         SiteReport {

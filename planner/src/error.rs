@@ -61,6 +61,9 @@ pub enum Error {
 
     #[error("invalid worker url '{url}': {message}")]
     InvalidUrl { url: String, message: String },
+
+    #[error("site '{site}' reports devices the coordinator cannot accept: {message}")]
+    InvalidDevices { site: String, message: String },
 }
 
 impl From<Error> for datafusion::error::DataFusionError {
@@ -74,7 +77,9 @@ impl Error {
     pub fn own_status(&self) -> Option<shoal_operators::StatusCode> {
         use shoal_operators::StatusCode;
         Some(match self {
-            Error::InvalidSiteName { .. } | Error::InvalidUrl { .. } => StatusCode::InvalidArgument,
+            Error::InvalidSiteName { .. }
+            | Error::InvalidUrl { .. }
+            | Error::InvalidDevices { .. } => StatusCode::InvalidArgument,
             Error::UnknownSite { .. } => StatusCode::NotFound,
             Error::NotGranted { .. } => StatusCode::PermissionDenied,
             // Retrying cannot help until a worker comes back or is fixed.

@@ -9,9 +9,7 @@
 use crate::client;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
 use crate::security::Connector;
-use datafusion::execution::memory_pool::{
-    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
-};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use parking_lot::{Mutex, RwLock};
 use shoal_operators::model::content_hash;
 use shoal_operators::udf::model_pins::Pins;
@@ -74,15 +72,7 @@ impl RemoteModels {
         let bytes = model_bytes * MODEL_MEMORY_FACTOR;
         reservation
             .try_grow(bytes)
-            .map_err(|e| Error::ModelTooLarge {
-                model: name.to_string(),
-                bytes,
-                limit: match pool.memory_limit() {
-                    MemoryLimit::Finite(limit) => limit,
-                    MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
-                },
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::model_too_large(name, bytes, pool.as_ref(), e))?;
         self.reservations
             .lock()
             .insert(hash.to_string(), reservation);

@@ -19,27 +19,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What of a sibling file's text becomes the property.
+type ValueOf = fn(&str) -> &str;
+
 /// `bytes` of the model at `path` with the files beside it attached as properties, when
 /// there are: `<name>.tokenizer.json` (see [`super::tokenizer`]) and `<name>.device`, the
 /// device kind the registry pins it to (`cpu`, `cuda`; see [`super::loaded::DEVICE_KEY`]).
 /// Each pair is then one version of the model.
 fn with_siblings(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    let siblings = [
+    // The tokenizer as the file has it; a device file's line end is not part of the device.
+    let siblings: [(String, &str, ValueOf); 2] = [
         (
             format!("{name}.tokenizer.json"),
             super::tokenizer::TOKENIZER_KEY,
+            |value| value,
         ),
-        (format!("{name}.device"), super::loaded::DEVICE_KEY),
+        (
+            format!("{name}.device"),
+            super::loaded::DEVICE_KEY,
+            str::trim,
+        ),
     ];
     let mut bytes = bytes;
-    for (file, key) in siblings {
+    for (file, key, value_of) in siblings {
         let sibling = path.with_file_name(file);
         match std::fs::read_to_string(&sibling) {
-            // A device file's line ends are not part of the device.
-            Ok(value) if key == super::loaded::DEVICE_KEY => {
-                bytes = super::metadata::attach(&bytes, key, value.trim())
-            }
-            Ok(value) => bytes = super::metadata::attach(&bytes, key, &value),
+            Ok(value) => bytes = super::metadata::attach(&bytes, key, value_of(&value)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(Error::Io {

@@ -11,9 +11,7 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::runtime;
-use datafusion::execution::memory_pool::{
-    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
-};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use ort::session::Session;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
@@ -57,15 +55,7 @@ impl SessionPool {
                     MemoryConsumer::new(format!("model '{model}' sessions")).register(pool);
                 reservation
                     .try_grow(session_bytes)
-                    .map_err(|e| Error::ModelTooLarge {
-                        model: model.to_string(),
-                        bytes: session_bytes,
-                        limit: match pool.memory_limit() {
-                            MemoryLimit::Finite(limit) => limit,
-                            MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
-                        },
-                        detail: e.to_string(),
-                    })?;
+                    .map_err(|e| Error::model_too_large(model, session_bytes, pool.as_ref(), e))?;
                 Some(reservation)
             }
             None => None,
