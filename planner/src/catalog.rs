@@ -2,7 +2,7 @@
 //! Built only from what workers report; the coordinator never lists or reads site files.
 
 use crate::error::{Error, Result};
-use crate::placement::{LostFile, place_files};
+use crate::placement::{LostFile, identity, place_files};
 use crate::recent::Recent;
 use crate::report::Coverage;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -363,6 +363,60 @@ impl SiteCatalog {
         })
     }
 
+    /// `files` of `table`, each read instead from a live site with a GPU that holds the same
+    /// file, where the site serving it has none: data never moves for a GPU, but where a
+    /// GPU site already holds a copy, the statement's models run there. Of several such
+    /// sites, each file goes to the one given the fewest bytes so far.
+    pub fn onto_gpu_holders(
+        &self,
+        table: &str,
+        files: Vec<(String, SiteFile)>,
+    ) -> Vec<(String, SiteFile)> {
+        let sites = self.sites.read();
+        let has_gpu = |site: &str| {
+            sites.get(site).is_some_and(|state| {
+                self.is_live(state) && state.report.devices.iter().any(|d| d != "cpu")
+            })
+        };
+        // Each file a GPU site holds, by what makes two reports the same file.
+        let mut gpu_copies: BTreeMap<(String, u64, String), Vec<(String, SiteFile)>> =
+            BTreeMap::new();
+        for (site, state) in sites.iter().filter(|(site, _)| has_gpu(site)) {
+            let reported = state.report.tables.iter().filter(|t| t.name == table);
+            for file in reported.flat_map(|t| &t.files) {
+                gpu_copies
+                    .entry(identity(site, file))
+                    .or_default()
+                    .push((site.clone(), file.clone()));
+            }
+        }
+        if gpu_copies.is_empty() {
+            return files;
+        }
+        let mut given: BTreeMap<String, u64> = BTreeMap::new();
+        for (site, file) in files.iter().filter(|(site, _)| has_gpu(site)) {
+            *given.entry(site.clone()).or_default() += file.size_bytes;
+        }
+        files
+            .into_iter()
+            .map(|(site, file)| {
+                if has_gpu(&site) {
+                    return (site, file);
+                }
+                let copies = gpu_copies.get(&identity(&site, &file));
+                let Some((gpu_site, copy)) = copies.and_then(|copies| {
+                    copies
+                        .iter()
+                        .min_by_key(|(s, _)| (given.get(s).copied().unwrap_or(0), s.clone()))
+                }) else {
+                    return (site, file);
+                };
+                *given.entry(gpu_site.clone()).or_default() += copy.size_bytes;
+                (gpu_site.clone(), copy.clone())
+            })
+            .collect()
+    }
+
     /// Fails, naming the sites and the files, when some of `table`'s files are held only by
     /// sites that are down, or a site reported a file it could not read: answering without
     /// them would silently drop rows.
@@ -569,6 +623,76 @@ mod tests {
             "{err}"
         );
         assert!(catalog.live_urls().is_empty());
+    }
+
+    #[test]
+    fn a_file_a_gpu_site_holds_a_copy_of_is_read_there_and_no_other_moves() {
+        let catalog = SiteCatalog::new(Duration::from_secs(5));
+        // cpu-a holds f1 and f2, gpu-1 and gpu-2 each a copy of f1 and f2, cpu-b only f3.
+        let site = |name: &str, gpu: bool, files: &[&str]| {
+            let mut r = report(name, DataType::Int64);
+            if gpu {
+                r.devices.push("cuda:0".into());
+            }
+            let template = r.tables[0].files[0].clone();
+            r.tables[0].files = files
+                .iter()
+                .map(|f| SiteFile {
+                    path: format!("t/{f}.parquet"),
+                    fingerprint: format!("footer-{f}"),
+                    ..template.clone()
+                })
+                .collect();
+            r
+        };
+        catalog
+            .register(site("cpu-a", false, &["f1", "f2"]))
+            .unwrap();
+        catalog
+            .register(site("gpu-1", true, &["f1", "f2"]))
+            .unwrap();
+        catalog
+            .register(site("gpu-2", true, &["f1", "f2"]))
+            .unwrap();
+        catalog.register(site("cpu-b", false, &["f3"])).unwrap();
+        let served = |files: &[(String, SiteFile)]| {
+            let mut v: Vec<(String, String)> = files
+                .iter()
+                .map(|(s, f)| (s.clone(), f.path.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let as_placed = vec![
+            (
+                "cpu-a".to_string(),
+                site("x", false, &["f1"]).tables[0].files[0].clone(),
+            ),
+            (
+                "cpu-a".to_string(),
+                site("x", false, &["f2"]).tables[0].files[0].clone(),
+            ),
+            (
+                "cpu-b".to_string(),
+                site("x", false, &["f3"]).tables[0].files[0].clone(),
+            ),
+        ];
+        // f1 and f2 go to the GPU sites, one each; f3 has no GPU copy and stays.
+        assert_eq!(
+            served(&catalog.onto_gpu_holders("t", as_placed.clone())),
+            [
+                ("cpu-b".to_string(), "t/f3.parquet".to_string()),
+                ("gpu-1".to_string(), "t/f1.parquet".to_string()),
+                ("gpu-2".to_string(), "t/f2.parquet".to_string()),
+            ]
+        );
+        // A GPU site that is down serves nothing.
+        catalog.mark_down("gpu-1");
+        catalog.mark_down("gpu-2");
+        assert_eq!(
+            served(&catalog.onto_gpu_holders("t", as_placed.clone())),
+            served(&as_placed)
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn file_key(site: &str, file: &SiteFile) -> String {
 /// bytes under `month=01` and `month=02` are two files of the table). Files whose footer
 /// could not be read (no fingerprint) are never merged: each stays its own, with its own
 /// error.
-fn identity(site: &str, file: &SiteFile) -> (String, u64, String) {
+pub(crate) fn identity(site: &str, file: &SiteFile) -> (String, u64, String) {
     if file.fingerprint.is_empty() || file.error.is_some() {
         (
             format!("{site}/{}", file.path),

@@ -21,6 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use shoal_operators::ShoalOptions;
 use shoal_operators::files::{self, FileEntry};
+use shoal_operators::udf::model_pins::Pins;
 use shoal_sql::file_formats::TableFormat;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -108,6 +109,18 @@ impl SiteTableProvider {
             catalog: self.catalog.clone(),
         }
     }
+}
+
+/// Whether the statement planned in `state` calls models that may run on a GPU (the
+/// coordinator pins its models before physical planning, so they are known here).
+fn statement_prefers_gpu(state: &dyn Session) -> Result<bool> {
+    let options = ShoalOptions::from_config(state.config_options());
+    let pins = Pins::from_config(state.config_options())?;
+    Ok(shoal_operators::device::prefers_gpu(
+        !pins.versions.is_empty(),
+        options.inference.device,
+        pins.devices.values().copied(),
+    ))
 }
 
 /// Path of a site file inside the cluster-wide store: `<site>/<path in the site's folder>`.
@@ -252,7 +265,10 @@ impl TableProvider for SiteTableProvider {
         } else {
             self.catalog.check_servable(&self.table)?;
         }
-        let files = self.pruned_files(state, filters)?;
+        let mut files = self.pruned_files(state, filters)?;
+        if statement_prefers_gpu(state)? {
+            files = self.catalog.onto_gpu_holders(&self.table.name, files);
+        }
         if files.is_empty() {
             let full = self.full_schema();
             let schema = match projection {

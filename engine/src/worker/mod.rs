@@ -29,6 +29,7 @@ use crate::security::{
     check_exposure, client_tls, server_tls,
 };
 use datafusion::config::ConfigNonZeroUsize;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use shoal_operators::ModelProvider;
@@ -212,7 +213,9 @@ impl WorkerProcess {
         let peers = ClusterChannels::new(connector.clone(), peer_passes.clone());
         let gate = Arc::new(SiteGate::new(&name, secret));
 
-        let memory = crate::memory::memory_pool(options.memory_limit);
+        // Idle models are let go before a statement fails for memory (see `models`).
+        let memory = crate::memory::memory_pool(options.memory_limit)
+            .map(|pool| Arc::new(crate::memory::ReclaimingPool::new(pool)));
         let mut models = RemoteModels::new(
             options.coordinator.clone(),
             connector.clone(),
@@ -222,10 +225,15 @@ impl WorkerProcess {
                 .unwrap_or_else(|| private_dir::default_model_cache(&name)),
         );
         if let Some(pool) = &memory {
+            let pool: Arc<dyn MemoryPool> = pool.clone();
             shoal_operators::runtime::set_memory_pool(pool.clone());
-            models = models.with_memory_pool(pool.clone());
+            models = models.with_memory_pool(pool);
         }
         let models = Arc::new(models);
+        if let Some(pool) = &memory {
+            let reclaimer: Arc<dyn crate::memory::Reclaim> = models.clone();
+            pool.reclaim_from(Arc::downgrade(&reclaimer));
+        }
         let ledger = Arc::new(ScanLedger::new(name.clone()));
         let audit = Arc::new(audit::AuditLog::open(&audit_dir).map_err(Error::Security)?);
         let sent = Arc::new(sent_ledger::SentLedger::default());
@@ -312,7 +320,9 @@ impl WorkerProcess {
                     }
                     options.extensions.insert(shoal);
                     let pins = Pins::from_config(state.config_options())?;
-                    models.preload(&pins).await?;
+                    // Held by the task's context: its models stay loaded while it runs.
+                    let lease = models.preload(&pins).await?;
+                    state.config_mut().set_extension(Arc::new(lease));
                     Ok(state)
                 }
             })

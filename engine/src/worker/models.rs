@@ -5,8 +5,15 @@
 //! calls [`RemoteModels::preload`] with the versions the statement pinned, which fetches
 //! them over the network (async) and builds their ONNX Runtime sessions on tokio's blocking
 //! pool. `predict` then only looks them up ([`ModelProvider::model`] never fetches or loads).
+//!
+//! Loaded models stay in memory between statements, each counted in the worker's memory
+//! pool. When the pool is full (a new model, a sort, a hash table), the models no task holds
+//! are let go, least recently used first ([`Reclaim`]): a task holds the models it calls
+//! through the [`ModelLease`] its session carries, so a model is never dropped under a
+//! running task, and one dropped is loaded again from the disk cache when next asked for.
 
 use crate::client;
+use crate::memory::Reclaim;
 use crate::protocol::{ACTION_FETCH_MODEL, FetchModel};
 use crate::security::Connector;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
@@ -17,6 +24,7 @@ use shoal_operators::{Error, ErrorExt, LoadedModel, ModelInfo, ModelProvider, Re
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct RemoteModels {
@@ -25,13 +33,37 @@ pub struct RemoteModels {
     cache_dir: PathBuf,
     /// Latest registry listing from the coordinator (name -> info).
     names: RwLock<BTreeMap<String, ModelInfo>>,
-    loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    /// Loaded models by content hash.
+    loaded: Mutex<HashMap<String, Cached>>,
+    /// Ticks once per look-up: what "least recently used" counts in.
+    clock: AtomicU64,
     /// Held while `preload` loads: one load of a model, whoever asks.
     preloading: tokio::sync::Mutex<()>,
     /// The worker's memory pool: every loaded model holds a reservation in it, so model
     /// sessions and query operators share one limit.
     memory: Option<Arc<dyn MemoryPool>>,
     reservations: Mutex<HashMap<String, MemoryReservation>>,
+}
+
+/// A loaded model and when it was last asked for (a tick of [`RemoteModels::clock`]).
+#[derive(Debug)]
+struct Cached {
+    model: Arc<LoadedModel>,
+    last_used: u64,
+}
+
+/// The models a task calls, held for as long as the task runs (its session carries this as
+/// an extension): a model someone holds is never let go under memory pressure.
+#[derive(Debug, Default)]
+pub struct ModelLease {
+    models: Vec<Arc<LoadedModel>>,
+}
+
+impl ModelLease {
+    /// The content hashes of the models held.
+    pub fn hashes(&self) -> Vec<&str> {
+        self.models.iter().map(|m| m.hash.as_str()).collect()
+    }
 }
 
 /// What a loaded model is taken to occupy before its sessions, as a multiple of its file
@@ -47,6 +79,7 @@ impl RemoteModels {
             cache_dir,
             names: RwLock::new(BTreeMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
             preloading: tokio::sync::Mutex::new(()),
             memory: None,
             reservations: Mutex::new(HashMap::new()),
@@ -142,9 +175,11 @@ impl RemoteModels {
     /// Makes every model `pins` names ready before a task that calls them runs: read from
     /// the cache or fetched, its memory reserved, its sessions built off the runtime
     /// threads. One load at a time: the tasks of one statement arrive together and must not
-    /// each load (and reserve memory for) the same model.
-    pub async fn preload(&self, pins: &Pins) -> Result<()> {
+    /// each load (and reserve memory for) the same model. The lease returned holds them
+    /// until the task drops it.
+    pub async fn preload(&self, pins: &Pins) -> Result<ModelLease> {
         let _one_at_a_time = self.preloading.lock().await;
+        let mut lease = ModelLease::default();
         for (name, hash) in &pins.versions {
             // The hash names a file in the cache: a site takes no path from a request.
             if !is_content_hash(hash) {
@@ -153,7 +188,8 @@ impl RemoteModels {
                     message: format!("'{hash}' (for model '{name}') is not a sha256 hex digest"),
                 });
             }
-            if self.loaded.lock().contains_key(hash) {
+            if let Some(model) = self.touch(hash) {
+                lease.models.push(model);
                 continue;
             }
             let (path, expected) = (self.cache_path(hash), hash.clone());
@@ -173,9 +209,86 @@ impl RemoteModels {
                 LoadedModel::from_bytes(&model_name, "the coordinator's registry", bytes)
             })
             .await??;
-            self.loaded.lock().insert(hash.clone(), Arc::new(model));
+            let model = Arc::new(model);
+            lease.models.push(model.clone());
+            let last_used = self.tick();
+            self.loaded
+                .lock()
+                .insert(hash.clone(), Cached { model, last_used });
         }
-        Ok(())
+        Ok(lease)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The loaded model `hash`, marked as used now.
+    fn touch(&self, hash: &str) -> Option<Arc<LoadedModel>> {
+        let now = self.tick();
+        let mut loaded = self.loaded.lock();
+        let cached = loaded.get_mut(hash)?;
+        cached.last_used = now;
+        Some(cached.model.clone())
+    }
+
+    /// The memory model `hash` holds in the pool: its own reservation and its sessions'.
+    fn held_bytes(&self, model: &LoadedModel) -> usize {
+        let own = self
+            .reservations
+            .lock()
+            .get(&model.hash)
+            .map_or(0, MemoryReservation::size);
+        own + model.sessions.sessions_built().1
+    }
+
+    /// Lets go of loaded models no task holds, least recently used first, until at least
+    /// `wanted` bytes are free or none is left to let go. Returns the bytes freed.
+    fn evict_idle(&self, wanted: usize) -> usize {
+        let mut victims = Vec::new();
+        let mut freed = 0;
+        {
+            let mut loaded = self.loaded.lock();
+            let mut idle: Vec<(u64, String)> = loaded
+                .iter()
+                // Only the map holds it: no task, no lease, no batch is using it.
+                .filter(|(_, c)| Arc::strong_count(&c.model) == 1)
+                .map(|(hash, c)| (c.last_used, hash.clone()))
+                .collect();
+            idle.sort();
+            for (_, hash) in idle {
+                if freed >= wanted {
+                    break;
+                }
+                if let Some(cached) = loaded.remove(&hash) {
+                    freed += self.held_bytes(&cached.model);
+                    victims.push(cached.model);
+                }
+            }
+        }
+        // Dropped outside the lock: dropping returns their memory to the pool.
+        for model in victims {
+            tracing::info!(
+                model = %model.name,
+                hash = %model.hash,
+                "model let go to free memory (unused, least recently used); loaded again from the cache when asked for"
+            );
+            self.reservations.lock().remove(&model.hash);
+        }
+        freed
+    }
+
+    /// The content hashes of the models loaded now.
+    pub fn loaded_hashes(&self) -> Vec<String> {
+        let mut hashes: Vec<String> = self.loaded.lock().keys().cloned().collect();
+        hashes.sort();
+        hashes
+    }
+}
+
+impl Reclaim for RemoteModels {
+    fn reclaim(&self, wanted: usize) -> usize {
+        self.evict_idle(wanted)
     }
 }
 
@@ -237,14 +350,10 @@ impl ModelProvider for RemoteModels {
         };
         // Loaded by `preload` before the task started; loading here would block an
         // operator on the network and on ONNX Runtime.
-        self.loaded
-            .lock()
-            .get(&hash)
-            .cloned()
-            .ok_or_else(|| Error::ModelNotLoaded {
-                model: name.to_string(),
-                hash,
-            })
+        self.touch(&hash).ok_or_else(|| Error::ModelNotLoaded {
+            model: name.to_string(),
+            hash,
+        })
     }
 
     fn list(&self) -> Vec<ModelInfo> {
@@ -255,6 +364,100 @@ impl ModelProvider for RemoteModels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `RemoteModels` over a cache that already holds `models` (tests/data/models files),
+    /// its memory in a pool of `limit` bytes: nothing is fetched.
+    fn cached(
+        models: &[&str],
+        limit: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<RemoteModels>,
+        BTreeMap<String, String>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hashes = BTreeMap::new();
+        for name in models {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../tests/data/models/{name}.onnx"));
+            let bytes = std::fs::read(path).unwrap();
+            let hash = content_hash(&bytes);
+            std::fs::write(dir.path().join(format!("{hash}.onnx")), bytes).unwrap();
+            hashes.insert(name.to_string(), hash);
+        }
+        let pool = Arc::new(crate::memory::ReclaimingPool::new(Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(limit),
+        )));
+        let connector = Connector::new(None, None).unwrap();
+        let remote = Arc::new(
+            RemoteModels::new(
+                "http://127.0.0.1:1".into(),
+                connector,
+                dir.path().to_path_buf(),
+            )
+            .with_memory_pool(pool.clone()),
+        );
+        let reclaimer: Arc<dyn Reclaim> = remote.clone();
+        pool.reclaim_from(Arc::downgrade(&reclaimer));
+        (dir, remote, hashes)
+    }
+
+    fn pins(hashes: &BTreeMap<String, String>, names: &[&str]) -> Pins {
+        Pins {
+            versions: names
+                .iter()
+                .map(|n| (n.to_string(), hashes[*n].clone()))
+                .collect(),
+            ..Pins::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_models_are_let_go_least_recently_used_first_and_held_ones_never() {
+        // ship_mode 598 bytes, price 245, two_inputs 132: two fit in 900, not three.
+        let (_dir, models, hashes) = cached(&["ship_mode", "price", "two_inputs"], 900);
+        drop(
+            models
+                .preload(&pins(&hashes, &["ship_mode"]))
+                .await
+                .unwrap(),
+        );
+        drop(models.preload(&pins(&hashes, &["price"])).await.unwrap());
+        // ship_mode used since: price is the least recently used.
+        models
+            .model("ship_mode", Some(&hashes["ship_mode"]))
+            .unwrap();
+        let lease = models
+            .preload(&pins(&hashes, &["two_inputs"]))
+            .await
+            .unwrap();
+        let mut expected = vec![hashes["ship_mode"].clone(), hashes["two_inputs"].clone()];
+        expected.sort();
+        assert_eq!(models.loaded_hashes(), expected);
+        assert_eq!(lease.hashes(), [hashes["two_inputs"].as_str()]);
+
+        // With both loaded models held by running tasks, nothing can be let go: price does
+        // not fit and the error names it.
+        let held = models
+            .preload(&pins(&hashes, &["ship_mode"]))
+            .await
+            .unwrap();
+        let err = models
+            .preload(&pins(&hashes, &["price"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'price'"), "{err}");
+        assert_eq!(models.loaded_hashes(), expected);
+
+        // Once a task ends its models can go: price is loaded again from the cache.
+        drop(held);
+        models.preload(&pins(&hashes, &["price"])).await.unwrap();
+        let mut expected = vec![hashes["price"].clone(), hashes["two_inputs"].clone()];
+        expected.sort();
+        assert_eq!(models.loaded_hashes(), expected);
+        drop(lease);
+    }
 
     #[test]
     fn only_a_sha256_names_a_cache_file() {

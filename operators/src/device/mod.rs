@@ -193,6 +193,17 @@ pub fn scan_batch_rows(
     (may_use_gpu && tensor_rows == 0 && gpu.batch_rows > own).then_some(gpu.batch_rows)
 }
 
+/// Whether a statement's models may run on a GPU, so that a file a GPU site holds a copy
+/// of is better read there: it calls a model (`calls_model`) and neither the statement
+/// (`request`) nor every pipeline node that names a device (`nodes`) asks for the CPU.
+pub fn prefers_gpu(
+    calls_model: bool,
+    request: DeviceRequest,
+    mut nodes: impl Iterator<Item = DeviceRequest>,
+) -> bool {
+    calls_model && (request != DeviceRequest::Cpu || nodes.any(|d| d != DeviceRequest::Cpu))
+}
+
 /// The devices a worker scores on: `requested` (its `--devices`) each checked, a GPU that
 /// cannot be used being an error that names CUDA and the reason (the worker refuses to
 /// start); or, without a request, the GPUs detected that pass the check (one that does not
@@ -342,6 +353,17 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_prefers_gpu_sites_only_when_its_models_may_run_there() {
+        let none = || std::iter::empty();
+        assert!(prefers_gpu(true, DeviceRequest::Auto, none()));
+        assert!(prefers_gpu(true, DeviceRequest::Cuda(Some(1)), none()));
+        assert!(!prefers_gpu(false, DeviceRequest::Cuda(None), none()));
+        assert!(!prefers_gpu(true, DeviceRequest::Cpu, none()));
+        let cuda_node = [DeviceRequest::Cuda(None)];
+        assert!(prefers_gpu(true, DeviceRequest::Cpu, cuda_node.into_iter()));
+    }
 
     #[test]
     fn statements_that_may_use_a_gpu_read_bigger_batches_there() {
