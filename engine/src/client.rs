@@ -23,8 +23,26 @@ pub async fn action(
     kind: &str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>> {
+    action_at_most(connector, url, kind, body, usize::MAX).await
+}
+
+/// [`action`], refusing a reply of more than `limit` bytes when it gets there (a site's
+/// answer to the coordinator is bounded: a hostile site must not fill its memory).
+pub async fn action_at_most(
+    connector: &Connector,
+    url: &str,
+    kind: &str,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let call = action_stream(connector, url, kind, body, |chunk| {
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(Error::Refused {
+                action: kind.to_string(),
+                message: format!("the reply from {url} is over {limit} bytes"),
+            });
+        }
         out.extend_from_slice(chunk);
         Ok(())
     });

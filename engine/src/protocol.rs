@@ -58,6 +58,30 @@ pub struct StatementAtSite {
     pub device_fallbacks: Vec<String>,
 }
 
+impl StatementAtSite {
+    /// Recipients a site may report bytes for, and reasons it may give, in a statement's
+    /// report; a reason's characters. The rest of a hostile site's answer is dropped.
+    const MOST_RECIPIENTS: usize = 64;
+    const MOST_REASONS: usize = 8;
+    const REASON_CHARS: usize = 512;
+
+    /// This answer cut to what a statement's report shows.
+    pub fn bounded(mut self) -> Self {
+        self.sent = std::mem::take(&mut self.sent)
+            .into_iter()
+            .take(Self::MOST_RECIPIENTS)
+            .collect();
+        self.device_fallbacks.truncate(Self::MOST_REASONS);
+        for reason in &mut self.device_fallbacks {
+            if let Some((cut, _)) = reason.char_indices().nth(Self::REASON_CHARS) {
+                reason.truncate(cut);
+                reason.push('…');
+            }
+        }
+        self
+    }
+}
+
 /// Which statement's sent bytes to report (its `shoal.statement.key`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SentRequest {
@@ -321,5 +345,22 @@ impl StatementHandle {
         let any = arrow_flight::sql::Any::decode(ticket).ok()?;
         let statement: arrow_flight::sql::TicketStatementQuery = any.unpack().ok()??;
         Self::decode(&statement.statement_handle).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sites_answer_about_a_statement_is_cut_to_what_a_report_shows() {
+        let said = StatementAtSite {
+            sent: (0..1000).map(|i| (format!("peer-{i:04}"), 1)).collect(),
+            device_fallbacks: vec!["é".repeat(10_000); 100],
+        }
+        .bounded();
+        assert_eq!(said.sent.len(), 64);
+        assert_eq!(said.device_fallbacks.len(), 8);
+        assert_eq!(said.device_fallbacks[0].chars().count(), 513);
     }
 }

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 /// How long a statement's report waits for a site's sent bytes.
 const SENT_WAIT: Duration = Duration::from_secs(1);
+/// The most a site may answer the coordinator's actions with (sink runs list their files).
+const SITE_REPLY_LIMIT: usize = 16 << 20;
+/// The most a site may answer what it did for a statement with: a few recipients and
+/// reasons.
+const SENT_REPLY_LIMIT: usize = 64 << 10;
 use crate::security::ClusterChannels;
 use shoal_planner::SiteCatalog;
 use std::sync::Arc;
@@ -24,11 +29,23 @@ impl WorkerCalls {
         Self { catalog, channels }
     }
 
-    /// Sends `action` with `body` to worker `site`; its reply.
+    /// Sends `action` with `body` to worker `site`; its reply, at most
+    /// [`SITE_REPLY_LIMIT`] bytes.
     pub async fn call(&self, site: &str, action: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        self.call_at_most(site, action, body, SITE_REPLY_LIMIT)
+            .await
+    }
+
+    async fn call_at_most(
+        &self,
+        site: &str,
+        action: &str,
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
         let url = self.catalog.url_of(site)?;
         let connector = self.channels.connector_for(&url).await?;
-        client::action(&connector, url.as_str(), action, body).await
+        client::action_at_most(&connector, url.as_str(), action, body, limit).await
     }
 
     /// What each live site did for statement `key` (see [`crate::protocol::ACTION_SENT`]):
@@ -45,11 +62,13 @@ impl WorkerCalls {
             async move {
                 let reply = tokio::time::timeout(
                     SENT_WAIT,
-                    self.call(&site, crate::protocol::ACTION_SENT, body),
+                    self.call_at_most(&site, crate::protocol::ACTION_SENT, body, SENT_REPLY_LIMIT),
                 )
                 .await;
                 let said: StatementAtSite = match reply {
-                    Ok(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                    Ok(Ok(bytes)) => serde_json::from_slice::<StatementAtSite>(&bytes)
+                        .unwrap_or_default()
+                        .bounded(),
                     _ => StatementAtSite::default(),
                 };
                 (site, said)
@@ -86,7 +105,14 @@ impl WorkerCalls {
         for (site, url) in self.catalog.live_sites() {
             let call = async {
                 let connector = self.channels.connector_for(&url).await?;
-                client::action(&connector, url.as_str(), action, body.clone()).await
+                client::action_at_most(
+                    &connector,
+                    url.as_str(),
+                    action,
+                    body.clone(),
+                    SITE_REPLY_LIMIT,
+                )
+                .await
             };
             let reply = call.await.map_err(|e| Error::SinkAction {
                 action: action.to_string(),

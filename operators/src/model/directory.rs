@@ -23,12 +23,13 @@ use std::sync::Arc;
 type ValueOf = fn(&str) -> &str;
 
 /// `bytes` of the model at `path` with the files beside it attached as properties, when
-/// there are: `<name>.tokenizer.json` (see [`super::tokenizer`]) and `<name>.device`, the
-/// device kind the registry pins it to (`cpu`, `cuda`; see [`super::loaded::DEVICE_KEY`]).
-/// Each pair is then one version of the model.
+/// there are: `<name>.tokenizer.json` (see [`super::tokenizer`]), `<name>.device`, the
+/// device kind the registry pins it to (`cpu`, `cuda`; see [`super::loaded::DEVICE_KEY`]),
+/// and `<name>.batch_rows`, the most rows one run of it takes (see
+/// [`super::loaded::BATCH_ROWS_KEY`]). Each set is then one version of the model.
 fn with_siblings(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    // The tokenizer as the file has it; a device file's line end is not part of the device.
-    let siblings: [(String, &str, ValueOf); 2] = [
+    // The tokenizer as the file has it; a device or a number ends before its line end.
+    let siblings: [(String, &str, ValueOf); 3] = [
         (
             format!("{name}.tokenizer.json"),
             super::tokenizer::TOKENIZER_KEY,
@@ -37,6 +38,11 @@ fn with_siblings(path: &Path, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
         (
             format!("{name}.device"),
             super::loaded::DEVICE_KEY,
+            str::trim,
+        ),
+        (
+            format!("{name}.batch_rows"),
+            super::loaded::BATCH_ROWS_KEY,
             str::trim,
         ),
     ];
@@ -345,6 +351,65 @@ mod tests {
     fn test_model(file: &str) -> Vec<u8> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
         std::fs::read(dir.join(file)).unwrap()
+    }
+
+    /// `<name>.batch_rows` beside a model bounds the rows of each run: a batch of 10 rows is
+    /// run in 4 slices of at most 3, with the same answers; a count out of range is an error
+    /// naming the model.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_rows_file_bounds_the_rows_of_each_run() {
+        use datafusion::arrow::array::{ArrayRef, Float32Array, RecordBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = test_model("price.onnx");
+        std::fs::write(dir.path().join("whole.onnx"), &bytes).unwrap();
+        std::fs::write(dir.path().join("sliced.onnx"), &bytes).unwrap();
+        std::fs::write(dir.path().join("sliced.batch_rows"), "3\n").unwrap();
+        let registry = Arc::new(DirectoryModels::load(dir.path()).unwrap());
+        assert_eq!(registry.model("sliced", None).unwrap().batch_rows, Some(3));
+        assert_eq!(registry.model("whole", None).unwrap().batch_rows, None);
+
+        let mut builder = datafusion::execution::SessionStateBuilder::new().with_default_features();
+        builder
+            .scalar_functions()
+            .get_or_insert_with(Vec::new)
+            .extend(crate::ml_udfs(registry));
+        let ctx = datafusion::prelude::SessionContext::new_with_state(builder.build());
+        let column = |scale: f32| -> ArrayRef {
+            Arc::new(Float32Array::from_iter_values(
+                (0..10).map(|i| i as f32 * scale),
+            ))
+        };
+        let batch = RecordBatch::try_from_iter([("a", column(1.0)), ("b", column(0.5))]).unwrap();
+        ctx.register_batch("t", batch).unwrap();
+        let scores = |model: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let sql = format!("SELECT predict('{model}', a, b) AS p FROM t");
+                let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let before = crate::udf::inference::model_runs();
+        let whole = scores("whole").await;
+        let after_whole = crate::udf::inference::model_runs();
+        let sliced = scores("sliced").await;
+        let after_sliced = crate::udf::inference::model_runs();
+        assert_eq!(whole, sliced);
+        assert!(after_whole - before >= 1);
+        assert!(
+            after_sliced - after_whole >= 4,
+            "{}",
+            after_sliced - after_whole
+        );
+
+        std::fs::write(dir.path().join("sliced.batch_rows"), "0").unwrap();
+        let err = DirectoryModels::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("'sliced'") && err.contains("'0' is not a row count"),
+            "{err}"
+        );
     }
 
     /// `<name>.device` beside a model pins it to a device kind: inside its bytes (so its

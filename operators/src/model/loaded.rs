@@ -25,10 +25,42 @@ pub struct LoadedModel {
     /// The device kind the registry pinned the model to (its [`DEVICE_KEY`] property, from
     /// a `<name>.device` file beside it): where it runs when a statement asks for `auto`.
     pub device: Option<DeviceRequest>,
+    /// The most rows one run of the model takes (its [`BATCH_ROWS_KEY`] property, from a
+    /// `<name>.batch_rows` file beside it): a batch with more is run in slices. A pipeline
+    /// node's `batch_size` overrides it.
+    pub batch_rows: Option<usize>,
 }
 
 /// The metadata property that pins a model to a device kind (`cpu`, `cuda`, `cuda:N`).
 pub const DEVICE_KEY: &str = "shoal.device";
+
+/// The metadata property that bounds the rows of one run of a model (an image model whose
+/// runs must fit a GPU's memory, a model faster in smaller slices).
+pub const BATCH_ROWS_KEY: &str = "shoal.batch_rows";
+
+/// The most rows per run a model may be given: what a pipeline node's `batch_size` allows.
+pub const MAX_BATCH_ROWS: usize = 10_000_000;
+
+/// The rows per run `bytes` bound their model to; a value that is not a count from 1 to
+/// [`MAX_BATCH_ROWS`] is an invalid model, named.
+fn pinned_batch_rows(name: &str, bytes: &[u8]) -> Result<Option<usize>> {
+    let invalid = |message: String| Error::InvalidModel {
+        name: name.to_string(),
+        origin: format!("its {BATCH_ROWS_KEY} property"),
+        message,
+    };
+    let Some(text) =
+        super::metadata::property(bytes, BATCH_ROWS_KEY).map_err(|e| invalid(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(rows) if (1..=MAX_BATCH_ROWS).contains(&rows) => Ok(Some(rows)),
+        _ => Err(invalid(format!(
+            "'{text}' is not a row count from 1 to {MAX_BATCH_ROWS}"
+        ))),
+    }
+}
 
 /// The device kind `bytes` pin their model to; a value that is not a device is an
 /// invalid model, named.
@@ -73,6 +105,7 @@ impl LoadedModel {
         let native = native_trees(name, &bytes, &signature);
         let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
         let device = pinned_device(name, &bytes)?;
+        let batch_rows = pinned_batch_rows(name, &bytes)?;
         Ok(Self {
             name: name.to_string(),
             hash,
@@ -82,6 +115,7 @@ impl LoadedModel {
             native,
             tokenizer,
             device,
+            batch_rows,
         })
     }
 

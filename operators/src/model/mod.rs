@@ -10,7 +10,7 @@ pub mod tokenizer;
 pub mod trees;
 
 pub use directory::{DirectoryModels, RegisteredVersion, check_model_name, content_hash};
-pub use loaded::{DEVICE_KEY, LoadedModel};
+pub use loaded::{BATCH_ROWS_KEY, DEVICE_KEY, LoadedModel, MAX_BATCH_ROWS};
 pub use session_pool::{SESSION_MEMORY_FACTOR, SessionPool};
 pub use signature::{InputLayout, ModelSignature, OutputSpec, TensorElem, TensorSpec};
 pub use tokenizer::ModelTokenizer;

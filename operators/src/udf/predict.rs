@@ -251,6 +251,7 @@ impl ScalarUDFImpl for PredictUdf {
         let chunk = self
             .batch_rows
             .or_else(|| pins.batch_rows.get(&name).copied())
+            .or(model.batch_rows)
             .unwrap_or(rows)
             .min(feeds.rows_per_run())
             .max(1);

@@ -12,6 +12,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Expr, ScalarUDF, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
+use shoal_operators::model::MAX_BATCH_ROWS;
 use shoal_operators::{PredictKind, PredictUdf};
 use shoal_sql::statement::StatementLimits;
 use std::collections::HashMap;
@@ -303,11 +304,11 @@ fn model(
         ),
     };
     let batch_rows = match &spec.batch_size {
-        Some(b) if *b.get_ref() == 0 || *b.get_ref() > 10_000_000 => {
+        Some(b) if *b.get_ref() == 0 || *b.get_ref() > MAX_BATCH_ROWS as u64 => {
             return Err(Diagnostic::new(
                 format!("{key}.batch_size"),
                 Some(b.span()),
-                "batch_size must be from 1 to 10000000",
+                format!("batch_size must be from 1 to {MAX_BATCH_ROWS}"),
             ));
         }
         b => b.as_ref().map(|b| *b.get_ref() as usize),
