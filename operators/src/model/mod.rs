@@ -1,5 +1,6 @@
 //! Models: their signature as shoal sees it, loaded sessions, and where they come from.
 
+pub mod dense;
 mod directory;
 pub mod feeds;
 mod loaded;

@@ -12,10 +12,10 @@
 //! `SET shoal.inference.native_trees = false` (or `--native-trees false`) turns the native
 //! evaluator off (to compare the two).
 
-mod attributes;
+pub(crate) mod attributes;
 mod forest;
 mod head;
-mod proto;
+pub(crate) mod proto;
 
 use attributes::{Attributes, Unsupported};
 use forest::{Forest, Votes};
