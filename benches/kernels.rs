@@ -19,6 +19,7 @@ use datafusion::prelude::SessionContext;
 use ort::value::TensorRef;
 use shoal_operators::features::{categorical, numeric, stack_as_f32, text};
 use shoal_operators::model::SessionPool;
+use shoal_operators::model::dense::NativeDense;
 use shoal_operators::model::trees::NativeTrees;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -177,6 +178,43 @@ fn trees(c: &mut Criterion) {
     group.finish();
 }
 
+/// The native dense evaluator against ONNX Runtime on the committed dense models, 8192
+/// rows a run (a scan batch): rows/s, and GMAC/s from each model's multiply-adds per row.
+fn dense(c: &mut Criterion) {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let mut next = uniform(11);
+    let mut group = c.benchmark_group("dense_model");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    // (file, input width, multiply-adds per row: the sum of its layers' K x N)
+    for (file, width, macs) in [
+        (
+            "dense_models/mlp_wide.onnx",
+            21usize,
+            21 * 64 + 64 * 32 + 32,
+        ),
+        ("models/return_risk.onnx", 4, 4 * 16 + 16 * 8 + 8),
+        ("dense_models/mlp_multiclass.onnx", 4, 4 * 12 + 12 * 3),
+    ] {
+        let x: Vec<f32> = (0..ROWS * width).map(|_| next() as f32 - 0.5).collect();
+        let bytes = std::fs::read(data.join(file)).unwrap();
+        let name = file.rsplit('/').next().unwrap_or(file);
+        let native = NativeDense::from_onnx(&bytes, width).unwrap();
+        eprintln!("dense_model {name}: {macs} multiply-adds a row; GMAC/s = rows/s x {macs} / 1e9");
+        group.bench_function(BenchmarkId::new("shoal native", name), |b| {
+            b.iter(|| native.run(black_box(&x), ROWS))
+        });
+        let mut session = SessionPool::build_session(name, &bytes).unwrap();
+        group.bench_function(BenchmarkId::new("onnxruntime", name), |b| {
+            b.iter(|| {
+                let input = TensorRef::from_array_view(([ROWS, width], x.as_slice())).unwrap();
+                let outputs = session.run(ort::inputs![input]).unwrap();
+                black_box(outputs.len())
+            })
+        });
+    }
+    group.finish();
+}
+
 /// What the coordinator does with the partial states of `avg(x) GROUP BY key` from 3 sites:
 /// sum the (sum, count) pairs per group.
 fn partial_merge(c: &mut Criterion) {
@@ -293,6 +331,7 @@ criterion_group!(
     tensor_input,
     feature_kernels,
     trees,
+    dense,
     partial_merge,
     local_training
 );

@@ -7,6 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | `shoal.inference.slots` | integer | cores | concurrent model runs in a process (each with its own ONNX Runtime session); process-wide, fixed when the process first runs a model (`--inference-slots`) |
 //! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
+//! | `shoal.inference.native_dense` | bool | false | score dense models (MatMul/Gemm chains) on the CPU with shoal's native evaluator (off: it is slower than ONNX Runtime so far) |
 //! | `shoal.inference.device` | text | `auto` | where models run on each site: `auto` (a GPU the site declared, else the CPU), `cpu`, `cuda` (any of the site's GPUs, required) or `cuda:N` |
 //! | `shoal.inference.device_fallback` | bool | false | a site that cannot give the GPU asked for scores on the CPU and the report says so per site; false: the statement fails naming the reason |
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
@@ -72,6 +73,8 @@ pub struct InferenceOptions {
     pub slots: usize,
     /// Whether tree ensembles run on shoal's native evaluator.
     pub native_trees: bool,
+    /// Whether dense models run on shoal's native evaluator where they run on the CPU.
+    pub native_dense: bool,
     /// Where models run on each site.
     pub device: crate::device::DeviceRequest,
     /// Whether a site without the GPU asked for scores on the CPU (saying so) or fails.
@@ -94,6 +97,8 @@ impl Default for ShoalOptions {
             inference: InferenceOptions {
                 slots: 0,
                 native_trees: true,
+                // Off until it is faster than ONNX Runtime (issue 20): 0.2x-0.65x today.
+                native_dense: false,
                 device: crate::device::DeviceRequest::Auto,
                 device_fallback: false,
             },
@@ -121,6 +126,7 @@ impl ShoalOptions {
 
 const SLOTS: &str = "inference.slots";
 const NATIVE_TREES: &str = "inference.native_trees";
+const NATIVE_DENSE: &str = "inference.native_dense";
 const DEVICE: &str = "inference.device";
 const DEVICE_FALLBACK: &str = "inference.device_fallback";
 const VERSIONS: &str = "models.versions";
@@ -157,6 +163,11 @@ impl ExtensionOptions for ShoalOptions {
             NATIVE_TREES => {
                 self.inference.native_trees = value.trim().parse().or_else(|_| {
                     config_err!("shoal.{NATIVE_TREES} must be true or false, not '{value}'")
+                })?
+            }
+            NATIVE_DENSE => {
+                self.inference.native_dense = value.trim().parse().or_else(|_| {
+                    config_err!("shoal.{NATIVE_DENSE} must be true or false, not '{value}'")
                 })?
             }
             DEVICE => {
@@ -196,7 +207,7 @@ impl ExtensionOptions for ShoalOptions {
             other => {
                 return config_err!(
                     "unknown setting 'shoal.{other}'; shoal's settings: shoal.{SLOTS}, \
-                     shoal.{NATIVE_TREES}, shoal.{DEVICE}, shoal.{DEVICE_FALLBACK}, \
+                     shoal.{NATIVE_TREES}, shoal.{NATIVE_DENSE}, shoal.{DEVICE}, shoal.{DEVICE_FALLBACK}, \
                      shoal.{VERSIONS}, shoal.{BATCH_ROWS}, shoal.{TENSOR_SHAPES}, \
                      shoal.{MODEL_DEVICES}, \
                      shoal.{STATEMENT_KEY}, shoal.{STATEMENT_DEADLINE}, shoal.{STATEMENT_USER}, \
@@ -224,6 +235,12 @@ impl ExtensionOptions for ShoalOptions {
                 NATIVE_TREES,
                 self.inference.native_trees.to_string(),
                 "Score tree ensembles with shoal's native evaluator (false: ONNX Runtime)",
+            ),
+            entry(
+                NATIVE_DENSE,
+                self.inference.native_dense.to_string(),
+                "Score dense models (MatMul/Gemm chains) on the CPU with shoal's native \
+                 evaluator (false: ONNX Runtime)",
             ),
             entry(
                 DEVICE,
@@ -306,16 +323,18 @@ mod tests {
         let mut config = ConfigOptions::new();
         config.extensions.insert(ShoalOptions::default());
         config.set("shoal.inference.native_trees", "false").unwrap();
+        config.set("shoal.inference.native_dense", "true").unwrap();
         config.set("shoal.inference.slots", "3").unwrap();
         let options = ShoalOptions::from_config(&config);
         assert!(!options.inference.native_trees);
+        assert!(options.inference.native_dense);
         assert_eq!(options.inference.slots, 3);
         let err = config.set("shoal.inference.slots", "many").unwrap_err();
         assert!(err.to_string().contains("shoal.inference.slots"), "{err}");
         let err = config.set("shoal.infrence.slots", "1").unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
-        assert_eq!(keys.len(), 14);
+        assert_eq!(keys.len(), 15);
         config.set("shoal.inference.device", "cuda:1").unwrap();
         config
             .set("shoal.inference.device_fallback", "true")

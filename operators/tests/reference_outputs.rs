@@ -8,9 +8,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
 use datafusion::prelude::SessionContext;
 use shoal_operators::model::{DirectoryModels, LoadedModel};
-use shoal_operators::{Error, ModelProvider, ml_udfs};
+use shoal_operators::{Error, ModelProvider, ShoalOptions, ml_udfs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,9 +43,20 @@ fn flat(value: &serde_json::Value) -> Vec<f64> {
 
 /// A table `t(f0, f1, ...)` holding the reference inputs, one column per feature.
 fn session(reference: &Reference) -> (SessionContext, usize) {
+    session_with(reference, false)
+}
+
+/// [`session`], its dense models scored by shoal's native evaluator when `native_dense`.
+fn session_with(reference: &Reference, native_dense: bool) -> (SessionContext, usize) {
     let provider: Arc<dyn ModelProvider> =
         Arc::new(DirectoryModels::load(&data_dir().join("models")).expect("models"));
-    let mut builder = SessionStateBuilder::new().with_default_features();
+    let mut options = ShoalOptions::default();
+    options.inference.native_dense = native_dense;
+    let mut config = SessionConfig::new();
+    config.options_mut().extensions.insert(options);
+    let mut builder = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config);
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)
@@ -103,9 +115,22 @@ fn args(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classifier_labels_and_probabilities_match_onnxruntime() {
-    for model in ["return_risk", "ship_mode"] {
+    // return_risk on ONNX Runtime and on the native dense evaluator.
+    for (model, native_dense) in [
+        ("return_risk", false),
+        ("return_risk", true),
+        ("ship_mode", false),
+    ] {
         let reference = reference(model);
-        let (ctx, n) = session(&reference);
+        let (ctx, n) = session_with(&reference, native_dense);
+        if native_dense {
+            let models = DirectoryModels::load(&data_dir().join("models")).expect("models");
+            let loaded = models.model(model, None).expect("model");
+            assert!(
+                loaded.dense.is_some(),
+                "{model} compiles to the dense evaluator"
+            );
+        }
         let labels = call(&ctx, "predict", model, n).await;
         let labels: Vec<f64> = labels
             .as_primitive::<Int64Type>()

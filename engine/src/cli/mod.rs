@@ -50,6 +50,10 @@ struct InferenceArgs {
     /// false: with ONNX Runtime.
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
     native_trees: bool,
+    /// Score dense models (MatMul/Gemm chains) on the CPU with shoal's native evaluator
+    /// (shoal.inference.native_dense; off by default: slower than ONNX Runtime so far).
+    #[arg(long, global = true, default_value_t = false, action = clap::ArgAction::Set)]
+    native_dense: bool,
 }
 
 impl InferenceArgs {
@@ -57,6 +61,7 @@ impl InferenceArgs {
         let options = shoal_operators::config::InferenceOptions {
             slots: self.inference_slots.map_or(0, |n| n as usize),
             native_trees: self.native_trees,
+            native_dense: self.native_dense,
             ..shoal_operators::ShoalOptions::default().inference
         };
         // First thing the process does: nothing has read the settings yet.

@@ -1,5 +1,6 @@
 //! A model ready to run: its bytes, content hash, signature and session pool.
 
+use super::dense::NativeDense;
 use super::session_pool::SessionPool;
 use super::signature::{InputLayout, ModelSignature, TensorElem};
 use super::tokenizer::ModelTokenizer;
@@ -19,6 +20,9 @@ pub struct LoadedModel {
     pub sessions: SessionPool,
     /// The native evaluator, for graphs that are one tree ensemble (see [`NativeTrees`]).
     pub native: Option<NativeTrees>,
+    /// The native dense evaluator, for graphs of MatMul/Gemm chains over one float
+    /// [N, width] input (see [`NativeDense`]).
+    pub dense: Option<NativeDense>,
     /// The tokenizer its bytes carry, for `tokenize` and `text_chunks` (see
     /// [`super::tokenizer`]).
     pub tokenizer: Option<ModelTokenizer>,
@@ -103,6 +107,10 @@ impl LoadedModel {
             runtime::memory_pool(),
         )?;
         let native = native_trees(name, &bytes, &signature);
+        let dense = match native {
+            Some(_) => None,
+            None => native_dense(name, &bytes, &signature),
+        };
         let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
         let device = pinned_device(name, &bytes)?;
         let batch_rows = pinned_batch_rows(name, &bytes)?;
@@ -113,6 +121,7 @@ impl LoadedModel {
             signature,
             sessions,
             native,
+            dense,
             tokenizer,
             device,
             batch_rows,
@@ -152,6 +161,29 @@ fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<
         Ok(trees) => {
             tracing::info!(model = name, "tree ensemble evaluated natively");
             Some(trees)
+        }
+        Err(reason) => {
+            tracing::debug!(model = name, "runs on ONNX Runtime: {reason}");
+            None
+        }
+    }
+}
+
+/// The native dense evaluator for this model, when its graph compiles to one (see
+/// [`NativeDense::from_onnx`]; `shoal.inference.native_dense` decides per statement whether
+/// it is used).
+fn native_dense(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<NativeDense> {
+    let InputLayout::Stacked {
+        width,
+        elem: TensorElem::Float32,
+    } = signature.layout
+    else {
+        return None;
+    };
+    match NativeDense::from_onnx(bytes, width) {
+        Ok(dense) => {
+            tracing::info!(model = name, "dense graph evaluated natively");
+            Some(dense)
         }
         Err(reason) => {
             tracing::debug!(model = name, "runs on ONNX Runtime: {reason}");

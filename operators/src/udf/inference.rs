@@ -119,6 +119,9 @@ pub struct RunOn {
     /// run on the CPU whatever the device (ONNX Runtime's GPU providers have no tree
     /// operators either).
     pub native_trees: bool,
+    /// Dense models on shoal's native evaluator (`shoal.inference.native_dense`) where they
+    /// run on the CPU.
+    pub native_dense: bool,
     pub device: Device,
 }
 
@@ -154,6 +157,7 @@ impl RunOn {
         }
         Ok(Self {
             native_trees: options.inference.native_trees,
+            native_dense: options.inference.native_dense,
             device: placement.device,
         })
     }
@@ -191,6 +195,26 @@ pub fn infer(
     ) && let Some(matrix) = block.as_f32()
     {
         let outputs = native.run(matrix, rows);
+        return to_arrow(
+            model,
+            kind,
+            Output::Native(&outputs[output_index]),
+            output_index,
+            rows,
+        );
+    }
+    // The native dense evaluator likewise, where the model runs on the CPU (a GPU runs it on
+    // ONNX Runtime's CUDA provider).
+    if let (true, Device::Cpu, Some(dense), InputLayout::Stacked { .. }, [block]) = (
+        run_on.native_dense,
+        run_on.device,
+        &model.dense,
+        sig.layout,
+        blocks.as_slice(),
+    ) && let Some(matrix) = block.as_f32()
+    {
+        let what = format!("model '{}'", model.name);
+        let outputs = dense.run_until(matrix, rows, || stop.stop_error(&what))?;
         return to_arrow(
             model,
             kind,

@@ -56,6 +56,21 @@ impl NativeDense {
     /// Every graph output for `rows` rows of `x` (row-major, `width` floats a row), as ONNX
     /// Runtime would give them.
     pub fn run(&self, x: &[f32], rows: usize) -> Vec<NativeTensor> {
+        let never = || Ok::<(), std::convert::Infallible>(());
+        match self.run_until(x, rows, never) {
+            Ok(outputs) => outputs,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`NativeDense::run`], asking `go_on` before each block of rows whether to go on (a
+    /// cancelled statement's run stops within one block).
+    pub fn run_until<E>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        go_on: impl Fn() -> Result<(), E>,
+    ) -> Result<Vec<NativeTensor>, E> {
         let mut outputs: Vec<Buffer> = self
             .outputs
             .iter()
@@ -70,6 +85,7 @@ impl NativeDense {
             .collect();
         let mut slots: Vec<Buffer> = (0..self.slots).map(|_| Buffer::F32(Vec::new())).collect();
         for start in (0..rows).step_by(BLOCK_ROWS) {
+            go_on()?;
             let block = BLOCK_ROWS.min(rows - start);
             slots[0] = Buffer::F32(x[start * self.width..(start + block) * self.width].to_vec());
             for step in &self.steps {
@@ -79,7 +95,8 @@ impl NativeDense {
                 out.extend_from(&slots[output.slot]);
             }
         }
-        self.outputs
+        Ok(self
+            .outputs
             .iter()
             .zip(outputs)
             .map(|(output, data)| {
@@ -92,6 +109,6 @@ impl NativeDense {
                     Buffer::I64(data) => NativeTensor::Int64 { dims, data },
                 }
             })
-            .collect()
+            .collect())
     }
 }
