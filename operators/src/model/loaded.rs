@@ -106,10 +106,22 @@ impl LoadedModel {
             runtime::inference_slots(),
             runtime::memory_pool(),
         )?;
-        let native = native_trees(name, &bytes, &signature);
+        let native = native_evaluator(
+            name,
+            &bytes,
+            &signature,
+            "tree ensemble",
+            NativeTrees::from_onnx,
+        );
         let dense = match native {
             Some(_) => None,
-            None => native_dense(name, &bytes, &signature),
+            None => native_evaluator(
+                name,
+                &bytes,
+                &signature,
+                "dense graph",
+                NativeDense::from_onnx,
+            ),
         };
         let tokenizer = ModelTokenizer::embedded(name, &bytes)?;
         let device = pinned_device(name, &bytes)?;
@@ -146,10 +158,17 @@ impl From<&LoadedModel> for ModelInfo {
     }
 }
 
-/// The native tree evaluator for this model, when its graph is one tree ensemble over one
-/// float [N, width] input (`shoal.inference.native_trees` decides per statement whether it is
-/// used).
-fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<NativeTrees> {
+/// A native evaluator for this model made by `compile` from its bytes and input width, when
+/// its graph reads one float [N, width] input and `compile` takes it (`what` it evaluates
+/// is logged); else None and the model runs on ONNX Runtime. A statement's setting decides
+/// whether it is used (`shoal.inference.native_trees`, `shoal.inference.native_dense`).
+fn native_evaluator<T>(
+    name: &str,
+    bytes: &[u8],
+    signature: &ModelSignature,
+    what: &str,
+    compile: impl FnOnce(&[u8], usize) -> Result<T, String>,
+) -> Option<T> {
     let InputLayout::Stacked {
         width,
         elem: TensorElem::Float32,
@@ -157,33 +176,10 @@ fn native_trees(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<
     else {
         return None;
     };
-    match NativeTrees::from_onnx(bytes, width) {
-        Ok(trees) => {
-            tracing::info!(model = name, "tree ensemble evaluated natively");
-            Some(trees)
-        }
-        Err(reason) => {
-            tracing::debug!(model = name, "runs on ONNX Runtime: {reason}");
-            None
-        }
-    }
-}
-
-/// The native dense evaluator for this model, when its graph compiles to one (see
-/// [`NativeDense::from_onnx`]; `shoal.inference.native_dense` decides per statement whether
-/// it is used).
-fn native_dense(name: &str, bytes: &[u8], signature: &ModelSignature) -> Option<NativeDense> {
-    let InputLayout::Stacked {
-        width,
-        elem: TensorElem::Float32,
-    } = signature.layout
-    else {
-        return None;
-    };
-    match NativeDense::from_onnx(bytes, width) {
-        Ok(dense) => {
-            tracing::info!(model = name, "dense graph evaluated natively");
-            Some(dense)
+    match compile(bytes, width) {
+        Ok(evaluator) => {
+            tracing::info!(model = name, "{what} evaluated natively");
+            Some(evaluator)
         }
         Err(reason) => {
             tracing::debug!(model = name, "runs on ONNX Runtime: {reason}");

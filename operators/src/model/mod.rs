@@ -5,6 +5,9 @@ mod directory;
 pub mod feeds;
 mod loaded;
 pub mod metadata;
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) mod ort_reference;
 mod session_pool;
 mod signature;
 pub mod tokenizer;

@@ -185,36 +185,23 @@ pub fn infer(
         message: e.to_string(),
     };
     let blocks = input_blocks(model, features, feeds, rows)?;
-    // The native tree evaluator takes the one [N, width] float32 matrix: stacked columns or
-    // one tensor column, as ONNX Runtime would.
-    if let (true, Some(native), InputLayout::Stacked { .. }, [block]) = (
-        run_on.native_trees,
-        &model.native,
-        sig.layout,
-        blocks.as_slice(),
-    ) && let Some(matrix) = block.as_f32()
-    {
-        let outputs = native.run(matrix, rows);
-        return to_arrow(
-            model,
-            kind,
-            Output::Native(&outputs[output_index]),
-            output_index,
-            rows,
-        );
-    }
-    // The native dense evaluator likewise, where the model runs on the CPU (a GPU runs it on
-    // ONNX Runtime's CUDA provider).
-    if let (true, Device::Cpu, Some(dense), InputLayout::Stacked { .. }, [block]) = (
-        run_on.native_dense,
-        run_on.device,
-        &model.dense,
-        sig.layout,
-        blocks.as_slice(),
-    ) && let Some(matrix) = block.as_f32()
-    {
-        let what = format!("model '{}'", model.name);
-        let outputs = dense.run_until(matrix, rows, || stop.stop_error(&what))?;
+    // The native evaluators take the one [N, width] float32 matrix: stacked columns or one
+    // tensor column, as ONNX Runtime would. Trees run on the CPU whatever the device; a
+    // dense graph only where the model runs on the CPU (a GPU runs it on ONNX Runtime's
+    // CUDA provider).
+    let matrix = match (sig.layout, blocks.as_slice()) {
+        (InputLayout::Stacked { .. }, [block]) => block.as_f32(),
+        _ => None,
+    };
+    let native = match (matrix, &model.native, &model.dense) {
+        (Some(matrix), Some(trees), _) if run_on.native_trees => Some(trees.run(matrix, rows)),
+        (Some(matrix), _, Some(dense)) if run_on.native_dense && run_on.device == Device::Cpu => {
+            let what = format!("model '{}'", model.name);
+            Some(dense.run_until(matrix, rows, || stop.stop_error(&what))?)
+        }
+        _ => None,
+    };
+    if let Some(outputs) = native {
         return to_arrow(
             model,
             kind,

@@ -50,7 +50,11 @@ const ONNX_INT32: i32 = 6;
 const ONNX_INT64: i32 = 7;
 
 fn cols(dims: &[usize]) -> usize {
-    dims.iter().product()
+    // Saturating: a hostile graph's dimensions must not overflow (usize::MAX then matches
+    // no real width, and the graph is left to ONNX Runtime).
+    dims.iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .unwrap_or(usize::MAX)
 }
 
 pub fn compile(bytes: &[u8], width: usize) -> Result<NativeDense, Unsupported> {
@@ -565,7 +569,7 @@ fn constant(tensor: &TensorProto) -> Result<Known, Unsupported> {
         .iter()
         .map(|d| usize::try_from(*d).map_err(|_| format!("initializer '{}' dims", tensor.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let len: usize = dims.iter().product();
+    let len = cols(&dims);
     let raw = &tensor.raw_data;
     let values = match tensor.data_type {
         ONNX_FLOAT if !raw.is_empty() => Values::F32(

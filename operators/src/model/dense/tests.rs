@@ -2,9 +2,7 @@
 //! committed dense model, with rows of NaN, infinite, large and zero features.
 
 use super::NativeDense;
-use crate::model::SessionPool;
 use crate::model::trees::NativeTensor;
-use ort::value::TensorRef;
 use std::path::PathBuf;
 
 /// (file under tests/data, input width): every committed model a dense graph compiles for.
@@ -50,26 +48,7 @@ fn rows(n: usize, width: usize) -> Vec<f32> {
 }
 
 fn ort_outputs(file: &str, x: &[f32], rows: usize, width: usize) -> Vec<NativeTensor> {
-    let mut session = SessionPool::build_session(file, &model_bytes(file)).expect("ORT session");
-    let input = TensorRef::from_array_view(([rows, width], x)).expect("input tensor");
-    let outputs = session.run(ort::inputs![input]).expect("ORT run");
-    outputs
-        .iter()
-        .map(|(_, value)| {
-            if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
-                NativeTensor::Float32 {
-                    dims: shape.iter().copied().collect(),
-                    data: data.to_vec(),
-                }
-            } else {
-                let (shape, data) = value.try_extract_tensor::<i64>().expect("f32 or i64");
-                NativeTensor::Int64 {
-                    dims: shape.iter().copied().collect(),
-                    data: data.to_vec(),
-                }
-            }
-        })
-        .collect()
+    crate::model::ort_reference::ort_outputs(file, &model_bytes(file), x, rows, width)
 }
 
 /// Every output's values for `row` (for a failure's message).

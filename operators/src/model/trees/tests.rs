@@ -1,8 +1,6 @@
 //! The native evaluator against ONNX Runtime, output by output, on every row.
 
 use super::{NativeTensor, NativeTrees};
-use crate::model::SessionPool;
-use ort::value::TensorRef;
 use std::path::PathBuf;
 
 const WIDTH: usize = 4;
@@ -41,26 +39,7 @@ fn rows(n: usize) -> Vec<f32> {
 
 fn ort_outputs(name: &str, x: &[f32], rows: usize) -> Vec<NativeTensor> {
     let bytes = std::fs::read(model_path(name)).expect("model file");
-    let mut session = SessionPool::build_session(name, &bytes).expect("ORT session");
-    let input = TensorRef::from_array_view(([rows, WIDTH], x)).expect("input tensor");
-    let outputs = session.run(ort::inputs![input]).expect("ORT run");
-    outputs
-        .iter()
-        .map(|(_, value)| {
-            if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
-                NativeTensor::Float32 {
-                    dims: shape.iter().copied().collect(),
-                    data: data.to_vec(),
-                }
-            } else {
-                let (shape, data) = value.try_extract_tensor::<i64>().expect("f32 or i64");
-                NativeTensor::Int64 {
-                    dims: shape.iter().copied().collect(),
-                    data: data.to_vec(),
-                }
-            }
-        })
-        .collect()
+    crate::model::ort_reference::ort_outputs(name, &bytes, x, rows, WIDTH)
 }
 
 /// Largest difference between the two evaluators, relative to max(1, |ORT value|).
