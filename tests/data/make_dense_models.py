@@ -7,6 +7,12 @@ dense_models/mlp_multiclass.onnx  StandardScaler + MLPClassifier (tanh, 3 classe
 dense_models/mlp_logistic.onnx    MLPRegressor (logistic activation, 3 layers)
 dense_models/mlp_wide.onnx        MLPClassifier (relu, 64-32, binary) on 21 features: the
                                   shape of the issue's lineitem model
+dense_models/logistic_binary.onnx LogisticRegression, 2 classes: LinearClassifier (LOGISTIC)
+dense_models/logistic_multiclass.onnx
+                                  Normalizer (L2) + LogisticRegression, 3 classes:
+                                  LinearClassifier (SOFTMAX) + Normalizer (L1)
+dense_models/linear_regression.onnx
+                                  Normalizer (MAX) + LinearRegression, 2 targets: LinearRegressor
 
 Each reads one float [N, width] input; the fixed seeds make the same files every time.
 """
@@ -15,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from skl2onnx import to_onnx
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 OUT = Path(__file__).parent / "dense_models"
 
@@ -47,6 +54,16 @@ def main():
     label = (wide[:, :5].sum(axis=1) > 0).astype(int)
     mlp = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=100, random_state=0).fit(wide, label)
     save(mlp, wide, "mlp_wide", zipmap=False)
+
+    six = rng.normal(size=(500, 6)).astype(np.float32) * [1.0, 10.0, 0.5, 2.0, 1.0, 3.0]
+    binary = (six[:, 0] + six[:, 1] / 10 > 0).astype(int)
+    save(LogisticRegression().fit(six, binary), six, "logistic_binary", zipmap=False)
+    three = binary + (six[:, 3] > 1).astype(int)
+    multiclass = make_pipeline(Normalizer(norm="l2"), LogisticRegression()).fit(six, three)
+    save(multiclass, six, "logistic_multiclass", zipmap=False)
+    two_targets = np.stack([six[:, 0] * 3 - six[:, 2], six[:, 4] + 1], axis=1)
+    linear = make_pipeline(Normalizer(norm="max"), LinearRegression()).fit(six, two_targets)
+    save(linear, six, "linear_regression")
 
 
 if __name__ == "__main__":

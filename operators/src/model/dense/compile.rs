@@ -2,11 +2,14 @@
 //! a slot) or is a constant (an initializer), and each operator becomes one step, an alias,
 //! or a bias folded into the GEMM before it.
 
+mod linear;
+
 use super::steps::{Binary, Operand, Step, Unary};
 use super::{GraphOutput, NativeDense};
 use crate::model::trees::attributes::{Attributes, Unsupported};
 use crate::model::trees::proto::{ModelProto, NodeProto, TensorProto};
 use prost::Message;
+use shoal_kernels::Layer;
 use std::collections::HashMap;
 
 /// Most operators a graph compiled here may have (tabular models have tens).
@@ -157,9 +160,7 @@ impl Compiler {
         elem: Elem,
         dims: Vec<usize>,
     ) -> Result<(), Unsupported> {
-        let out = self.slots;
-        self.slots += 1;
-        self.steps.push(step(out));
+        let out = self.slot(step);
         self.set(
             node,
             Known::Rows {
@@ -168,6 +169,33 @@ impl Compiler {
                 dims,
             },
         )
+    }
+
+    /// A new step, writing a new slot; returns the slot.
+    fn slot(&mut self, step: impl FnOnce(usize) -> Step) -> usize {
+        let out = self.slots;
+        self.slots += 1;
+        self.steps.push(step(out));
+        out
+    }
+
+    /// Output `i` of an operator with several: the values of `slot`.
+    fn name(
+        &mut self,
+        outputs: &[String],
+        i: usize,
+        elem: Elem,
+        slot: usize,
+        dims: Vec<usize>,
+    ) -> Result<(), Unsupported> {
+        let name = outputs
+            .get(i)
+            .ok_or_else(|| format!("an operator without output {i}"))?;
+        if !name.is_empty() {
+            self.known
+                .insert(name.clone(), Known::Rows { slot, elem, dims });
+        }
+        Ok(())
     }
 
     fn set(&mut self, node: &NodeProto, value: Known) -> Result<(), Unsupported> {
@@ -319,6 +347,9 @@ impl Compiler {
                     dims,
                 )
             }
+            "LinearRegressor" => self.linear_regressor(node),
+            "LinearClassifier" => self.linear_classifier(node),
+            "Normalizer" => self.normalizer(node),
             other => Err(format!("operator {other}")),
         }
     }
@@ -360,27 +391,13 @@ impl Compiler {
         if alpha != 1.0 {
             weights.iter_mut().for_each(|w| *w *= alpha);
         }
-        let bias = match bias {
-            None => None,
-            Some(name) => {
-                let mut row = self.row_constant(&name, n)?;
-                row.iter_mut().for_each(|v| *v *= beta);
-                Some(expand(row, n))
-            }
-        };
-        self.push(
-            node,
-            |out| Step::Gemm {
-                x,
-                out,
-                k,
-                n,
-                weights,
-                bias,
-            },
-            Elem::F32,
-            vec![n],
-        )
+        let mut layer = Layer::new(k, n, &weights);
+        if let Some(name) = bias {
+            let mut row = self.row_constant(&name, n)?;
+            row.iter_mut().for_each(|v| *v *= beta);
+            layer.take_bias(&expand(row, n));
+        }
+        self.push(node, |out| Step::Gemm { x, out, layer }, Elem::F32, vec![n])
     }
 
     /// A constant broadcast along the rows of a `cols`-column value: one value, or one per
@@ -429,15 +446,10 @@ impl Compiler {
         // A bias added to a GEMM's output that nothing else reads: added in the GEMM.
         if let (Binary::Add, Operand::Slot(slot), Operand::Row(row)) = (op, &a_op, &b_op)
             && self.uses.get(a).copied() == Some(1)
-            && let Some(Step::Gemm {
-                out,
-                bias: bias @ None,
-                n,
-                ..
-            }) = self.steps.last_mut()
+            && let Some(Step::Gemm { out, layer, .. }) = self.steps.last_mut()
             && *out == *slot
+            && layer.take_bias(&expand(row.clone(), layer.n()))
         {
-            *bias = Some(expand(row.clone(), *n));
             let value = self.get(a)?.clone();
             return self.set(node, value);
         }
@@ -456,7 +468,18 @@ impl Compiler {
     }
 
     fn unary(&mut self, node: &NodeProto, op: Unary) -> Result<(), Unsupported> {
-        let (x, dims) = self.rows(Self::input(node, 0)?)?;
+        let input = Self::input(node, 0)?;
+        let (x, dims) = self.rows(input)?;
+        // An activation of a GEMM's output that nothing else reads: applied in the GEMM,
+        // while the sums are still in registers.
+        if self.uses.get(input).copied() == Some(1)
+            && let Some(Step::Gemm { out, layer, .. }) = self.steps.last_mut()
+            && *out == x
+            && layer.take_activation(op)
+        {
+            let value = self.get(input)?.clone();
+            return self.set(node, value);
+        }
         self.push(node, |out| Step::Unary { op, x, out }, Elem::F32, dims)
     }
 

@@ -87,7 +87,10 @@ impl NativeDense {
         for start in (0..rows).step_by(BLOCK_ROWS) {
             go_on()?;
             let block = BLOCK_ROWS.min(rows - start);
-            slots[0] = Buffer::F32(x[start * self.width..(start + block) * self.width].to_vec());
+            if let Buffer::F32(input) = &mut slots[0] {
+                input.clear();
+                input.extend_from_slice(&x[start * self.width..(start + block) * self.width]);
+            }
             for step in &self.steps {
                 step.run(&mut slots, block);
             }

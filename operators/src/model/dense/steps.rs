@@ -1,8 +1,8 @@
 //! The compiled operations of a dense graph, each over a block of rows held in numbered
 //! slots (row-major, `cols` values a row).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+pub use shoal_kernels::Unary;
+use shoal_kernels::{Layer, activate};
 
 /// One slot's values for the current block.
 #[derive(Debug, Clone)]
@@ -23,6 +23,28 @@ impl Buffer {
         match self {
             Buffer::I64(v) => v,
             Buffer::F32(_) => &[],
+        }
+    }
+
+    /// This buffer's allocation for floats, emptied.
+    fn floats(self) -> Vec<f32> {
+        match self {
+            Buffer::F32(mut values) => {
+                values.clear();
+                values
+            }
+            Buffer::I64(_) => Vec::new(),
+        }
+    }
+
+    /// This buffer's allocation for integers, emptied.
+    fn ints(self) -> Vec<i64> {
+        match self {
+            Buffer::I64(mut values) => {
+                values.clear();
+                values
+            }
+            Buffer::F32(_) => Vec::new(),
         }
     }
 
@@ -52,24 +74,21 @@ pub enum Binary {
     Div,
 }
 
+/// `ai.onnx.ml` Normalizer's norms.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Unary {
-    Relu,
-    Tanh,
-    Sigmoid,
-    LeakyRelu(f32),
+pub enum Norm {
+    Max,
+    L1,
+    L2,
 }
 
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// `x [rows, k] @ weights [k, n] (+ bias [n])`.
+    /// `activation(x [rows, k] @ weights [k, n] + bias [n])`.
     Gemm {
         x: usize,
         out: usize,
-        k: usize,
-        n: usize,
-        weights: Vec<f32>,
-        bias: Option<Vec<f32>>,
+        layer: Layer,
     },
     Binary {
         op: Binary,
@@ -94,6 +113,13 @@ pub enum Step {
         cols: usize,
         offset: Vec<f32>,
         scale: Vec<f32>,
+        out: usize,
+    },
+    /// Each row divided by its norm (left as it is when the norm is 0).
+    Normalize {
+        x: usize,
+        cols: usize,
+        norm: Norm,
         out: usize,
     },
     /// Columns of several slots side by side (`Concat` on axis 1).
@@ -125,89 +151,111 @@ pub enum Step {
 }
 
 impl Step {
-    /// Runs the step over a block of `rows` rows.
+    /// Runs the step over a block of `rows` rows. Each step writes into the buffer its slot
+    /// had for the last block, so after the first block a run allocates nothing.
     pub fn run(&self, slots: &mut [Buffer], rows: usize) {
-        let result = match self {
-            Step::Gemm {
-                x,
-                k,
-                n,
-                weights,
-                bias,
-                ..
-            } => Buffer::F32(gemm(
-                slots[*x].f32(),
-                rows,
-                *k,
-                *n,
-                weights,
-                bias.as_deref(),
-            )),
-            Step::Binary { op, a, b, cols, .. } => Buffer::F32(binary(
-                *op,
-                operand(slots, a),
-                operand(slots, b),
-                rows,
-                *cols,
-            )),
-            Step::Unary { op, x, .. } => {
-                Buffer::F32(slots[*x].f32().iter().map(|v| unary(*op, *v)).collect())
+        let out = self.out();
+        let last = std::mem::replace(&mut slots[out], Buffer::F32(Vec::new()));
+        slots[out] = self.compute(slots, rows, last);
+    }
+
+    fn compute(&self, slots: &[Buffer], rows: usize, last: Buffer) -> Buffer {
+        match self {
+            Step::Gemm { x, layer, .. } => {
+                let mut values = last.floats();
+                layer.run(slots[*x].f32(), rows, &mut values);
+                Buffer::F32(values)
             }
-            Step::Softmax { x, cols, .. } => Buffer::F32(softmax(slots[*x].f32(), *cols)),
+            Step::Unary { op, x, .. } => {
+                let mut values = last.floats();
+                values.extend_from_slice(slots[*x].f32());
+                activate(*op, &mut values);
+                Buffer::F32(values)
+            }
+            Step::Binary { op, a, b, cols, .. } => {
+                let mut values = last.floats();
+                binary(
+                    *op,
+                    operand(slots, a),
+                    operand(slots, b),
+                    rows,
+                    *cols,
+                    &mut values,
+                );
+                Buffer::F32(values)
+            }
+            Step::Softmax { x, cols, .. } => {
+                let mut values = last.floats();
+                softmax(slots[*x].f32(), *cols, &mut values);
+                Buffer::F32(values)
+            }
             Step::Scaler {
                 x,
                 cols,
                 offset,
                 scale,
                 ..
-            } => Buffer::F32(
-                slots[*x]
-                    .f32()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v - at(offset, i % cols)) * at(scale, i % cols))
-                    .collect(),
-            ),
+            } => {
+                let mut values = last.floats();
+                values.extend(
+                    slots[*x]
+                        .f32()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v - at(offset, i % cols)) * at(scale, i % cols)),
+                );
+                Buffer::F32(values)
+            }
+            Step::Normalize { x, cols, norm, .. } => {
+                let mut values = last.floats();
+                for row in slots[*x].f32().chunks_exact(*cols) {
+                    normalize(*norm, row, &mut values);
+                }
+                Buffer::F32(values)
+            }
             Step::Concat { parts, .. } => {
-                let cols: usize = parts.iter().map(|(_, c)| c).sum();
-                let mut out = Vec::with_capacity(rows * cols);
+                let mut values = last.floats();
                 for row in 0..rows {
                     for (slot, c) in parts {
-                        out.extend_from_slice(&slots[*slot].f32()[row * c..(row + 1) * c]);
+                        values.extend_from_slice(&slots[*slot].f32()[row * c..(row + 1) * c]);
                     }
                 }
-                Buffer::F32(out)
+                Buffer::F32(values)
             }
-            Step::ArgMax { x, cols, .. } => Buffer::I64(
-                slots[*x]
-                    .f32()
-                    .chunks_exact(*cols)
-                    .map(|row| argmax(row) as i64)
-                    .collect(),
-            ),
+            Step::ArgMax { x, cols, .. } => {
+                let mut values = last.ints();
+                values.extend(
+                    slots[*x]
+                        .f32()
+                        .chunks_exact(*cols)
+                        .map(|row| argmax(row) as i64),
+                );
+                Buffer::I64(values)
+            }
             Step::Classes {
                 indices, classes, ..
-            } => Buffer::I64(
-                slots[*indices]
-                    .i64()
-                    .iter()
-                    .map(|i| {
-                        usize::try_from(*i)
-                            .ok()
-                            .and_then(|i| classes.get(i))
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-            ),
+            } => {
+                let mut values = last.ints();
+                values.extend(slots[*indices].i64().iter().map(|i| {
+                    usize::try_from(*i)
+                        .ok()
+                        .and_then(|i| classes.get(i))
+                        .copied()
+                        .unwrap_or(0)
+                }));
+                Buffer::I64(values)
+            }
             Step::ToInt64 { x, .. } => {
-                Buffer::I64(slots[*x].f32().iter().map(|v| *v as i64).collect())
+                let mut values = last.ints();
+                values.extend(slots[*x].f32().iter().map(|v| *v as i64));
+                Buffer::I64(values)
             }
             Step::ToFloat { x, .. } => {
-                Buffer::F32(slots[*x].i64().iter().map(|v| *v as f32).collect())
+                let mut values = last.floats();
+                values.extend(slots[*x].i64().iter().map(|v| *v as f32));
+                Buffer::F32(values)
             }
-        };
-        slots[self.out()] = result;
+        }
     }
 
     fn out(&self) -> usize {
@@ -217,6 +265,7 @@ impl Step {
             | Step::Unary { out, .. }
             | Step::Softmax { out, .. }
             | Step::Scaler { out, .. }
+            | Step::Normalize { out, .. }
             | Step::Concat { out, .. }
             | Step::ArgMax { out, .. }
             | Step::Classes { out, .. }
@@ -247,7 +296,7 @@ fn operand<'a>(slots: &'a [Buffer], operand: &'a Operand) -> Side<'a> {
     }
 }
 
-fn binary(op: Binary, a: Side<'_>, b: Side<'_>, rows: usize, cols: usize) -> Vec<f32> {
+fn binary(op: Binary, a: Side<'_>, b: Side<'_>, rows: usize, cols: usize, out: &mut Vec<f32>) {
     let f = |x: f32, y: f32| match op {
         Binary::Add => x + y,
         Binary::Sub => x - y,
@@ -258,61 +307,10 @@ fn binary(op: Binary, a: Side<'_>, b: Side<'_>, rows: usize, cols: usize) -> Vec
         Side::Block(v) => v[i],
         Side::Row(v) => at(v, i % cols),
     };
-    (0..rows * cols)
-        .map(|i| f(value(&a, i), value(&b, i)))
-        .collect()
+    out.extend((0..rows * cols).map(|i| f(value(&a, i), value(&b, i))));
 }
 
-fn gemm(x: &[f32], rows: usize, k: usize, n: usize, w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    // The bias first, then C = 1 * A B + 1 * C: one pass over the output.
-    let mut out = match bias {
-        Some(b) => b.iter().copied().cycle().take(rows * n).collect(),
-        None => vec![0.0; rows * n],
-    };
-    let (Ok(a), Ok(b), Ok(mut c)) = (
-        ArrayView2::from_shape((rows, k), x),
-        ArrayView2::from_shape((k, n), w),
-        ArrayViewMut2::from_shape((rows, n), &mut out),
-    ) else {
-        // The compiler sized every slot; a mismatch cannot be reached.
-        return vec![f32::NAN; rows * n];
-    };
-    general_mat_mul(1.0, &a, &b, if bias.is_some() { 1.0 } else { 0.0 }, &mut c);
-    out
-}
-
-fn unary(op: Unary, v: f32) -> f32 {
-    match op {
-        // NaN stays NaN, as in ONNX Runtime (`f32::max` would make it 0).
-        Unary::Relu => {
-            if v < 0.0 {
-                0.0
-            } else {
-                v
-            }
-        }
-        Unary::Tanh => v.tanh(),
-        Unary::Sigmoid => {
-            // As ONNX Runtime: no overflow in exp for large |v|.
-            if v >= 0.0 {
-                1.0 / (1.0 + (-v).exp())
-            } else {
-                let e = v.exp();
-                e / (1.0 + e)
-            }
-        }
-        Unary::LeakyRelu(alpha) => {
-            if v >= 0.0 {
-                v
-            } else {
-                v * alpha
-            }
-        }
-    }
-}
-
-fn softmax(x: &[f32], cols: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
+fn softmax(x: &[f32], cols: usize, out: &mut Vec<f32>) {
     for row in x.chunks_exact(cols) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let start = out.len();
@@ -326,7 +324,29 @@ fn softmax(x: &[f32], cols: usize) -> Vec<f32> {
             *v /= sum;
         }
     }
-    out
+}
+
+/// One row of `Normalizer`, as ONNX Runtime computes it: MAX ignores NaN (its `std::max`
+/// keeps the running maximum), L2 keeps each value's sign.
+fn normalize(norm: Norm, row: &[f32], out: &mut Vec<f32>) {
+    let divisor = match norm {
+        Norm::Max => row
+            .iter()
+            .fold(f32::MIN, |max, v| if max < *v { *v } else { max }),
+        Norm::L1 => row.iter().map(|v| v.abs()).sum(),
+        Norm::L2 => row.iter().map(|v| v * v).sum(),
+    };
+    if divisor == 0.0 {
+        out.extend_from_slice(row);
+        return;
+    }
+    match norm {
+        Norm::Max | Norm::L1 => out.extend(row.iter().map(|v| v / divisor)),
+        Norm::L2 => out.extend(row.iter().map(|v| {
+            let magnitude = (v * v / divisor).sqrt();
+            if *v < 0.0 { -magnitude } else { magnitude }
+        })),
+    }
 }
 
 /// The first index of the largest value; NaN never wins.
