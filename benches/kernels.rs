@@ -185,6 +185,8 @@ fn dense(c: &mut Criterion) {
     let mut next = uniform(11);
     let mut group = c.benchmark_group("dense_model");
     group.throughput(Throughput::Elements(ROWS as u64));
+    // heavy_scorer takes seconds a run: 10 samples keep the group to minutes.
+    group.sample_size(10);
     // (file, input width, multiply-adds per row: the sum of its layers' K x N)
     for (file, width, macs) in [
         (
@@ -194,6 +196,9 @@ fn dense(c: &mut Criterion) {
         ),
         ("models/return_risk.onnx", 4, 4 * 16 + 16 * 8 + 8),
         ("dense_models/mlp_multiclass.onnx", 4, 4 * 12 + 12 * 3),
+        ("dense_models/logistic_multiclass.onnx", 6, 6 * 3),
+        // 4-256, then 128 layers of 256-256 with Tanh, then 256-1.
+        ("models/heavy_scorer.onnx", 4, 8_389_888),
     ] {
         let x: Vec<f32> = (0..ROWS * width).map(|_| next() as f32 - 0.5).collect();
         let bytes = std::fs::read(data.join(file)).unwrap();

@@ -7,7 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | `shoal.inference.slots` | integer | cores | concurrent model runs in a process (each with its own ONNX Runtime session); process-wide, fixed when the process first runs a model (`--inference-slots`) |
 //! | `shoal.inference.native_trees` | bool | true | score tree ensembles with shoal's native evaluator; false: with ONNX Runtime |
-//! | `shoal.inference.native_dense` | bool | false | score dense models (MatMul/Gemm chains) on the CPU with shoal's native evaluator (off: it is slower than ONNX Runtime so far) |
+//! | `shoal.inference.native_dense` | bool | true | score dense models (MatMul/Gemm chains, linear models) on the CPU with shoal's native evaluator (false: with ONNX Runtime) |
 //! | `shoal.inference.device` | text | `auto` | where models run on each site: `auto` (a GPU the site declared, else the CPU), `cpu`, `cuda` (any of the site's GPUs, required) or `cuda:N` |
 //! | `shoal.inference.device_fallback` | bool | false | a site that cannot give the GPU asked for scores on the CPU and the report says so per site; false: the statement fails naming the reason |
 //! | `shoal.models.versions` | JSON | `{}` | model name -> content hash the statement was planned with (set by the coordinator) |
@@ -98,7 +98,7 @@ impl Default for ShoalOptions {
                 slots: 0,
                 native_trees: true,
                 // Off until it is faster than ONNX Runtime (issue 20): 0.2x-0.65x today.
-                native_dense: false,
+                native_dense: true,
                 device: crate::device::DeviceRequest::Auto,
                 device_fallback: false,
             },
@@ -323,11 +323,11 @@ mod tests {
         let mut config = ConfigOptions::new();
         config.extensions.insert(ShoalOptions::default());
         config.set("shoal.inference.native_trees", "false").unwrap();
-        config.set("shoal.inference.native_dense", "true").unwrap();
+        config.set("shoal.inference.native_dense", "false").unwrap();
         config.set("shoal.inference.slots", "3").unwrap();
         let options = ShoalOptions::from_config(&config);
         assert!(!options.inference.native_trees);
-        assert!(options.inference.native_dense);
+        assert!(!options.inference.native_dense);
         assert_eq!(options.inference.slots, 3);
         let err = config.set("shoal.inference.slots", "many").unwrap_err();
         assert!(err.to_string().contains("shoal.inference.slots"), "{err}");

@@ -50,9 +50,9 @@ struct InferenceArgs {
     /// false: with ONNX Runtime.
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
     native_trees: bool,
-    /// Score dense models (MatMul/Gemm chains) on the CPU with shoal's native evaluator
-    /// (shoal.inference.native_dense; off by default: slower than ONNX Runtime so far).
-    #[arg(long, global = true, default_value_t = false, action = clap::ArgAction::Set)]
+    /// Score dense models (MatMul/Gemm chains, linear models) on the CPU with shoal's native
+    /// evaluator (shoal.inference.native_dense); false: with ONNX Runtime.
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
     native_dense: bool,
 }
 

@@ -47,6 +47,13 @@ pub struct Layer {
     stride: usize,
     /// Row-major `[k, stride]`.
     weights: Vec<f32>,
+    /// The weights as the kernel reads them: groups of two vectors of columns (one for the
+    /// last group when the vectors are odd), each group's `k` rows one after the other, so
+    /// that a group's weights lie together in the cache (rows of a `[k, stride]` matrix
+    /// 1 KiB apart fall into a handful of the L1 cache's sets and evict each other).
+    packed: Vec<f32>,
+    /// The vector width `packed` was laid out for: this CPU's.
+    lanes: usize,
     bias: Vec<f32>,
     /// For a narrow layer, the weights column by column: row-major `[n, k]`.
     transposed: Vec<f32>,
@@ -67,11 +74,19 @@ impl Layer {
         } else {
             Vec::new()
         };
+        let lanes = Arch::new().dispatch(Lanes);
+        let packed = if stride.is_multiple_of(lanes) {
+            pack(&padded, k, stride, 2 * lanes)
+        } else {
+            Vec::new()
+        };
         Self {
             k,
             n,
             stride,
             weights: padded,
+            packed,
+            lanes,
             bias: vec![0.0; stride],
             transposed,
             has_bias: false,
@@ -118,6 +133,31 @@ impl Layer {
     }
 }
 
+/// The number of f32 lanes of this CPU's vectors, as `Arch::dispatch` picks them.
+struct Lanes;
+
+impl WithSimd for Lanes {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> usize {
+        S::F32_LANES
+    }
+}
+
+/// Row-major `[k, stride]` weights regrouped `group` columns at a time (the last group may
+/// be narrower), each group's rows together.
+fn pack(weights: &[f32], k: usize, stride: usize, group: usize) -> Vec<f32> {
+    let mut packed = Vec::with_capacity(weights.len());
+    for start in (0..stride).step_by(group) {
+        let width = group.min(stride - start);
+        for row in weights.chunks_exact(stride).take(k) {
+            packed.extend_from_slice(&row[start..start + width]);
+        }
+    }
+    packed
+}
+
 /// `op` over every value of `values`, in place.
 pub fn activate(op: Unary, values: &mut [f32]) {
     Arch::new().dispatch(Activate { op, values });
@@ -139,11 +179,11 @@ impl WithSimd for LayerRun<'_> {
             return narrow(simd, layer, x, out);
         }
         let lanes = S::F32_LANES;
-        if layer.stride % lanes != 0 {
-            // A vector wider than the padding (AVX-512 is not enabled): one lane at a time.
-            return pulp::Scalar::new().vectorize(LayerRun { layer, x, out });
+        if !layer.stride.is_multiple_of(lanes) || lanes != layer.lanes {
+            // Not the vectors the weights were packed for (cannot happen: the same CPU).
+            return plain(simd, layer, x, out);
         }
-        let (weights, _) = S::as_simd_f32s(&layer.weights);
+        let (weights, _) = S::as_simd_f32s(&layer.packed);
         let (bias, _) = S::as_simd_f32s(&layer.bias);
         let vectors = layer.stride / lanes;
         let (k, n) = (layer.k, layer.n);
@@ -191,6 +231,22 @@ impl Then {
     }
 }
 
+/// The layer one value at a time, from the row-major weights.
+fn plain<S: Simd>(simd: S, layer: &Layer, x: &[f32], out: &mut [f32]) {
+    for (row, out_row) in x.chunks_exact(layer.k).zip(out.chunks_exact_mut(layer.n)) {
+        for (j, value) in out_row.iter_mut().enumerate() {
+            let weights = layer.weights.iter().skip(j).step_by(layer.stride);
+            *value = row
+                .iter()
+                .zip(weights)
+                .fold(layer.bias[j], |sum, (x, w)| x.mul_add(*w, sum));
+        }
+    }
+    if let Some(op) = layer.activation {
+        Activate { op, values: out }.with_simd(simd);
+    }
+}
+
 /// A narrow layer: each output a dot product of its row with a column of weights, then the
 /// activation over the whole output.
 #[inline(always)]
@@ -220,6 +276,30 @@ fn narrow<S: Simd>(simd: S, layer: &Layer, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// One step over k of a tile: each row's input times the weights' vectors, added to its
+/// sums.
+#[inline(always)]
+fn step<S: Simd, const R: usize, const V: usize>(
+    simd: S,
+    sums: &mut [[S::f32s; V]; R],
+    weights: &[S::f32s],
+    xs: &[f32],
+) {
+    for (row, x) in sums.iter_mut().zip(xs) {
+        let input = simd.splat_f32s(*x);
+        for (sum, w) in row.iter_mut().zip(weights) {
+            *sum = simd.mul_add_f32s(input, *w, *sum);
+        }
+    }
+}
+
+/// `R` rows of `k` values each, cut to exactly `k`: reading step `i < k` of one needs no
+/// bounds check in the kernel's loop.
+#[inline(always)]
+fn rows_of<const R: usize>(x: &[f32], k: usize) -> [&[f32]; R] {
+    std::array::from_fn(|r| &x[r * k..r * k + k])
+}
+
 /// What every tile of one layer run shares.
 struct Tile<'a, S: Simd> {
     simd: S,
@@ -235,33 +315,35 @@ impl<S: Simd> Tile<'_, S> {
     /// Every row of `x` into `out`, `TILE_ROWS` at a time.
     #[inline(always)]
     fn all(&self, x: &[f32], out: &mut [f32]) {
+        // One group of columns (two vectors) at a time, through every row: the group's
+        // weights (k x 16 floats, 16 KiB at k = 256) stay in the L1 cache while the rows go
+        // by.
+        let mut first = 0;
+        while first < self.vectors {
+            let width = (self.vectors - first).min(2);
+            let weights = &self.weights[first * self.k..(first + width) * self.k];
+            if width == 2 {
+                self.group::<2>(x, out, first, weights);
+            } else {
+                self.group::<1>(x, out, first, weights);
+            }
+            first += width;
+        }
+    }
+
+    /// `V` vectors of columns from vector `first`, for every row, `TILE_ROWS` at a time.
+    #[inline(always)]
+    fn group<const V: usize>(&self, x: &[f32], out: &mut [f32], first: usize, weights: &[S::f32s]) {
         let (k, n) = (self.k, self.n);
-        let tile = self;
         let mut x_rows = x.chunks_exact(k * TILE_ROWS);
         let mut out_rows = out.chunks_exact_mut(n * TILE_ROWS);
         for (x, out) in (&mut x_rows).zip(&mut out_rows) {
-            tile.rows::<TILE_ROWS>(x, out);
+            self.columns::<TILE_ROWS, V>(&rows_of(x, k), out, first, weights);
         }
         let x_rest = x_rows.remainder();
         let out_rest = out_rows.into_remainder();
         for (x, out) in x_rest.chunks_exact(k).zip(out_rest.chunks_exact_mut(n)) {
-            tile.rows::<1>(x, out);
-        }
-    }
-
-    /// `R` rows of output (row-major, `k` inputs a row), two vectors of columns at a time.
-    #[inline(always)]
-    fn rows<const R: usize>(&self, x: &[f32], out: &mut [f32]) {
-        let k = self.k;
-        // Each row cut to exactly `k` values, so reading step `i < k` of it needs no check.
-        let inputs: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..r * k + k]);
-        let mut v = 0;
-        while v + 2 <= self.vectors {
-            self.columns::<R, 2>(&inputs, out, v);
-            v += 2;
-        }
-        if v < self.vectors {
-            self.columns::<R, 1>(&inputs, out, v);
+            self.columns::<1, V>(&[x], out, first, weights);
         }
     }
 
@@ -273,18 +355,33 @@ impl<S: Simd> Tile<'_, S> {
         inputs: &[&[f32]; R],
         out: &mut [f32],
         first: usize,
+        weights: &[S::f32s],
     ) {
         let simd = self.simd;
         let mut sums = [[simd.splat_f32s(0.0); V]; R];
         for row in &mut sums {
             row.copy_from_slice(&self.bias[first..first + V]);
         }
-        for (step, weights) in self.weights.chunks_exact(self.vectors).enumerate() {
-            let weights = &weights[first..first + V];
-            for (row, input) in sums.iter_mut().zip(inputs) {
-                let input = simd.splat_f32s(input[step]);
-                for (sum, w) in row.iter_mut().zip(weights) {
-                    *sum = simd.mul_add_f32s(input, *w, *sum);
+        // The rows and the weights walked together by zipped iterators: the compiler takes
+        // the shortest length once and checks no index inside the loop (indexing each row
+        // by step cost a compare and branch per row per step).
+        let weights = weights.chunks_exact(V);
+        match inputs.as_slice() {
+            [a, b, c, d, e, f] => {
+                let zipped = weights.zip(*a).zip(*b).zip(*c).zip(*d).zip(*e).zip(*f);
+                for ((((((w, a), b), c), d), e), f) in zipped {
+                    step(simd, &mut sums, w, &[*a, *b, *c, *d, *e, *f]);
+                }
+            }
+            [a] => {
+                for (w, a) in weights.zip(*a) {
+                    step(simd, &mut sums, w, &[*a]);
+                }
+            }
+            _ => {
+                for (i, w) in weights.enumerate() {
+                    let xs: [f32; R] = std::array::from_fn(|r| inputs[r][i]);
+                    step(simd, &mut sums, w, &xs);
                 }
             }
         }
@@ -338,11 +435,69 @@ fn apply<S: Simd>(simd: S, op: Unary, x: S::f32s) -> S::f32s {
             x,
         ),
         Unary::Tanh => tanh(simd, x),
-        Unary::Sigmoid => {
-            let half = simd.splat_f32s(0.5);
-            simd.mul_add_f32s(half, tanh(simd, simd.mul_f32s(half, x)), half)
-        }
+        Unary::Sigmoid => sigmoid(simd, x),
     }
+}
+
+/// The logistic function from `e = exp(-|x|)`: `1 / (1 + e)` for x >= 0, `e / (1 + e)`
+/// below, so small probabilities keep their relative precision (a log loss reads them).
+#[inline(always)]
+fn sigmoid<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let e = exp_negative(simd, simd.neg_f32s(simd.abs_f32s(x)));
+    let positive = simd.div_f32s(one, simd.add_f32s(one, e));
+    let value = simd.select_f32s(
+        simd.less_than_f32s(x, simd.splat_f32s(0.0)),
+        simd.mul_f32s(e, positive),
+        positive,
+    );
+    simd.select_f32s(simd.equal_f32s(x, x), value, x)
+}
+
+/// `exp(y)` for `y <= 0` (NaN in, anything out: the caller keeps NaN), within 2 ulp: `y`
+/// split into `n ln 2 + r` with |r| <= ln 2 / 2, Cephes' polynomial for `exp(r)`, and
+/// `2^n` built in the exponent bits; 0 below -87.3, where the result would be subnormal.
+#[inline(always)]
+fn exp_negative<S: Simd>(simd: S, y: S::f32s) -> S::f32s {
+    // 1.5 x 2^23: adding it rounds to an integer, left in the low bits of the mantissa.
+    const ROUND: f32 = 12_582_912.0;
+    // Cephes' coefficients, as printed there (more digits than an f32 holds).
+    #[allow(clippy::excessive_precision)]
+    const POLY: [f32; 6] = [
+        1.987_569_150_0e-4,
+        1.398_199_950_7e-3,
+        8.333_451_907_3e-3,
+        4.166_579_589_4e-2,
+        1.666_666_545_9e-1,
+        5.000_000_120_1e-1,
+    ];
+    let floor = simd.splat_f32s(-87.3);
+    let clamped = simd.max_f32s(y, floor);
+    let t = simd.mul_add_f32s(
+        clamped,
+        simd.splat_f32s(std::f32::consts::LOG2_E),
+        simd.splat_f32s(ROUND),
+    );
+    let n = simd.sub_f32s(t, simd.splat_f32s(ROUND));
+    let r = simd.mul_add_f32s(n, simd.splat_f32s(-0.693_359_4), clamped);
+    let r = simd.mul_add_f32s(n, simd.splat_f32s(2.121_944_4e-4), r);
+    let mut p = simd.splat_f32s(POLY[0]);
+    for c in &POLY[1..] {
+        p = simd.mul_add_f32s(p, r, simd.splat_f32s(*c));
+    }
+    let r2 = simd.mul_f32s(r, r);
+    let p = simd.add_f32s(simd.mul_add_f32s(p, r2, r), simd.splat_f32s(1.0));
+    // n + 127 in the exponent field: 2^n (n is -126 to 0 here).
+    let biased = simd.add_u32s(
+        simd.sub_u32s(
+            simd.transmute_u32s_f32s(t),
+            simd.transmute_u32s_f32s(simd.splat_f32s(ROUND)),
+        ),
+        simd.splat_u32s(127),
+    );
+    let scale = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23)));
+    let value = simd.mul_f32s(p, scale);
+    simd.select_f32s(simd.less_than_f32s(y, floor), simd.splat_f32s(0.0), value)
 }
 
 /// tanh by MLAS's rational approximation (odd degree 13 over even degree 6, on x clamped to
@@ -440,6 +595,16 @@ mod tests {
                     *g == want || (g - want).abs() <= 1e-6 * want.abs().max(1.0),
                     "{op:?}({v}) = {g}, want {want}"
                 );
+            }
+            if op == Unary::Sigmoid {
+                // Small probabilities to their relative precision, not just absolutely.
+                for (v, g) in values.iter().zip(&got) {
+                    let want = reference(op, *v);
+                    assert!(
+                        (g - want).abs() <= 4.0 * f32::EPSILON * want,
+                        "sigmoid({v}) = {g}, want {want}"
+                    );
+                }
             }
             let mut nan = [f32::NAN; 11];
             activate(op, &mut nan);

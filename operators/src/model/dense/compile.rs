@@ -1,6 +1,6 @@
 //! A dense ONNX graph compiled into [`Step`]s: each value either varies by row (it lives in
 //! a slot) or is a constant (an initializer), and each operator becomes one step, an alias,
-//! or a bias folded into the GEMM before it.
+//! or a bias or activation folded into the GEMM before it.
 
 mod linear;
 

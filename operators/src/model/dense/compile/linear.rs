@@ -2,7 +2,7 @@
 //! then a Normalizer) and LinearRegression (LinearRegressor): one GEMM each, with the
 //! label and score tails ONNX Runtime gives them.
 
-use super::{Compiler, Elem, Known};
+use super::{Compiler, Elem};
 use crate::model::dense::steps::{Norm, Step, Unary};
 use crate::model::trees::attributes::{Attributes, Unsupported};
 use crate::model::trees::proto::NodeProto;
