@@ -660,6 +660,16 @@ mod tests {
                 for (g, w) in out.iter().zip(&want) {
                     assert!((g - w.max(0.0)).abs() <= 1e-5, "relu {g} vs {w}");
                 }
+                // Vectors other than those the weights were packed for: the plain path.
+                let mut scalar = vec![0.0; rows * n];
+                pulp::Scalar::new().vectorize(LayerRun {
+                    layer: &layer,
+                    x: &x,
+                    out: &mut scalar,
+                });
+                for (g, w) in scalar.iter().zip(&want) {
+                    assert!((g - w.max(0.0)).abs() <= 1e-5, "scalar {g} vs {w}");
+                }
             }
         }
     }
