@@ -42,16 +42,17 @@ const NARROW: usize = 2;
 pub struct Layer {
     k: usize,
     n: usize,
-    /// Columns of `weights` and `bias` a row: `n` rounded up to whole vectors of any width
+    /// Columns of `packed` and `bias` a row: `n` rounded up to whole vectors of any width
     /// the kernel runs with (1, 4 or 8 lanes); the padding is zeros.
     stride: usize,
-    /// Row-major `[k, stride]`.
-    weights: Vec<f32>,
-    /// The weights as the kernel reads them: groups of two vectors of columns (one for the
-    /// last group when the vectors are odd), each group's `k` rows one after the other, so
-    /// that a group's weights lie together in the cache (rows of a `[k, stride]` matrix
-    /// 1 KiB apart fall into a handful of the L1 cache's sets and evict each other).
+    /// The weights as the kernel reads them: groups of `group` columns (the last may be
+    /// narrower), each group's `k` rows one after the other, so that a group's weights lie
+    /// together in the cache (rows of a `[k, stride]` matrix 1 KiB apart fall into a
+    /// handful of the L1 cache's sets and evict each other). Empty for a narrow layer.
     packed: Vec<f32>,
+    /// Columns of a group: two of this CPU's vectors, or the whole row where its vectors
+    /// do not divide the stride (then the plain path reads them).
+    group: usize,
     /// The vector width `packed` was laid out for: this CPU's.
     lanes: usize,
     bias: Vec<f32>,
@@ -62,36 +63,45 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// A layer of `weights` (row-major `[k, n]`).
-    pub fn new(k: usize, n: usize, weights: &[f32]) -> Self {
-        let stride = n.div_ceil(8) * 8;
-        let mut padded = vec![0.0; k * stride];
-        for (row, from) in padded.chunks_exact_mut(stride).zip(weights.chunks_exact(n)) {
-            row[..n].copy_from_slice(from);
+    /// A layer of `weights` (row-major `[k, n]`); `None` for an empty layer or weights of
+    /// another size.
+    pub fn new(k: usize, n: usize, weights: &[f32]) -> Option<Self> {
+        if k == 0 || n == 0 || Some(weights.len()) != k.checked_mul(n) {
+            return None;
         }
-        let transposed = if n <= NARROW {
-            (0..n * k).map(|i| weights[(i % k) * n + i / k]).collect()
-        } else {
-            Vec::new()
-        };
+        let stride = n.div_ceil(8) * 8;
         let lanes = Arch::new().dispatch(Lanes);
-        let packed = if stride.is_multiple_of(lanes) {
-            pack(&padded, k, stride, 2 * lanes)
+        let group = if stride.is_multiple_of(lanes) {
+            2 * lanes
         } else {
-            Vec::new()
+            stride
         };
-        Self {
+        // A narrow layer reads only its weights column by column.
+        let (packed, transposed) = if n <= NARROW {
+            let transposed = (0..n * k).map(|i| weights[(i % k) * n + i / k]).collect();
+            (Vec::new(), transposed)
+        } else {
+            (pack(weights, k, n, stride, group), Vec::new())
+        };
+        Some(Self {
             k,
             n,
             stride,
-            weights: padded,
             packed,
+            group,
             lanes,
             bias: vec![0.0; stride],
             transposed,
             has_bias: false,
             activation: None,
-        }
+        })
+    }
+
+    /// The weight of input `step` for output `col`, where `pack` put it.
+    fn weight(&self, step: usize, col: usize) -> f32 {
+        let start = col / self.group * self.group;
+        let width = self.group.min(self.stride - start);
+        self.packed[start * self.k + step * width + col - start]
     }
 
     pub fn n(&self) -> usize {
@@ -145,14 +155,16 @@ impl WithSimd for Lanes {
     }
 }
 
-/// Row-major `[k, stride]` weights regrouped `group` columns at a time (the last group may
-/// be narrower), each group's rows together.
-fn pack(weights: &[f32], k: usize, stride: usize, group: usize) -> Vec<f32> {
-    let mut packed = Vec::with_capacity(weights.len());
+/// Row-major `[k, n]` weights, padded with zero columns to `stride`, regrouped `group`
+/// columns at a time (the last group may be narrower), each group's rows together.
+fn pack(weights: &[f32], k: usize, n: usize, stride: usize, group: usize) -> Vec<f32> {
+    let mut packed = Vec::with_capacity(k * stride);
     for start in (0..stride).step_by(group) {
         let width = group.min(stride - start);
-        for row in weights.chunks_exact(stride).take(k) {
-            packed.extend_from_slice(&row[start..start + width]);
+        for row in weights.chunks_exact(n).take(k) {
+            let real = row.get(start..n.min(start + width)).unwrap_or(&[]);
+            packed.extend_from_slice(real);
+            packed.extend(std::iter::repeat_n(0.0, width - real.len()));
         }
     }
     packed
@@ -179,8 +191,9 @@ impl WithSimd for LayerRun<'_> {
             return narrow(simd, layer, x, out);
         }
         let lanes = S::F32_LANES;
-        if !layer.stride.is_multiple_of(lanes) || lanes != layer.lanes {
-            // Not the vectors the weights were packed for (cannot happen: the same CPU).
+        if lanes != layer.lanes || layer.group != 2 * lanes {
+            // Not the vectors the weights were packed for: a CPU whose vectors do not
+            // divide the padding (AVX-512 is not enabled), or a caller's other `Simd`.
             return plain(simd, layer, x, out);
         }
         let (weights, _) = S::as_simd_f32s(&layer.packed);
@@ -196,50 +209,28 @@ impl WithSimd for LayerRun<'_> {
             n,
             activation,
         };
+        // One arm per activation, each with a constant: the inlined kernel is copied per
+        // arm and the epilogue's match folds away (no branch per vector).
         match layer.activation {
-            None => tile(Then::Nothing).all(x, out),
-            Some(Unary::Relu) => tile(Then::Relu).all(x, out),
-            Some(Unary::Tanh) => tile(Then::Tanh).all(x, out),
-            Some(Unary::Sigmoid) => tile(Then::Sigmoid).all(x, out),
-            Some(Unary::LeakyRelu(alpha)) => tile(Then::LeakyRelu(alpha)).all(x, out),
+            None => tile(None).all(x, out),
+            Some(Unary::Relu) => tile(Some(Unary::Relu)).all(x, out),
+            Some(Unary::Tanh) => tile(Some(Unary::Tanh)).all(x, out),
+            Some(Unary::Sigmoid) => tile(Some(Unary::Sigmoid)).all(x, out),
+            Some(Unary::LeakyRelu(a)) => tile(Some(Unary::LeakyRelu(a))).all(x, out),
         }
     }
 }
 
-/// A layer's activation, as the kernel's epilogue. Each tile's copy is made for one of
-/// these, chosen before the loops: the match in [`Then::apply`] is then on a constant, and
-/// folds away.
-#[derive(Clone, Copy)]
-enum Then {
-    Nothing,
-    Relu,
-    Tanh,
-    Sigmoid,
-    LeakyRelu(f32),
-}
-
-impl Then {
-    #[inline(always)]
-    fn apply<S: Simd>(self, simd: S, v: S::f32s) -> S::f32s {
-        match self {
-            Then::Nothing => v,
-            Then::Relu => apply(simd, Unary::Relu, v),
-            Then::Tanh => apply(simd, Unary::Tanh, v),
-            Then::Sigmoid => apply(simd, Unary::Sigmoid, v),
-            Then::LeakyRelu(alpha) => apply(simd, Unary::LeakyRelu(alpha), v),
-        }
-    }
-}
-
-/// The layer one value at a time, from the row-major weights.
+/// The layer one value at a time.
 fn plain<S: Simd>(simd: S, layer: &Layer, x: &[f32], out: &mut [f32]) {
     for (row, out_row) in x.chunks_exact(layer.k).zip(out.chunks_exact_mut(layer.n)) {
         for (j, value) in out_row.iter_mut().enumerate() {
-            let weights = layer.weights.iter().skip(j).step_by(layer.stride);
             *value = row
                 .iter()
-                .zip(weights)
-                .fold(layer.bias[j], |sum, (x, w)| x.mul_add(*w, sum));
+                .enumerate()
+                .fold(layer.bias[j], |sum, (step, x)| {
+                    x.mul_add(layer.weight(step, j), sum)
+                });
         }
     }
     if let Some(op) = layer.activation {
@@ -293,8 +284,8 @@ fn step<S: Simd, const R: usize, const V: usize>(
     }
 }
 
-/// `R` rows of `k` values each, cut to exactly `k`: reading step `i < k` of one needs no
-/// bounds check in the kernel's loop.
+/// `R` rows of `k` values each, cut to exactly `k` (the kernel zips them with the weights'
+/// `k` steps).
 #[inline(always)]
 fn rows_of<const R: usize>(x: &[f32], k: usize) -> [&[f32]; R] {
     std::array::from_fn(|r| &x[r * k..r * k + k])
@@ -308,7 +299,7 @@ struct Tile<'a, S: Simd> {
     vectors: usize,
     k: usize,
     n: usize,
-    activation: Then,
+    activation: Option<Unary>,
 }
 
 impl<S: Simd> Tile<'_, S> {
@@ -393,7 +384,10 @@ impl<S: Simd> Tile<'_, S> {
                 if start >= self.n {
                     break;
                 }
-                let value = self.activation.apply(simd, *sum);
+                let value = match self.activation {
+                    Some(op) => apply(simd, op, *sum),
+                    None => *sum,
+                };
                 let end = (start + lanes).min(self.n);
                 match S::as_mut_simd_f32s(&mut out_row[start..end]) {
                     ([whole], _) => *whole = value,
@@ -645,7 +639,7 @@ mod tests {
                 let w: Vec<f32> = (0..k * n).map(|_| next()).collect();
                 let b: Vec<f32> = (0..n).map(|_| next()).collect();
                 let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
-                let mut layer = Layer::new(k, n, &w);
+                let mut layer = Layer::new(k, n, &w).expect("a layer");
                 assert!(layer.take_bias(&b));
                 assert!(!layer.take_bias(&b), "a second bias is not folded in");
                 let mut out = vec![7.0; 3];

@@ -192,8 +192,9 @@ impl Compiler {
             .get(i)
             .ok_or_else(|| format!("an operator without output {i}"))?;
         if !name.is_empty() {
-            self.known
-                .insert(name.clone(), Known::Rows { slot, elem, dims });
+            let value = Known::Rows { slot, elem, dims };
+            Self::has_columns(name, &value)?;
+            self.known.insert(name.clone(), value);
         }
         Ok(())
     }
@@ -206,8 +207,18 @@ impl Compiler {
                 node.output.len()
             ));
         };
+        Self::has_columns(name, &value)?;
         self.known.insert(name.clone(), value);
         Ok(())
+    }
+
+    /// A value per row must have at least one column: the steps cut blocks into rows of
+    /// its width (a hostile graph may declare a dimension of 0).
+    fn has_columns(name: &str, value: &Known) -> Result<(), Unsupported> {
+        match value {
+            Known::Rows { dims, .. } if cols(dims) == 0 => Err(format!("'{name}' has no columns")),
+            _ => Ok(()),
+        }
     }
 
     fn input(node: &NodeProto, i: usize) -> Result<&str, Unsupported> {
@@ -391,7 +402,8 @@ impl Compiler {
         if alpha != 1.0 {
             weights.iter_mut().for_each(|w| *w *= alpha);
         }
-        let mut layer = Layer::new(k, n, &weights);
+        let mut layer = Layer::new(k, n, &weights)
+            .ok_or_else(|| format!("{} by an empty [{k}, {n}] constant", node.op_type))?;
         if let Some(name) = bias {
             let mut row = self.row_constant(&name, n)?;
             row.iter_mut().for_each(|v| *v *= beta);

@@ -173,3 +173,48 @@ fn graphs_that_are_not_dense_stay_on_onnx_runtime_with_a_reason() {
         .unwrap_err();
     assert!(err.starts_with("not ONNX"), "{err}");
 }
+
+/// A one-MatMul graph by a float initializer of `dims` holding `values`.
+fn matmul_by(dims: Vec<i64>, values: Vec<f32>) -> Vec<u8> {
+    use crate::model::trees::proto::{
+        GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    };
+    use prost::Message;
+    let value = |name: &str| ValueInfoProto { name: name.into() };
+    ModelProto {
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                op_type: "MatMul".into(),
+                ..Default::default()
+            }],
+            initializer: vec![TensorProto {
+                dims,
+                data_type: 1,
+                float_data: values,
+                name: "w".into(),
+                ..Default::default()
+            }],
+            input: vec![value("x")],
+            output: vec![value("y")],
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn hostile_dimensions_are_refused_not_overflowed_or_divided_by() {
+    let huge = 1i64 << 40;
+    for (dims, values, width, reason) in [
+        (vec![huge, huge], vec![1.0; 4], 4, "values for"),
+        (vec![4, 0], vec![], 4, "empty [4, 0]"),
+        (vec![0, 3], vec![], 0, "empty [0, 3]"),
+    ] {
+        let err = NativeDense::from_onnx(&matmul_by(dims, values), width)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.contains(reason), "{err}");
+    }
+}

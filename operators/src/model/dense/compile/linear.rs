@@ -126,7 +126,8 @@ impl Compiler {
         let weights: Vec<f32> = (0..width * outputs)
             .map(|i| coefficients[(i % outputs) * width + i / outputs])
             .collect();
-        let mut layer = Layer::new(width, outputs, &weights);
+        let mut layer = Layer::new(width, outputs, &weights)
+            .ok_or_else(|| format!("{} of no features", node.op_type))?;
         layer.take_bias(&intercepts);
         Ok((x, layer))
     }
