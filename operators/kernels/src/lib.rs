@@ -7,5 +7,6 @@
 //! entry points are not generic, so the code is generated here, optimised.
 
 pub mod dense;
+pub mod trees;
 
 pub use dense::{Layer, Unary, activate};

@@ -1,7 +1,12 @@
 //! The trees of a TreeEnsemble node, laid out for fast evaluation, and the loop that sums
 //! their leaf weights over a row-major feature matrix.
 //!
-//! Each node is 16 bytes (threshold, feature, the two children), so a visit touches one
+//! Trees of up to `shoal_kernels::trees::MAX_LEAVES` leaves (boosted ensembles' trees) find
+//! their rows' leaves with bit vectors over SIMD lanes (`shoal_kernels::trees`); deeper
+//! trees are walked from the root as below. Either way a row's leaf is the same, and the
+//! leaf weights are summed in the same order.
+//!
+//! For the walk, each node is 16 bytes (threshold, feature, the two children), so a visit touches one
 //! cache line. A leaf points to itself on both sides, so every walk from a root takes exactly
 //! that tree's depth in steps with no branch on "is this a leaf": the comparison picks the
 //! next node by index (a conditional move), and `LANES` rows walk the same tree in lockstep
@@ -10,10 +15,14 @@
 //! models, so results match it to the last bits in the common cases.
 
 use super::attributes::{Attributes, Unsupported};
+pub use shoal_kernels::trees::Comparison;
+use shoal_kernels::trees::{BitTree, MAX_LEAVES, Split, TreeNode, add_leaf_weights};
 use std::collections::HashMap;
 
 /// Rows that walk one tree together.
 const LANES: usize = 8;
+/// Most node-by-output leaf weights a forest may allocate (256 MiB).
+const MAX_LEAF_WEIGHTS: usize = 1 << 26;
 /// Rows scored per pass over all trees: their features and scores stay in L1.
 const BLOCK_ROWS: usize = 256;
 
@@ -25,12 +34,13 @@ struct Node {
     next: [u32; 2],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Leq,
-    Lt,
-    Gte,
-    Gt,
+/// Consecutive trees evaluated the same way.
+#[derive(Debug)]
+enum Run {
+    /// Trees small enough for bit vectors.
+    Bits(Vec<BitTree>),
+    /// Trees walked from the root: indexes into `roots` and `depths`.
+    Walk(std::ops::Range<usize>),
 }
 
 #[derive(Debug)]
@@ -42,9 +52,15 @@ pub struct Forest {
     comparison: Comparison,
     roots: Vec<u32>,
     depths: Vec<u32>,
-    /// Dense leaf weights: `outputs` values per node (zero where a leaf has no weight).
+    /// The trees in order, in runs of those evaluated the same way.
+    runs: Vec<Run>,
+    /// Dense leaf weights: one value per node for each output in `voted` (zero where a
+    /// leaf has no weight for it).
     leaf_values: Vec<f32>,
     pub outputs: usize,
+    /// The outputs some leaf votes for, in order: only their sums are computed (a binary
+    /// classifier's trees vote for one of its two columns).
+    voted: Vec<usize>,
     /// Per output: whether every row gets a weight for it (see `has_score`).
     pub scored: Vec<bool>,
     /// Smallest feature-matrix width the trees can read.
@@ -92,6 +108,11 @@ impl Forest {
         }
         if n == 0 || n > u32::MAX as usize / 2 {
             return Err(format!("{n} nodes"));
+        }
+        // A weight per node and output is allocated: refuse sizes a model file cannot
+        // justify (a hostile n_targets) rather than allocate them.
+        if outputs == 0 || n.checked_mul(outputs).is_none_or(|w| w > MAX_LEAF_WEIGHTS) {
+            return Err(format!("{outputs} outputs for {n} nodes"));
         }
 
         // Trees are contiguous runs of nodes; the first node of a run is the root, as in
@@ -159,8 +180,15 @@ impl Forest {
             .map(|root| depth_of(&nodes, *root as usize))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let (leaf_values, scored) = leaf_values(&nodes, &index, &roots, votes, outputs)?;
+        let (all_values, scored) = leaf_values(&nodes, &index, &roots, votes, outputs)?;
+        let voted: Vec<usize> = (0..outputs).filter(|o| scored[*o]).collect();
+        let leaf_values: Vec<f32> = all_values
+            .chunks_exact(outputs)
+            .flat_map(|node| voted.iter().map(|o| node[*o]))
+            .collect();
         let missing_true: Vec<bool> = missing.iter().map(|m| *m != 0).collect();
+        let k = voted.len();
+        let runs = runs(&nodes, &missing_true, &leaf_values, k, &roots, MAX_LEAVES);
         Ok(Self {
             any_missing_true: missing_true.iter().any(|m| *m),
             missing_true,
@@ -168,8 +196,10 @@ impl Forest {
             comparison: comparison.unwrap_or(Comparison::Leq),
             roots,
             depths,
+            runs,
             leaf_values,
             outputs,
+            voted,
             scored,
             min_width,
         })
@@ -179,36 +209,97 @@ impl Forest {
         self.roots.len()
     }
 
+    /// The same forest with only trees of at most `max_leaves` leaves evaluated by bit
+    /// vectors, the others walked (to test the walk, and runs of both, on models whose
+    /// trees are all small).
+    #[cfg(test)]
+    pub fn with_bit_trees_up_to(mut self, max_leaves: usize) -> Self {
+        self.runs = runs(
+            &self.nodes,
+            &self.missing_true,
+            &self.leaf_values,
+            self.voted.len(),
+            &self.roots,
+            max_leaves,
+        );
+        self
+    }
+
+    /// How many trees find their leaves with bit vectors, and in how many runs the trees
+    /// are.
+    #[cfg(test)]
+    pub fn bit_trees_and_runs(&self) -> (usize, usize) {
+        let bits = self.runs.iter().map(|run| match run {
+            Run::Bits(trees) => trees.len(),
+            Run::Walk(_) => 0,
+        });
+        (bits.sum(), self.runs.len())
+    }
+
     /// Sums the leaf weights each row reaches: `rows x outputs` scores, row-major.
     /// `x` is the row-major feature matrix, `width` values per row.
     pub fn scores(&self, x: &[f32], width: usize, rows: usize) -> Vec<f32> {
         debug_assert!(width >= self.min_width && x.len() >= rows * width);
-        let mut scores = vec![0.0f32; rows * self.outputs];
-        match (self.comparison, self.any_missing_true) {
-            (Comparison::Leq, false) => self.sum::<false>(x, width, &mut scores, |a, b| a <= b),
-            (Comparison::Leq, true) => self.sum::<true>(x, width, &mut scores, |a, b| a <= b),
-            (Comparison::Lt, false) => self.sum::<false>(x, width, &mut scores, |a, b| a < b),
-            (Comparison::Lt, true) => self.sum::<true>(x, width, &mut scores, |a, b| a < b),
-            (Comparison::Gte, false) => self.sum::<false>(x, width, &mut scores, |a, b| a >= b),
-            (Comparison::Gte, true) => self.sum::<true>(x, width, &mut scores, |a, b| a >= b),
-            (Comparison::Gt, false) => self.sum::<false>(x, width, &mut scores, |a, b| a > b),
-            (Comparison::Gt, true) => self.sum::<true>(x, width, &mut scores, |a, b| a > b),
+        let k = self.voted.len();
+        let mut scores = vec![0.0f32; rows * k];
+        if k == 0 {
+            return vec![0.0; rows * self.outputs];
         }
-        scores
+        // Run after run, so every row still sums its trees' weights in the trees' order.
+        for run in &self.runs {
+            match run {
+                Run::Bits(trees) => {
+                    // Compile made sure every tree reads within `min_width <= width`.
+                    let op = self.comparison;
+                    let added = add_leaf_weights(trees, op, x, width, k, &mut scores);
+                    debug_assert!(added, "bit trees wider than the rows");
+                }
+                Run::Walk(trees) => self.walk(trees.clone(), x, width, &mut scores),
+            }
+        }
+        if k == self.outputs {
+            return scores;
+        }
+        let mut all = vec![0.0f32; rows * self.outputs];
+        for (row, sums) in all
+            .chunks_exact_mut(self.outputs)
+            .zip(scores.chunks_exact(k))
+        {
+            for (output, sum) in self.voted.iter().zip(sums) {
+                row[*output] = *sum;
+            }
+        }
+        all
+    }
+
+    fn walk(&self, trees: std::ops::Range<usize>, x: &[f32], width: usize, scores: &mut [f32]) {
+        match (self.comparison, self.any_missing_true) {
+            (Comparison::Leq, false) => self.sum::<false>(trees, x, width, scores, |a, b| a <= b),
+            (Comparison::Leq, true) => self.sum::<true>(trees, x, width, scores, |a, b| a <= b),
+            (Comparison::Lt, false) => self.sum::<false>(trees, x, width, scores, |a, b| a < b),
+            (Comparison::Lt, true) => self.sum::<true>(trees, x, width, scores, |a, b| a < b),
+            (Comparison::Gte, false) => self.sum::<false>(trees, x, width, scores, |a, b| a >= b),
+            (Comparison::Gte, true) => self.sum::<true>(trees, x, width, scores, |a, b| a >= b),
+            (Comparison::Gt, false) => self.sum::<false>(trees, x, width, scores, |a, b| a > b),
+            (Comparison::Gt, true) => self.sum::<true>(trees, x, width, scores, |a, b| a > b),
+        }
     }
 
     fn sum<const MISSING: bool>(
         &self,
+        trees: std::ops::Range<usize>,
         x: &[f32],
         width: usize,
         scores: &mut [f32],
         goes_true: impl Fn(f32, f32) -> bool + Copy,
     ) {
-        let rows = scores.len() / self.outputs;
-        let k = self.outputs;
+        let k = self.voted.len();
+        let rows = scores.len() / k;
+        let roots = &self.roots[trees.clone()];
+        let depths = &self.depths[trees];
         for block_start in (0..rows).step_by(BLOCK_ROWS) {
             let block_end = (block_start + BLOCK_ROWS).min(rows);
-            for (root, depth) in self.roots.iter().zip(&self.depths) {
+            for (root, depth) in roots.iter().zip(depths) {
                 let mut row = block_start;
                 while row < block_end {
                     let lanes = LANES.min(block_end - row);
@@ -236,6 +327,44 @@ impl Forest {
             }
         }
     }
+}
+
+/// The trees in runs: those of at most `max_leaves` leaves laid out for bit vectors (with
+/// their leaves' `outputs` weights from `leaf_values`), the others walked.
+fn runs(
+    nodes: &[Node],
+    missing_true: &[bool],
+    leaf_values: &[f32],
+    outputs: usize,
+    roots: &[u32],
+    max_leaves: usize,
+) -> Vec<Run> {
+    let node = |i: u32| {
+        let at = i as usize;
+        let node = nodes.get(at)?;
+        Some(if node.next[0] == i {
+            TreeNode::Leaf(leaf_values.get(at * outputs..(at + 1) * outputs)?)
+        } else {
+            let split = Split {
+                feature: node.feature,
+                threshold: node.threshold,
+                missing_true: missing_true.get(at).copied().unwrap_or(false),
+            };
+            TreeNode::Branch(split, node.next)
+        })
+    };
+    let mut runs: Vec<Run> = Vec::new();
+    for (index, root) in roots.iter().enumerate() {
+        let small = tree_leaves(nodes, *root as usize).len() <= max_leaves;
+        let bits = small.then(|| BitTree::new(*root, outputs, node)).flatten();
+        match (bits, runs.last_mut()) {
+            (Some(tree), Some(Run::Bits(trees))) => trees.push(tree),
+            (Some(tree), _) => runs.push(Run::Bits(vec![tree])),
+            (None, Some(Run::Walk(trees))) => trees.end = index + 1,
+            (None, _) => runs.push(Run::Walk(index..index + 1)),
+        }
+    }
+    runs
 }
 
 /// Steps from `root` to its deepest leaf; refuses cycles and shared subtrees.

@@ -123,6 +123,16 @@ impl NativeTrees {
         })
     }
 
+    /// The same model with only trees of at most `max_leaves` leaves evaluated by bit
+    /// vectors, the others walked from their root.
+    #[cfg(test)]
+    fn with_bit_trees_up_to(self, max_leaves: usize) -> Self {
+        Self {
+            forest: self.forest.with_bit_trees_up_to(max_leaves),
+            ..self
+        }
+    }
+
     /// Scores `rows` rows of the row-major float matrix `x` (`width` values per row) and
     /// returns the graph's outputs in order.
     pub fn run(&self, x: &[f32], rows: usize) -> Vec<NativeTensor> {

@@ -1,6 +1,7 @@
 //! The native evaluator against ONNX Runtime, output by output, on every row.
 
 use super::{NativeTensor, NativeTrees};
+use shoal_kernels::trees::MAX_LEAVES;
 use std::path::PathBuf;
 
 const WIDTH: usize = 4;
@@ -42,13 +43,15 @@ fn ort_outputs(name: &str, x: &[f32], rows: usize) -> Vec<NativeTensor> {
     crate::model::ort_reference::ort_outputs(name, &bytes, x, rows, WIDTH)
 }
 
-/// Largest difference between the two evaluators, relative to max(1, |ORT value|).
-fn compare(name: &str, rows: usize) -> f32 {
+/// Largest difference between the two evaluators, relative to max(1, |ORT value|); only
+/// trees of at most `bit_leaves` leaves are evaluated by bit vectors, the others walked.
+fn compare(name: &str, rows: usize, bit_leaves: usize) -> f32 {
     let x = rows_for(rows);
     let rows = x.len() / WIDTH;
     let bytes = std::fs::read(model_path(name)).expect("model file");
     let native = NativeTrees::from_onnx(&bytes, WIDTH)
-        .unwrap_or_else(|reason| panic!("{name} should be evaluated natively: {reason}"));
+        .unwrap_or_else(|reason| panic!("{name} should be evaluated natively: {reason}"))
+        .with_bit_trees_up_to(bit_leaves);
     let ours = native.run(&x, rows);
     let theirs = ort_outputs(name, &x, rows);
     assert_eq!(ours.len(), theirs.len(), "{name}: output count");
@@ -111,13 +114,40 @@ fn tree_ensembles_match_onnx_runtime_on_every_row() {
         "gbdt_missing",
         "gbdt_lt",
     ] {
-        // Large batches, and batches smaller than the lockstep lanes.
+        // Large batches, and batches smaller than the lockstep lanes; trees by bit
+        // vectors, walked, and some each way.
         for rows in [3000, 1, 7] {
-            let worst = compare(name, rows);
-            eprintln!("{name} {rows}: worst relative difference {worst:e}");
-            assert!(worst <= 1e-6, "{name}: {worst}");
+            for bit_leaves in [MAX_LEAVES, 0, 30] {
+                let worst = compare(name, rows, bit_leaves);
+                eprintln!(
+                    "{name} {rows} rows, bit trees up to {bit_leaves} leaves: worst relative difference {worst:e}"
+                );
+                assert!(worst <= 1e-6, "{name}: {worst}");
+            }
         }
     }
+}
+
+#[test]
+fn small_trees_take_bit_vectors_and_larger_ones_the_walk_in_the_trees_order() {
+    let load = |name| {
+        let bytes = std::fs::read(model_path(name)).expect("model file");
+        NativeTrees::from_onnx(&bytes, WIDTH).expect("native")
+    };
+    // Every committed model's trees have at most 64 leaves (depth 6 at most).
+    for name in ["gbdt_binary", "forest_regressor", "forest_multiclass"] {
+        let model = load(name);
+        assert_eq!(
+            model.forest.bit_trees_and_runs(),
+            (model.forest.tree_count(), 1)
+        );
+    }
+    // forest_binary's trees have 29, 30, 32, 27, 31, 31, 31 and 32 leaves: with a limit of
+    // 30 (as the comparison above also runs) they split into alternating runs.
+    let mixed = load("forest_binary").with_bit_trees_up_to(30);
+    assert_eq!(mixed.forest.bit_trees_and_runs(), (3, 4));
+    let walked = load("forest_regressor").with_bit_trees_up_to(0);
+    assert_eq!(walked.forest.bit_trees_and_runs(), (0, 1));
 }
 
 #[test]
