@@ -16,7 +16,8 @@
 //!
 //! Sums run over k in order with fused multiply-adds, as ONNX Runtime's MLAS kernels do, so
 //! answers stay within 1e-5 of its. Tanh is the rational approximation MLAS (and Eigen) use;
-//! Sigmoid is `0.5 + 0.5 tanh(x / 2)`.
+//! Sigmoid is `1 / (1 + e)` or `e / (1 + e)` from a vector `e = exp(-|x|)`, so that small
+//! probabilities keep their relative precision.
 
 use pulp::{Arch, Simd, WithSimd};
 

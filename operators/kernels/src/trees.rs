@@ -87,13 +87,16 @@ pub struct BitTree {
 
 impl BitTree {
     /// Lays out the tree at `root`, whose leaves have `outputs` weights each; `node(i)` is
-    /// node `i`. `None` for a tree of more than `MAX_LEAVES` leaves, one that loops, or a
-    /// leaf of another number of weights.
+    /// node `i`. `None` for a tree of more than `MAX_LEAVES` leaves, one that loops, a
+    /// leaf of another number of weights, or no outputs.
     pub fn new<'a>(
         root: u32,
         outputs: usize,
         node: impl Fn(u32) -> Option<TreeNode<'a>>,
     ) -> Option<Self> {
+        if outputs == 0 {
+            return None;
+        }
         let mut tree = Self {
             low: Vec::new(),
             high: Vec::new(),
@@ -107,7 +110,7 @@ impl BitTree {
     }
 
     fn leaves(&self) -> usize {
-        self.weights.len() / self.outputs.max(1)
+        self.weights.len() / self.outputs
     }
 
     /// Numbers the leaves under `at` from `leaves()` on and returns their range.
@@ -478,6 +481,19 @@ mod tests {
                 outputs,
                 &mut scores
             ));
+            // One lane (a CPU with neither AVX2 nor NEON) gives the same sums.
+            let mut one_lane = vec![0.5f32; rows * outputs];
+            pulp::Scalar::new().vectorize(LeafWeights {
+                trees: &compiled,
+                comparison: op,
+                any_missing_true: true,
+                x: &x,
+                width,
+                rows,
+                outputs,
+                scores: &mut one_lane,
+            });
+            assert_eq!(one_lane, scores, "{op:?} on one lane");
             for (r, row) in x.chunks_exact(width).enumerate() {
                 let mut want = vec![0.5f32; outputs];
                 for tree in &trees {
@@ -500,6 +516,7 @@ mod tests {
         let mut next = generator(7);
         assert!(bit_tree(&random_tree(65, 3, 1, &mut next), 1).is_none());
         assert!(bit_tree(&random_tree(8, 3, 2, &mut next), 1).is_none());
+        assert!(bit_tree(&random_tree(8, 3, 1, &mut next), 0).is_none());
         let looping: Nodes = vec![Ok((0, 1.0, false, [1, 0])), Err(vec![1.0])];
         assert!(bit_tree(&looping, 1).is_none());
         let tree = bit_tree(&random_tree(8, 3, 1, &mut next), 1).unwrap();
